@@ -1,0 +1,4 @@
+//! tidings: one broadcast API over Server-Sent Events and Socket.IO.
+#![forbid(unsafe_code)]
+
+pub mod proto;

@@ -1,0 +1,1 @@
+//! Pure codecs: bytes in, values out, and back. No clock, no sockets.
