@@ -1,4 +1,18 @@
-//! tidings: one broadcast API over Server-Sent Events and Socket.IO.
+//! tidings: one broadcast API over Server-Sent Events and Socket.IO, on a hand-rolled mio event
+//! loop.
+//!
+//! Layers, with one-way dependencies: [`proto`] (pure codecs) → `engine` (sans-IO state machines,
+//! time is an input) → `io` (the only place with sockets, mio and the clock) → [`Server`] /
+//! [`Handle`] (a thread-safe handle that reaches the loop through a channel and a `mio::Waker`).
 #![forbid(unsafe_code)]
 
+pub mod buf;
+pub mod config;
+pub mod engine;
+mod io;
 pub mod proto;
+mod server;
+
+pub use config::{Config, ConfigError, Cors};
+pub use engine::{AppEvent, CloseReason, Data, SessionId};
+pub use server::{Handle, Server, ServerClosed, StartError};

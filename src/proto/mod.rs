@@ -1,1 +1,7 @@
-//! Pure codecs: bytes in, values out, and back. No clock, no sockets.
+//! Pure codecs: bytes in, values out, and back. No clock, no sockets. Every decoder returns a typed
+//! error on bad input and never panics.
+
+pub mod eio;
+pub mod http;
+pub mod sse;
+pub mod ws;

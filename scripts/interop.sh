@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Run the Node interop tests (tests/interop/*.test.mjs: official engine.io / socket.io / eventsource
+# clients) against the `conformance` example, on 127.0.0.1 and a free port.
+#
+# Usage: scripts/interop.sh [extra `node --test` arguments, e.g. tests/interop/engineio.test.mjs]
+# Environment: SERVER_CMD overrides the server command (it gets PORT; must listen on 127.0.0.1).
+# Exit status: node's (non-zero also when the build or the server start fails).
+set -euo pipefail
+
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo_root"
+interop=tests/interop
+
+server_pid=""
+log=$(mktemp -t tidings-interop-server.XXXXXX)
+cleanup() {
+    if [[ -n "$server_pid" ]]; then
+        kill "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+    fi
+    rm -f "$log"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+if [[ -z "${SERVER_CMD:-}" ]]; then
+    cargo build --examples
+    SERVER_CMD="$repo_root/target/debug/examples/conformance"
+fi
+
+if [[ ! -d "$interop/node_modules" ]]; then
+    (cd "$interop" && npm ci --no-audit --no-fund)
+fi
+
+# Ask the kernel for a free loopback port (bind to 0); there is a small window before the server
+# binds it, which is fine on a test machine.
+port=$(node -e '
+  const s = require("net").createServer();
+  s.listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });')
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; }
+
+PORT=$port bash -c "exec $SERVER_CMD" >"$log" 2>&1 &
+server_pid=$!
+deadline=$((SECONDS + 20))
+until port_open; do
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+        echo "interop: server exited before listening on $port; its output:" >&2
+        cat "$log" >&2
+        exit 1
+    fi
+    if ((SECONDS >= deadline)); then
+        echo "interop: server did not listen on 127.0.0.1:$port within 20 s; its output:" >&2
+        cat "$log" >&2
+        exit 1
+    fi
+    sleep 0.1
+done
+
+if [[ $# -eq 0 ]]; then
+    set -- "$interop/"
+fi
+status=0
+TIDINGS_URL="http://127.0.0.1:$port" node --test "$@" || status=$?
+
+if ! kill -0 "$server_pid" 2>/dev/null; then
+    echo "interop: the server exited during the tests; its output:" >&2
+    tail -n 50 "$log" >&2
+    [[ $status -eq 0 ]] && status=1
+elif [[ $status -ne 0 ]]; then
+    echo "interop: server output (last 50 lines):" >&2
+    tail -n 50 "$log" >&2
+fi
+exit "$status"

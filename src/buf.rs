@@ -1,0 +1,168 @@
+//! Outbound byte chunks shared between the engine (which produces them) and the io layer (which
+//! queues and writes them). A broadcast is encoded once into an `Arc<[u8]>` and the same allocation
+//! is queued on every recipient's connection.
+
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::sync::Arc;
+
+/// One piece of bytes to write to a connection.
+#[derive(Clone, Debug)]
+pub enum Chunk {
+    /// A small header (e.g. a WebSocket frame header) stored inline: no allocation per recipient.
+    Inline { bytes: [u8; 14], len: u8 },
+    /// Bytes shared by every recipient of a broadcast.
+    Shared(Arc<[u8]>),
+    /// Bytes owned by this one write (an HTTP response, a polling payload).
+    Owned(Vec<u8>),
+}
+
+impl Chunk {
+    /// Builds an inline chunk; `bytes` longer than 14 are stored as an owned chunk instead.
+    pub fn inline(bytes: &[u8]) -> Chunk {
+        let mut buf = [0u8; 14];
+        match buf.get_mut(..bytes.len()) {
+            Some(dst) => {
+                dst.copy_from_slice(bytes);
+                Chunk::Inline {
+                    bytes: buf,
+                    len: bytes.len() as u8,
+                }
+            }
+            None => Chunk::Owned(bytes.to_vec()),
+        }
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        match self {
+            Chunk::Inline { bytes, len } => bytes.get(..usize::from(*len)).unwrap_or(&[]),
+            Chunk::Shared(b) => b,
+            Chunk::Owned(v) => v,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.as_slice().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+impl From<Vec<u8>> for Chunk {
+    fn from(v: Vec<u8>) -> Self {
+        Chunk::Owned(v)
+    }
+}
+
+impl From<Arc<[u8]>> for Chunk {
+    fn from(v: Arc<[u8]>) -> Self {
+        Chunk::Shared(v)
+    }
+}
+
+/// A FIFO of chunks with a count of unsent bytes, so a cap can be enforced per connection.
+#[derive(Debug, Default)]
+pub struct OutQueue {
+    chunks: VecDeque<Chunk>,
+    /// Bytes of the front chunk already written.
+    front_written: usize,
+    queued: usize,
+}
+
+impl OutQueue {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn push(&mut self, chunk: Chunk) {
+        if chunk.is_empty() {
+            return;
+        }
+        self.queued += chunk.len();
+        self.chunks.push_back(chunk);
+    }
+
+    /// Unsent bytes.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queued == 0
+    }
+
+    /// Fills `out` with slices of unsent bytes, in order, for a vectored write; returns how many.
+    pub fn fill_slices<'a>(&'a self, out: &mut [IoSlice<'a>]) -> usize {
+        let mut n = 0;
+        for (slot, (i, chunk)) in out.iter_mut().zip(self.chunks.iter().enumerate()) {
+            let bytes = chunk.as_slice();
+            let bytes = if i == 0 {
+                bytes.get(self.front_written..).unwrap_or(&[])
+            } else {
+                bytes
+            };
+            *slot = IoSlice::new(bytes);
+            n += 1;
+        }
+        n
+    }
+
+    /// Marks `n` bytes as written.
+    pub fn advance(&mut self, mut n: usize) {
+        self.queued = self.queued.saturating_sub(n);
+        while n > 0 {
+            let Some(front) = self.chunks.front() else {
+                break;
+            };
+            let left = front.len() - self.front_written;
+            if n >= left {
+                n -= left;
+                self.chunks.pop_front();
+                self.front_written = 0;
+            } else {
+                self.front_written += n;
+                n = 0;
+            }
+        }
+        if self.chunks.is_empty() {
+            // Give memory back once a burst is written: idle connections should cost little.
+            self.chunks = VecDeque::new();
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.chunks = VecDeque::new();
+        self.front_written = 0;
+        self.queued = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    #[test]
+    fn queue_advances_across_chunks() {
+        let mut q = OutQueue::new();
+        q.push(Chunk::inline(b"ab"));
+        q.push(Chunk::Shared(Arc::from(&b"cde"[..])));
+        q.push(Chunk::Owned(b"f".to_vec()));
+        assert_eq!(q.queued_bytes(), 6);
+        q.advance(3);
+        let mut s = [IoSlice::new(&[]); 8];
+        let n = q.fill_slices(&mut s);
+        let joined: Vec<u8> = s[..n].iter().flat_map(|x| x.iter().copied()).collect();
+        assert_eq!(joined, b"def");
+        q.advance(3);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn inline_falls_back_to_owned_when_long() {
+        assert!(matches!(Chunk::inline(&[1u8; 20]), Chunk::Owned(_)));
+        assert_eq!(Chunk::inline(b"xy").as_slice(), b"xy");
+    }
+}

@@ -1,0 +1,711 @@
+//! Engine.IO v4 sessions: handshake, long-polling, WebSocket, the polling→websocket upgrade,
+//! heartbeat and close. Packets for a session are encoded once (`Queued`) and either written to its
+//! WebSocket or buffered for the next poll.
+
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
+
+use base64::Engine as _;
+
+use super::{AppEvent, ConnId, ConnRole, Engine, Output, Request, WsMessage};
+use crate::buf::Chunk;
+use crate::proto::eio::{self as codec, ErrorCode, Handshake, Packet};
+use crate::proto::http::{self, RequestHead, Response};
+use crate::proto::ws;
+
+pub use crate::proto::eio::Data;
+
+use super::timers::TimerKey;
+
+/// A session's identity for the application: unique for the life of the server (never reused).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub u64);
+
+/// Why a session closed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The client sent a close packet.
+    ClientClose,
+    /// The transport went away (socket closed, aborted poll).
+    TransportClose,
+    /// No pong within `pingTimeout` of a ping.
+    PingTimeout,
+    /// The client broke the protocol (bad packet, second concurrent poll, ...).
+    ProtocolError,
+    /// The session's outbound buffer passed its cap (a client that does not read).
+    BufferFull,
+    /// The application closed it.
+    ServerClose,
+    /// The server is shutting down.
+    ServerShutdown,
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CloseReason::ClientClose => "client close",
+            CloseReason::TransportClose => "transport close",
+            CloseReason::PingTimeout => "ping timeout",
+            CloseReason::ProtocolError => "protocol error",
+            CloseReason::BufferFull => "buffer full",
+            CloseReason::ServerClose => "server close",
+            CloseReason::ServerShutdown => "server shutdown",
+        })
+    }
+}
+
+/// Which layer owns a session's messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    /// Raw Engine.IO: messages go to the application.
+    Raw,
+}
+
+/// One encoded Engine.IO packet, ready for either transport. Shared, so a broadcast is encoded once.
+#[derive(Clone, Debug)]
+pub(crate) enum Queued {
+    /// The text form (`4hello`, `2`, `6`): a WebSocket text frame or a polling segment as is.
+    Text(Arc<[u8]>),
+    /// A binary message: a WebSocket binary frame as is, or `b<base64>` in a polling payload.
+    Binary(Arc<[u8]>),
+}
+
+impl Queued {
+    pub(crate) fn message(data: &Data) -> Queued {
+        match data {
+            Data::Text(t) => {
+                let mut v = Vec::with_capacity(t.len() + 1);
+                v.push(b'4');
+                v.extend_from_slice(t.as_bytes());
+                Queued::Text(v.into())
+            }
+            Data::Binary(b) => Queued::Binary(b.as_slice().into()),
+        }
+    }
+
+    fn control(text: &'static str) -> Queued {
+        Queued::Text(Arc::from(text.as_bytes()))
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Queued::Text(b) | Queued::Binary(b) => b.len(),
+        }
+    }
+
+    /// Appends this packet to a polling payload.
+    fn append_to_payload(&self, out: &mut Vec<u8>) {
+        if !out.is_empty() {
+            out.push(codec::RECORD_SEPARATOR);
+        }
+        match self {
+            Queued::Text(b) => out.extend_from_slice(b),
+            Queued::Binary(b) => {
+                out.push(b'b');
+                let enc = base64::engine::general_purpose::STANDARD.encode(b);
+                out.extend_from_slice(enc.as_bytes());
+            }
+        }
+    }
+
+    /// The WebSocket frame: an inline header and the shared payload.
+    fn ws_chunks(&self) -> (Chunk, Chunk) {
+        let (opcode, bytes) = match self {
+            Queued::Text(b) => (ws::OPCODE_TEXT, b),
+            Queued::Binary(b) => (ws::OPCODE_BINARY, b),
+        };
+        let (h, n) = ws::frame_header(opcode, bytes.len());
+        (
+            Chunk::inline(h.get(..n).unwrap_or(&[])),
+            Chunk::Shared(bytes.clone()),
+        )
+    }
+}
+
+#[derive(Debug)]
+enum Transport {
+    Polling,
+    WebSocket(ConnId),
+}
+
+#[derive(Debug)]
+struct Upgrade {
+    conn: ConnId,
+    probed: bool,
+    deadline: Instant,
+}
+
+#[derive(Debug)]
+struct PendingGet {
+    conn: ConnId,
+    keep_alive: bool,
+    cors_origin: Option<String>,
+}
+
+#[derive(Debug)]
+struct Session {
+    sid: Arc<str>,
+    endpoint: Endpoint,
+    transport: Transport,
+    pending_get: Option<PendingGet>,
+    upgrade: Option<Upgrade>,
+    buffer: VecDeque<Queued>,
+    buffer_bytes: usize,
+    next_ping: Instant,
+    pong_deadline: Option<Instant>,
+    timer_armed: Option<Instant>,
+}
+
+impl Session {
+    fn next_deadline(&self) -> Option<Instant> {
+        let heartbeat = match self.pong_deadline {
+            Some(d) => d,
+            None => self.next_ping,
+        };
+        Some(match &self.upgrade {
+            Some(u) => heartbeat.min(u.deadline),
+            None => heartbeat,
+        })
+    }
+}
+
+/// Every Engine.IO session, by key and by sid.
+#[derive(Debug, Default)]
+pub(crate) struct Sessions {
+    by_key: HashMap<u64, Session>,
+    by_sid: HashMap<Arc<str>, u64>,
+    next_key: u64,
+}
+
+impl Sessions {
+    pub(crate) fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    pub(crate) fn keys(&self) -> Vec<u64> {
+        self.by_key.keys().copied().collect()
+    }
+
+    pub(crate) fn endpoint_of(&self, key: u64) -> Option<Endpoint> {
+        self.by_key.get(&key).map(|s| s.endpoint)
+    }
+}
+
+/// The query parameters Engine.IO looks at.
+struct EioQuery {
+    eio: Option<String>,
+    transport: Option<String>,
+    sid: Option<String>,
+}
+
+fn eio_query(head: &RequestHead) -> EioQuery {
+    let mut q = EioQuery {
+        eio: None,
+        transport: None,
+        sid: None,
+    };
+    for (k, v) in http::parse_query(&head.query) {
+        let slot = match k.as_str() {
+            "EIO" => &mut q.eio,
+            "transport" => &mut q.transport,
+            "sid" => &mut q.sid,
+            _ => continue,
+        };
+        if slot.is_none() {
+            *slot = Some(v);
+        }
+    }
+    q
+}
+
+impl Engine {
+    fn eio_error(&mut self, conn: ConnId, head: &RequestHead, code: ErrorCode) {
+        let status = if code == ErrorCode::Forbidden {
+            403
+        } else {
+            400
+        };
+        let resp = Response::new(status).with_body("application/json", code.json());
+        self.respond(conn, head, resp);
+    }
+
+    /// An HTTP request on the Engine.IO path.
+    pub(super) fn eio_request(&mut self, now: Instant, conn: ConnId, req: Request) {
+        let q = eio_query(&req.head);
+        let transport = q.transport.as_deref();
+        let is_ws = match transport {
+            Some("polling") => false,
+            Some("websocket") => true,
+            _ => return self.eio_error(conn, &req.head, ErrorCode::UnknownTransport),
+        };
+        if q.eio.as_deref() != Some("4") {
+            return self.eio_error(conn, &req.head, ErrorCode::UnsupportedProtocolVersion);
+        }
+        let upgrade = req.head.is_websocket_upgrade();
+        if is_ws != upgrade {
+            // `transport=websocket` without an Upgrade header, or an Upgrade on the polling transport.
+            return self.eio_error(conn, &req.head, ErrorCode::BadRequest);
+        }
+        match q.sid {
+            None => {
+                if req.head.method != http::Method::Get {
+                    return self.eio_error(conn, &req.head, ErrorCode::BadHandshakeMethod);
+                }
+                self.eio_handshake(now, conn, req, is_ws);
+            }
+            Some(sid) => {
+                let Some(key) = self.eio.by_sid.get(sid.as_str()).copied() else {
+                    return self.eio_error(conn, &req.head, ErrorCode::UnknownSid);
+                };
+                if is_ws {
+                    self.eio_start_upgrade(now, key, conn, &req.head);
+                } else {
+                    match req.head.method {
+                        http::Method::Get => self.eio_poll_get(now, key, conn, &req.head),
+                        http::Method::Post => self.eio_poll_post(now, key, conn, req),
+                        _ => self.eio_error(conn, &req.head, ErrorCode::BadRequest),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Checks the WebSocket handshake headers and queues the 101 answer. `false`: a 400 was sent.
+    fn accept_websocket(&mut self, conn: ConnId, head: &RequestHead) -> bool {
+        let key = head
+            .header("sec-websocket-key")
+            .filter(|k| k.len() <= 64 && !k.is_empty());
+        let version_ok = head.header("sec-websocket-version") == Some("13");
+        let Some(key) = key.filter(|_| version_ok && head.method == http::Method::Get) else {
+            self.eio_error(conn, head, ErrorCode::BadRequest);
+            return false;
+        };
+        let mut resp = Response::new(101);
+        resp.header("Upgrade", "websocket");
+        resp.header("Connection", "Upgrade");
+        resp.header("Sec-WebSocket-Accept", &http::websocket_accept_key(key));
+        self.push(Output::Write {
+            conn,
+            chunk: Chunk::Owned(resp.encode_head_streaming()),
+        });
+        self.push(Output::StartWebSocket { conn });
+        true
+    }
+
+    fn eio_handshake(&mut self, now: Instant, conn: ConnId, req: Request, is_ws: bool) {
+        if self.eio.len() >= self.cfg.max_connections {
+            let resp =
+                Response::new(503).with_body("text/plain; charset=utf-8", "Too many sessions");
+            return self.respond(conn, &req.head, resp);
+        }
+        if is_ws && !self.accept_websocket(conn, &req.head) {
+            return;
+        }
+        let sid: Arc<str> = loop {
+            let bytes = self.random_bytes::<15>();
+            let sid: Arc<str> = codec::sid_from_random(&bytes).into();
+            if !self.eio.by_sid.contains_key(&sid) {
+                break sid;
+            }
+        };
+        let key = self.eio.next_key;
+        self.eio.next_key += 1;
+        let handshake = Handshake {
+            sid: sid.to_string(),
+            upgrades: if is_ws {
+                vec![]
+            } else {
+                vec!["websocket".to_string()]
+            },
+            ping_interval_ms: self.cfg.ping_interval.as_millis() as u64,
+            ping_timeout_ms: self.cfg.ping_timeout.as_millis() as u64,
+            max_payload: self.cfg.max_payload as u64,
+        };
+        let open = Queued::Text(format!("0{}", handshake.to_json()).into_bytes().into());
+        let session = Session {
+            sid: sid.clone(),
+            endpoint: Endpoint::Raw,
+            transport: if is_ws {
+                Transport::WebSocket(conn)
+            } else {
+                Transport::Polling
+            },
+            pending_get: None,
+            upgrade: None,
+            buffer: VecDeque::new(),
+            buffer_bytes: 0,
+            next_ping: now + self.cfg.ping_interval,
+            pong_deadline: None,
+            timer_armed: None,
+        };
+        self.eio.by_key.insert(key, session);
+        self.eio.by_sid.insert(sid.clone(), key);
+        if is_ws {
+            self.roles.insert(conn, ConnRole::Ws(key));
+            self.eio_send(now, key, open);
+        } else {
+            let mut body = Vec::new();
+            open.append_to_payload(&mut body);
+            let resp = Response::new(200).with_body("text/plain; charset=UTF-8", body);
+            self.respond(conn, &req.head, resp);
+        }
+        self.eio_reschedule(key);
+        self.push(Output::App(AppEvent::EioOpen {
+            session: SessionId(key),
+            sid,
+            remote: req.remote,
+        }));
+    }
+
+    fn eio_poll_get(&mut self, now: Instant, key: u64, conn: ConnId, head: &RequestHead) {
+        let cors_origin = self.allowed_origin(head);
+        let Some(s) = self.eio.by_key.get_mut(&key) else {
+            return;
+        };
+        if !matches!(s.transport, Transport::Polling) {
+            return self.eio_error(conn, head, ErrorCode::BadRequest);
+        }
+        if let Some(previous) = s.pending_get.take() {
+            // A second concurrent GET: refused, and the session is closed, answering the pending
+            // poll with a close packet (as the reference server does).
+            s.pending_get = Some(previous);
+            self.eio_error(conn, head, ErrorCode::BadRequest);
+            return self.eio_close(now, key, CloseReason::ProtocolError);
+        }
+        s.pending_get = Some(PendingGet {
+            conn,
+            keep_alive: head.keep_alive(),
+            cors_origin,
+        });
+        self.roles.insert(conn, ConnRole::PollGet(key));
+        self.eio_flush_poll(key);
+    }
+
+    /// Answers the pending GET if there is something to send.
+    fn eio_flush_poll(&mut self, key: u64) {
+        let Some(s) = self.eio.by_key.get_mut(&key) else {
+            return;
+        };
+        let probed = s.upgrade.as_ref().is_some_and(|u| u.probed);
+        if s.pending_get.is_none() || (s.buffer.is_empty() && !probed) {
+            return;
+        }
+        let Some(get) = s.pending_get.take() else {
+            return;
+        };
+        let mut body = Vec::new();
+        if probed {
+            // During an upgrade the pending poll is answered with a noop so the client can switch;
+            // buffered packets wait for the new transport.
+            Queued::control("6").append_to_payload(&mut body);
+        } else {
+            for p in s.buffer.drain(..) {
+                p.append_to_payload(&mut body);
+            }
+            s.buffer_bytes = 0;
+            s.buffer = VecDeque::new();
+        }
+        self.roles.remove(&get.conn);
+        self.poll_response(get, body);
+    }
+
+    fn poll_response(&mut self, get: PendingGet, body: Vec<u8>) {
+        let mut resp = Response::new(200).with_body("text/plain; charset=UTF-8", body);
+        if let Some(origin) = &get.cors_origin {
+            super::apply_cors(&mut resp, origin, self.cfg.cors.allow_credentials);
+        }
+        self.push(Output::Write {
+            conn: get.conn,
+            chunk: Chunk::Owned(resp.encode(get.keep_alive)),
+        });
+        self.push(Output::ResponseDone {
+            conn: get.conn,
+            keep_alive: get.keep_alive,
+        });
+    }
+
+    fn eio_poll_post(&mut self, now: Instant, key: u64, conn: ConnId, req: Request) {
+        let on_polling = self
+            .eio
+            .by_key
+            .get(&key)
+            .is_some_and(|s| matches!(s.transport, Transport::Polling));
+        if !on_polling {
+            return self.eio_error(conn, &req.head, ErrorCode::BadRequest);
+        }
+        // Engine.IO v4 payloads are text; binary travels base64-encoded inside them. The reference
+        // server refuses an `application/octet-stream` body on v4 ("invalid content").
+        let binary_body = req
+            .head
+            .header("content-type")
+            .is_some_and(|c| c.trim().eq_ignore_ascii_case("application/octet-stream"));
+        let max_packets = self.cfg.max_payload;
+        let packets = if binary_body {
+            None
+        } else {
+            codec::decode_payload(&req.body, max_packets).ok()
+        };
+        let Some(packets) = packets else {
+            self.eio_error(conn, &req.head, ErrorCode::BadRequest);
+            return self.eio_close(now, key, CloseReason::ProtocolError);
+        };
+        let resp = Response::new(200).with_body("text/html; charset=UTF-8", "ok");
+        self.respond(conn, &req.head, resp);
+        for p in packets {
+            if !self.eio.by_key.contains_key(&key) {
+                break;
+            }
+            self.eio_packet(now, key, p);
+        }
+    }
+
+    /// A packet from the client on the session's current transport.
+    fn eio_packet(&mut self, now: Instant, key: u64, packet: Packet) {
+        match packet {
+            Packet::Message(data) => self.eio_deliver(key, data),
+            Packet::Pong(_) => {
+                if let Some(s) = self.eio.by_key.get_mut(&key) {
+                    s.pong_deadline = None;
+                    s.next_ping = now + self.cfg.ping_interval;
+                }
+                self.eio_reschedule(key);
+            }
+            Packet::Close => self.eio_close(now, key, CloseReason::ClientClose),
+            Packet::Noop => {}
+            // v4: "the server sends pings"; a ping from the client (outside the upgrade probe), an
+            // open or an upgrade on the established transport is a protocol error.
+            Packet::Ping(_) | Packet::Open(_) | Packet::Upgrade => {
+                self.eio_close(now, key, CloseReason::ProtocolError)
+            }
+        }
+    }
+
+    fn eio_deliver(&mut self, key: u64, data: Data) {
+        let Some(s) = self.eio.by_key.get(&key) else {
+            return;
+        };
+        match s.endpoint {
+            Endpoint::Raw => self.push(Output::App(AppEvent::EioMessage {
+                session: SessionId(key),
+                data,
+            })),
+        }
+    }
+
+    pub(super) fn eio_ws_message(&mut self, now: Instant, key: u64, msg: WsMessage) {
+        let packet = match msg {
+            WsMessage::Text(t) => codec::decode_text_packet(&t),
+            WsMessage::Binary(b) => Ok(codec::decode_ws_binary(&b)),
+        };
+        match packet {
+            Ok(p) => self.eio_packet(now, key, p),
+            Err(_) => self.eio_close(now, key, CloseReason::ProtocolError),
+        }
+    }
+
+    /// A WebSocket request with the sid of a polling session: the start of an upgrade.
+    fn eio_start_upgrade(&mut self, now: Instant, key: u64, conn: ConnId, head: &RequestHead) {
+        let ok = self
+            .eio
+            .by_key
+            .get(&key)
+            .is_some_and(|s| matches!(s.transport, Transport::Polling) && s.upgrade.is_none());
+        if !ok {
+            return self.eio_error(conn, head, ErrorCode::BadRequest);
+        }
+        if !self.accept_websocket(conn, head) {
+            return;
+        }
+        if let Some(s) = self.eio.by_key.get_mut(&key) {
+            s.upgrade = Some(Upgrade {
+                conn,
+                probed: false,
+                deadline: now + self.cfg.upgrade_timeout,
+            });
+        }
+        self.roles.insert(conn, ConnRole::Probe(key));
+        self.eio_reschedule(key);
+    }
+
+    /// A message on the probe WebSocket: `2probe` → `3probe`, then `5` completes the upgrade.
+    pub(super) fn eio_probe_message(
+        &mut self,
+        now: Instant,
+        key: u64,
+        conn: ConnId,
+        msg: WsMessage,
+    ) {
+        let packet = match msg {
+            WsMessage::Text(t) => codec::decode_text_packet(&t).ok(),
+            WsMessage::Binary(_) => None,
+        };
+        let probed = self
+            .eio
+            .by_key
+            .get(&key)
+            .and_then(|s| s.upgrade.as_ref())
+            .is_some_and(|u| u.probed);
+        match packet {
+            Some(Packet::Ping(d)) if d == "probe" && !probed => {
+                let (h, p) = Queued::control("3probe").ws_chunks();
+                self.push(Output::Write { conn, chunk: h });
+                self.push(Output::Write { conn, chunk: p });
+                if let Some(u) = self
+                    .eio
+                    .by_key
+                    .get_mut(&key)
+                    .and_then(|s| s.upgrade.as_mut())
+                {
+                    u.probed = true;
+                }
+                self.eio_flush_poll(key);
+            }
+            Some(Packet::Upgrade) if probed => self.eio_finish_upgrade(now, key, conn),
+            _ => {
+                // Anything else during the upgrade: drop the probe, keep the session on polling.
+                self.roles.remove(&conn);
+                self.push(Output::Close { conn });
+                self.eio_cancel_upgrade(key, conn);
+            }
+        }
+    }
+
+    fn eio_finish_upgrade(&mut self, now: Instant, key: u64, conn: ConnId) {
+        let Some(s) = self.eio.by_key.get_mut(&key) else {
+            return;
+        };
+        s.upgrade = None;
+        s.transport = Transport::WebSocket(conn);
+        let pending = s.pending_get.take();
+        let buffered: Vec<Queued> = s.buffer.drain(..).collect();
+        s.buffer = VecDeque::new();
+        s.buffer_bytes = 0;
+        self.roles.insert(conn, ConnRole::Ws(key));
+        if let Some(get) = pending {
+            self.roles.remove(&get.conn);
+            let mut body = Vec::new();
+            Queued::control("6").append_to_payload(&mut body);
+            self.poll_response(get, body);
+        }
+        for p in buffered {
+            self.eio_send(now, key, p);
+        }
+        self.eio_reschedule(key);
+    }
+
+    pub(super) fn eio_cancel_upgrade(&mut self, key: u64, conn: ConnId) {
+        if let Some(s) = self.eio.by_key.get_mut(&key) {
+            if s.upgrade.as_ref().is_some_and(|u| u.conn == conn) {
+                s.upgrade = None;
+            }
+        }
+        // The buffer may now go out on the poll that the probe had been holding back.
+        self.eio_flush_poll(key);
+    }
+
+    pub(super) fn eio_forget_get(&mut self, key: u64, conn: ConnId) {
+        if let Some(s) = self.eio.by_key.get_mut(&key) {
+            if s.pending_get.as_ref().is_some_and(|g| g.conn == conn) {
+                s.pending_get = None;
+            }
+        }
+    }
+
+    /// Sends one packet on the session's transport, or buffers it for the next poll.
+    pub(crate) fn eio_send(&mut self, now: Instant, key: u64, packet: Queued) {
+        let Some(s) = self.eio.by_key.get_mut(&key) else {
+            return;
+        };
+        match s.transport {
+            Transport::WebSocket(conn) => {
+                let (h, p) = packet.ws_chunks();
+                self.push(Output::Write { conn, chunk: h });
+                self.push(Output::Write { conn, chunk: p });
+            }
+            Transport::Polling => {
+                s.buffer_bytes += packet.len() + 1;
+                s.buffer.push_back(packet);
+                if s.buffer_bytes > self.cfg.max_outbound_bytes {
+                    return self.eio_close(now, key, CloseReason::BufferFull);
+                }
+                self.eio_flush_poll(key);
+            }
+        }
+    }
+
+    /// Closes a session: answers a pending poll with a close packet, closes its sockets, tells the
+    /// owner. Idempotent.
+    pub(crate) fn eio_close(&mut self, _now: Instant, key: u64, reason: CloseReason) {
+        let Some(s) = self.eio.by_key.remove(&key) else {
+            return;
+        };
+        self.eio.by_sid.remove(&s.sid);
+        if let Some(get) = s.pending_get {
+            if self.roles.remove(&get.conn).is_some() {
+                let mut body = Vec::new();
+                Queued::control("1").append_to_payload(&mut body);
+                self.poll_response(get, body);
+            }
+        }
+        if let Some(u) = s.upgrade {
+            self.roles.remove(&u.conn);
+            self.push(Output::Close { conn: u.conn });
+        }
+        if let Transport::WebSocket(conn) = s.transport {
+            if self.roles.remove(&conn).is_some() {
+                self.push(Output::Write {
+                    conn,
+                    chunk: Chunk::inline(&ws::close_frame(1000)),
+                });
+                self.push(Output::Close { conn });
+            }
+        }
+        match s.endpoint {
+            Endpoint::Raw => self.push(Output::App(AppEvent::EioClose {
+                session: SessionId(key),
+                reason,
+            })),
+        }
+    }
+
+    pub(super) fn eio_reschedule(&mut self, key: u64) {
+        if let Some(s) = self.eio.by_key.get_mut(&key) {
+            let at = s.next_deadline();
+            self.timers
+                .schedule(TimerKey::EioSession(key), at, &mut s.timer_armed);
+        }
+    }
+
+    /// A session's timer entry fired: ping, pong timeout or upgrade timeout.
+    pub(super) fn eio_timer(&mut self, now: Instant, key: u64, at: Instant) {
+        let Some(s) = self.eio.by_key.get_mut(&key) else {
+            return;
+        };
+        if s.timer_armed != Some(at) {
+            return; // stale entry: a newer, earlier one was pushed and has already fired
+        }
+        s.timer_armed = None;
+        if s.pong_deadline.is_some_and(|d| d <= now) {
+            return self.eio_close(now, key, CloseReason::PingTimeout);
+        }
+        if let Some(u) = &s.upgrade {
+            if u.deadline <= now {
+                let conn = u.conn;
+                self.roles.remove(&conn);
+                self.push(Output::Close { conn });
+                self.eio_cancel_upgrade(key, conn);
+            }
+        }
+        let Some(s) = self.eio.by_key.get_mut(&key) else {
+            return;
+        };
+        if s.pong_deadline.is_none() && s.next_ping <= now {
+            // "the pong timeout counts from when a ping is queued" (DESIGN §5)
+            s.pong_deadline = Some(now + self.cfg.ping_timeout);
+            self.eio_send(now, key, Queued::control("2"));
+        }
+        self.eio_reschedule(key);
+    }
+}

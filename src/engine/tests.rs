@@ -1,0 +1,1 @@
+//! Engine scenario tests on a simulated clock.

@@ -1,0 +1,364 @@
+//! One TCP connection: its mode (HTTP requests, WebSocket, closing), inbound parsing and outbound
+//! queue. Reading hands complete inputs to the engine; the loop applies the engine's outputs.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use mio::net::TcpStream;
+use tungstenite::protocol::{Role, WebSocketConfig};
+use tungstenite::Message;
+
+use super::WsStream;
+use crate::buf::{Chunk, OutQueue};
+use crate::config::Config;
+use crate::engine::{ConnId, Engine, Request, WsMessage};
+use crate::proto::http::{self, HeadLimits, HeadScanner, RequestHead, Response};
+use crate::proto::ws;
+
+/// What a read pass ended with.
+pub(crate) enum ReadOutcome {
+    /// The socket has no more bytes for now.
+    Blocked,
+    /// A complete input was handed to the engine: apply its outputs, then read again.
+    Continue,
+    /// The read budget is spent; come back next turn.
+    BudgetSpent,
+    /// Drop the connection now.
+    Close,
+    /// A final answer (an HTTP error, a WebSocket close) is queued: close once it is written.
+    CloseAfterFlush,
+}
+
+pub(crate) enum HttpState {
+    ReadingHead,
+    ReadingBody {
+        head: RequestHead,
+        need: usize,
+    },
+    /// A request was handed to the engine; its response (maybe a parked long-poll) is pending.
+    AwaitingResponse,
+}
+
+pub(crate) enum Mode {
+    Http {
+        inbuf: Vec<u8>,
+        scanner: HeadScanner,
+        state: HttpState,
+    },
+    WebSocket(Box<tungstenite::protocol::WebSocketContext>),
+    /// Waiting for queued bytes to drain; input is discarded.
+    Closing,
+}
+
+pub(crate) struct Conn {
+    pub(crate) id: ConnId,
+    pub(crate) stream: TcpStream,
+    pub(crate) remote: Option<SocketAddr>,
+    pub(crate) mode: Mode,
+    pub(crate) out: OutQueue,
+    pub(crate) close_after_flush: bool,
+    pub(crate) deadline: Option<Instant>,
+    /// Set when the first byte of a new request arrives on an idle keep-alive connection, so the
+    /// loop can swap the idle deadline for the (shorter) request deadline.
+    pub(crate) request_started: bool,
+}
+
+fn ws_config(cfg: &Config) -> WebSocketConfig {
+    // tungstenite's defaults allocate 128 KiB per connection and accept 64 MiB messages; we keep
+    // an idle connection small and apply Engine.IO's maxPayload to frames and messages alike.
+    WebSocketConfig::default()
+        .read_buffer_size(1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(cfg.max_outbound_bytes)
+        .max_message_size(Some(cfg.max_payload))
+        .max_frame_size(Some(cfg.max_payload))
+        .accept_unmasked_frames(false)
+}
+
+impl Conn {
+    pub(crate) fn new(
+        id: ConnId,
+        stream: TcpStream,
+        remote: Option<SocketAddr>,
+        _cfg: &Config,
+    ) -> Conn {
+        Conn {
+            id,
+            stream,
+            remote,
+            mode: Mode::Http {
+                inbuf: Vec::new(),
+                scanner: HeadScanner::new(),
+                state: HttpState::ReadingHead,
+            },
+            out: OutQueue::new(),
+            close_after_flush: false,
+            deadline: None,
+            request_started: false,
+        }
+    }
+
+    /// True while a request is partly received (a timeout then deserves a 408).
+    pub(crate) fn is_mid_request(&self) -> bool {
+        match &self.mode {
+            Mode::Http { inbuf, state, .. } => match state {
+                HttpState::ReadingHead => !inbuf.is_empty(),
+                HttpState::ReadingBody { .. } => true,
+                HttpState::AwaitingResponse => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// The engine finished the response to the current request: read the next one.
+    pub(crate) fn response_done(&mut self) {
+        if let Mode::Http { state, inbuf, .. } = &mut self.mode {
+            *state = HttpState::ReadingHead;
+            if inbuf.is_empty() {
+                *inbuf = Vec::new();
+            }
+        }
+    }
+
+    /// The 101 response is queued: bytes after the request head already belong to WebSocket.
+    pub(crate) fn start_websocket(&mut self, cfg: &Config) {
+        let leftover = match &mut self.mode {
+            Mode::Http { inbuf, .. } => std::mem::take(inbuf),
+            _ => return,
+        };
+        let ctx = tungstenite::protocol::WebSocketContext::from_partially_read(
+            leftover,
+            Role::Server,
+            Some(ws_config(cfg)),
+        );
+        self.mode = Mode::WebSocket(Box::new(ctx));
+    }
+
+    /// Writes as much of the queue as the socket takes. `Err` means the connection is dead.
+    pub(crate) fn write_queued(&mut self) -> io::Result<()> {
+        while !self.out.is_empty() {
+            let written = {
+                let mut slices = [std::io::IoSlice::new(&[]); 64];
+                let n = self.out.fill_slices(&mut slices);
+                self.stream.write_vectored(slices.get(..n).unwrap_or(&[]))
+            };
+            match written {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => self.out.advance(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn read(
+        &mut self,
+        scratch: &mut [u8],
+        budget: &mut usize,
+        engine: &mut Engine,
+        now: Instant,
+        cfg: &Config,
+    ) -> ReadOutcome {
+        match self.mode {
+            Mode::Http { .. } => self.read_http(scratch, budget, engine, now, cfg),
+            Mode::WebSocket(_) => self.read_ws(budget, engine, now),
+            Mode::Closing => self.read_discard(scratch, budget),
+        }
+    }
+
+    fn read_discard(&mut self, scratch: &mut [u8], budget: &mut usize) -> ReadOutcome {
+        loop {
+            match self.stream.read(scratch) {
+                Ok(0) => return ReadOutcome::Close,
+                Ok(n) => {
+                    *budget = budget.saturating_sub(n);
+                    if *budget == 0 {
+                        return ReadOutcome::BudgetSpent;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Blocked,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return ReadOutcome::Close,
+            }
+        }
+    }
+
+    fn read_http(
+        &mut self,
+        scratch: &mut [u8],
+        budget: &mut usize,
+        engine: &mut Engine,
+        now: Instant,
+        cfg: &Config,
+    ) -> ReadOutcome {
+        if let Some(outcome) = self.process_http(engine, now, cfg) {
+            return outcome;
+        }
+        loop {
+            let n = match self.stream.read(scratch) {
+                Ok(0) => return ReadOutcome::Close,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Blocked,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return ReadOutcome::Close,
+            };
+            *budget = budget.saturating_sub(n);
+            let Mode::Http { inbuf, state, .. } = &mut self.mode else {
+                return ReadOutcome::Continue;
+            };
+            if inbuf.is_empty() && matches!(state, HttpState::ReadingHead) {
+                self.request_started = true;
+            }
+            inbuf.extend_from_slice(scratch.get(..n).unwrap_or(&[]));
+            // Bytes pipelined behind a parked request are kept, but only up to one more request.
+            if matches!(state, HttpState::AwaitingResponse)
+                && inbuf.len() > cfg.max_head_bytes + cfg.max_payload
+            {
+                return ReadOutcome::Close;
+            }
+            if let Some(outcome) = self.process_http(engine, now, cfg) {
+                return outcome;
+            }
+            if *budget == 0 {
+                return ReadOutcome::BudgetSpent;
+            }
+        }
+    }
+
+    /// Parses buffered bytes. `Some` when a request was dispatched or refused; `None` when more
+    /// bytes are needed.
+    fn process_http(
+        &mut self,
+        engine: &mut Engine,
+        now: Instant,
+        cfg: &Config,
+    ) -> Option<ReadOutcome> {
+        let id = self.id;
+        let remote = self.remote;
+        let Mode::Http {
+            inbuf,
+            scanner,
+            state,
+        } = &mut self.mode
+        else {
+            return None;
+        };
+        let limits = HeadLimits {
+            max_head_bytes: cfg.max_head_bytes,
+            max_headers: cfg.max_headers,
+        };
+        if matches!(state, HttpState::ReadingHead) {
+            if inbuf.is_empty() {
+                return None;
+            }
+            // The scanner resumes where it stopped: a head trickled byte by byte costs linear work.
+            let end = match scanner.find_head_end(inbuf, &limits) {
+                Ok(Some(end)) => end,
+                Ok(None) => return None,
+                Err(e) => return Some(self.refuse(e.status())),
+            };
+            let head = match http::parse_request_head(inbuf.get(..end).unwrap_or(&[]), &limits) {
+                Ok((head, _)) => head,
+                Err(e) => return Some(self.refuse(e.status())),
+            };
+            inbuf.drain(..end);
+            scanner.reset();
+            let need = match head.content_length() {
+                Ok(n) => n.unwrap_or(0),
+                Err(e) => return Some(self.refuse(e.status())),
+            };
+            if need > cfg.max_payload as u64 {
+                return Some(self.refuse(413));
+            }
+            *state = HttpState::ReadingBody {
+                head,
+                need: need as usize,
+            };
+        }
+        let HttpState::ReadingBody { need, .. } = state else {
+            return None;
+        };
+        if inbuf.len() < *need {
+            return None;
+        }
+        let body: Vec<u8> = inbuf.drain(..*need).collect();
+        let HttpState::ReadingBody { head, .. } =
+            std::mem::replace(state, HttpState::AwaitingResponse)
+        else {
+            return None;
+        };
+        self.deadline = None;
+        self.request_started = false;
+        engine.handle_request(now, id, Request { head, body, remote });
+        Some(ReadOutcome::Continue)
+    }
+
+    /// Answers a request we cannot serve and closes the connection after the answer.
+    fn refuse(&mut self, status: u16) -> ReadOutcome {
+        let resp = Response::new(status)
+            .with_body("text/plain; charset=utf-8", http::reason_phrase(status));
+        self.out.push(Chunk::Owned(resp.encode(false)));
+        self.mode = Mode::Closing;
+        ReadOutcome::CloseAfterFlush
+    }
+
+    fn read_ws(&mut self, budget: &mut usize, engine: &mut Engine, now: Instant) -> ReadOutcome {
+        let id = self.id;
+        let Mode::WebSocket(ctx) = &mut self.mode else {
+            return ReadOutcome::Continue;
+        };
+        let mut s = WsStream {
+            tcp: &mut self.stream,
+            out: &mut self.out,
+            read_bytes: 0,
+        };
+        // Bounded: each iteration consumes input or returns.
+        for _ in 0..1024 {
+            let result = ctx.read(&mut s);
+            let _ = ctx.flush(&mut s); // pongs and close replies go into our queue
+            match result {
+                Ok(Message::Text(t)) => {
+                    engine.handle_ws_message(now, id, WsMessage::Text(t.as_str().to_owned()))
+                }
+                Ok(Message::Binary(b)) => {
+                    engine.handle_ws_message(now, id, WsMessage::Binary(b.to_vec()))
+                }
+                Ok(Message::Close(_)) => {
+                    engine.handle_conn_closed(now, id);
+                    self.mode = Mode::Closing;
+                    return ReadOutcome::CloseAfterFlush;
+                }
+                Ok(_) => {} // ping (answered by tungstenite), pong, raw frame
+                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return ReadOutcome::Blocked
+                }
+                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                    return ReadOutcome::Close
+                }
+                Err(e) => {
+                    // RFC 6455 §7.4.1: 1009 "message too big", 1007 "inconsistent data" (bad
+                    // UTF-8), 1002 "protocol error".
+                    let code = match e {
+                        tungstenite::Error::Capacity(_) => 1009,
+                        tungstenite::Error::Utf8(_) => 1007,
+                        _ => 1002,
+                    };
+                    engine.handle_conn_closed(now, id);
+                    self.out.push(Chunk::inline(&ws::close_frame(code)));
+                    self.mode = Mode::Closing;
+                    return ReadOutcome::CloseAfterFlush;
+                }
+            }
+            if s.read_bytes >= *budget {
+                *budget = 0;
+                return ReadOutcome::BudgetSpent;
+            }
+        }
+        *budget = budget.saturating_sub(s.read_bytes);
+        ReadOutcome::BudgetSpent
+    }
+}

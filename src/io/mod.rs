@@ -1,0 +1,549 @@
+//! The only module with sockets, mio and the clock. One thread runs `EventLoop::run`: it accepts,
+//! reads, parses HTTP heads, feeds WebSocket bytes to tungstenite, hands complete inputs to the
+//! engine with `Instant::now()`, and writes what the engine queued. It never blocks on one client.
+
+mod conn;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::io::{self, Read, Write};
+use std::sync::mpsc::{Receiver, Sender, TryRecvError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::buf::Chunk;
+use crate::config::Config;
+use crate::engine::{AppEvent, Command, ConnId, Engine, Output};
+use conn::{Conn, Mode, ReadOutcome};
+
+const LISTENER: Token = Token(usize::MAX);
+pub(crate) const WAKER: Token = Token(usize::MAX - 1);
+/// Bytes read from one connection per readiness turn before others get a go (fairness).
+const READ_BUDGET: usize = 256 * 1024;
+/// How long accepting pauses after "too many open files" and the like, so the loop never spins.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a connection may take to drain its last bytes after we decided to close it.
+const LINGER: Duration = Duration::from_secs(5);
+
+/// Messages from the handle to the loop.
+#[derive(Debug)]
+pub(crate) enum LoopCommand {
+    Engine(Command),
+    /// Close everything within the given time and stop.
+    Shutdown(Duration),
+}
+
+/// Slot table of connections; a token is `generation << 32 | index`, so a reused slot never gets a
+/// stale event or output.
+struct Slab {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    live: usize,
+}
+
+struct Slot {
+    generation: u32,
+    conn: Option<Conn>,
+}
+
+fn conn_id(index: u32, generation: u32) -> ConnId {
+    (u64::from(generation) << 32) | u64::from(index)
+}
+
+fn split_id(id: ConnId) -> (usize, u32) {
+    ((id & 0xffff_ffff) as usize, (id >> 32) as u32)
+}
+
+impl Slab {
+    fn get_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
+        let (i, g) = split_id(id);
+        let slot = self.slots.get_mut(i)?;
+        if slot.generation != g {
+            return None;
+        }
+        slot.conn.as_mut()
+    }
+
+    fn vacant_id(&mut self) -> Option<ConnId> {
+        if let Some(i) = self.free.last() {
+            let slot = self.slots.get(*i as usize)?;
+            return Some(conn_id(*i, slot.generation));
+        }
+        let i = u32::try_from(self.slots.len()).ok()?;
+        if i >= 0x7fff_ffff {
+            return None;
+        }
+        self.slots.push(Slot {
+            generation: 0,
+            conn: None,
+        });
+        self.free.push(i);
+        Some(conn_id(i, 0))
+    }
+
+    fn insert(&mut self, conn: Conn) {
+        let (i, _) = split_id(conn.id);
+        if let Some(slot) = self.slots.get_mut(i) {
+            self.free.retain(|f| *f as usize != i);
+            slot.conn = Some(conn);
+            self.live += 1;
+        }
+    }
+
+    fn remove(&mut self, id: ConnId) -> Option<Conn> {
+        let (i, g) = split_id(id);
+        let slot = self.slots.get_mut(i)?;
+        if slot.generation != g {
+            return None;
+        }
+        let conn = slot.conn.take()?;
+        slot.generation = slot.generation.wrapping_add(1);
+        self.free.push(i as u32);
+        self.live -= 1;
+        Some(conn)
+    }
+
+    fn ids(&self) -> Vec<ConnId> {
+        self.slots
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.conn.is_some())
+            .map(|(i, s)| conn_id(i as u32, s.generation))
+            .collect()
+    }
+}
+
+/// The event loop. Built on the caller's thread (so bind errors surface there), run on its own.
+pub(crate) struct EventLoop {
+    poll: Poll,
+    listener: Option<TcpListener>,
+    conns: Slab,
+    engine: Engine,
+    cfg: Arc<Config>,
+    commands: Receiver<LoopCommand>,
+    app_events: Sender<AppEvent>,
+    /// Per-connection deadlines (request read, keep-alive idle, linger), lazily invalidated.
+    deadlines: BinaryHeap<Reverse<(Instant, ConnId)>>,
+    /// Connections whose read budget ran out with bytes possibly left (edge-triggered: no new event).
+    again: Vec<ConnId>,
+    /// Connections with queued bytes to try writing.
+    dirty: Vec<ConnId>,
+    scratch: Vec<u8>,
+    accept_paused_until: Option<Instant>,
+    shutdown_deadline: Option<Instant>,
+}
+
+impl EventLoop {
+    pub(crate) fn new(
+        cfg: Arc<Config>,
+        listener: std::net::TcpListener,
+        engine: Engine,
+        commands: Receiver<LoopCommand>,
+        app_events: Sender<AppEvent>,
+    ) -> io::Result<(EventLoop, Arc<Waker>)> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        listener.set_nonblocking(true)?;
+        let mut listener = TcpListener::from_std(listener);
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        Ok((
+            EventLoop {
+                poll,
+                listener: Some(listener),
+                conns: Slab {
+                    slots: Vec::new(),
+                    free: Vec::new(),
+                    live: 0,
+                },
+                engine,
+                cfg,
+                commands,
+                app_events,
+                deadlines: BinaryHeap::new(),
+                again: Vec::new(),
+                dirty: Vec::new(),
+                scratch: vec![0u8; 64 * 1024],
+                accept_paused_until: None,
+                shutdown_deadline: None,
+            },
+            waker,
+        ))
+    }
+
+    /// Runs until shutdown. Returns an error only if the poller itself fails.
+    pub(crate) fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let now = Instant::now();
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.conns.live == 0 || now >= deadline {
+                    return Ok(());
+                }
+            }
+            let timeout = self.next_wakeup().map(|t| t.saturating_duration_since(now));
+            let timeout = if self.again.is_empty() {
+                timeout
+            } else {
+                Some(Duration::ZERO)
+            };
+            match self.poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            let now = Instant::now();
+            let again = std::mem::take(&mut self.again);
+            for id in again {
+                self.on_readable(now, id);
+            }
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept(now),
+                    WAKER => {}
+                    Token(t) => {
+                        let id = t as ConnId;
+                        if event.is_writable() {
+                            self.dirty.push(id);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.on_readable(now, id);
+                        }
+                    }
+                }
+            }
+            self.drain_commands(now);
+            self.engine.handle_timeout(now);
+            self.apply_outputs(now);
+            self.fire_deadlines(now);
+            if self.accept_paused_until.is_some_and(|t| t <= now) {
+                self.accept_paused_until = None;
+                self.accept(now);
+            }
+            self.flush_dirty(now);
+        }
+    }
+
+    fn next_wakeup(&self) -> Option<Instant> {
+        let mut next = self.engine.next_deadline();
+        let mut consider = |t: Option<Instant>| {
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n: Instant| n.min(t)));
+            }
+        };
+        consider(self.deadlines.peek().map(|Reverse((t, _))| *t));
+        consider(self.accept_paused_until);
+        consider(self.shutdown_deadline);
+        next
+    }
+
+    fn drain_commands(&mut self, now: Instant) {
+        // Bounded per turn so a flood of commands cannot starve the sockets.
+        for _ in 0..4096 {
+            match self.commands.try_recv() {
+                Ok(LoopCommand::Engine(cmd)) => {
+                    self.engine.handle_command(now, cmd);
+                    self.apply_outputs(now);
+                }
+                Ok(LoopCommand::Shutdown(grace)) => self.begin_shutdown(now, grace),
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Disconnected) => {
+                    // Every handle is gone: nobody can ask us to stop any more, so stop now.
+                    if self.shutdown_deadline.is_none() {
+                        self.begin_shutdown(now, Duration::from_secs(1));
+                    }
+                    return;
+                }
+            }
+        }
+        self.again.push(u64::MAX); // wake up at once for the rest (an id that matches no slot)
+    }
+
+    fn begin_shutdown(&mut self, now: Instant, grace: Duration) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        self.shutdown_deadline = Some(now + grace);
+        if let Some(mut l) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        self.engine.shutdown(now);
+        self.apply_outputs(now);
+        for id in self.conns.ids() {
+            if let Some(c) = self.conns.get_mut(id) {
+                c.close_after_flush = true;
+                self.dirty.push(id);
+            }
+        }
+    }
+
+    fn accept(&mut self, now: Instant) {
+        if self.accept_paused_until.is_some() {
+            return;
+        }
+        loop {
+            if self.conns.live >= self.cfg.max_connections {
+                // Leave the rest in the backlog; retried when a connection closes.
+                return;
+            }
+            let Some(listener) = self.listener.as_ref() else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, remote)) => self.register(now, stream, Some(remote)),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if is_resource_exhaustion(&e) => {
+                    // EMFILE / ENFILE / ENOBUFS / ENOMEM: the pending connection stays in the
+                    // backlog and the listener would report readable forever; back off instead of
+                    // spinning at 100% CPU.
+                    self.accept_paused_until = Some(now + ACCEPT_BACKOFF);
+                    return;
+                }
+                // ECONNABORTED and friends concern one connection only.
+                Err(_) => continue,
+            }
+        }
+    }
+
+    fn register(
+        &mut self,
+        now: Instant,
+        mut stream: TcpStream,
+        remote: Option<std::net::SocketAddr>,
+    ) {
+        let Some(id) = self.conns.vacant_id() else {
+            return;
+        };
+        let _ = stream.set_nodelay(true);
+        if self
+            .poll
+            .registry()
+            .register(
+                &mut stream,
+                Token(id as usize),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .is_err()
+        {
+            return;
+        }
+        let mut conn = Conn::new(id, stream, remote, &self.cfg);
+        let deadline = now + self.cfg.request_timeout;
+        conn.deadline = Some(deadline);
+        self.deadlines.push(Reverse((deadline, id)));
+        self.conns.insert(conn);
+    }
+
+    fn on_readable(&mut self, now: Instant, id: ConnId) {
+        let mut budget = READ_BUDGET;
+        // Each pass reads and handles at most one request / a batch of WebSocket messages; the
+        // engine's outputs are applied between passes (they may switch the connection's mode).
+        for _ in 0..64 {
+            let Some(conn) = self.conns.get_mut(id) else {
+                return;
+            };
+            let outcome = conn.read(
+                &mut self.scratch,
+                &mut budget,
+                &mut self.engine,
+                now,
+                &self.cfg,
+            );
+            self.apply_outputs(now);
+            match outcome {
+                ReadOutcome::Blocked => return,
+                ReadOutcome::Continue => continue,
+                ReadOutcome::BudgetSpent => {
+                    self.again.push(id);
+                    return;
+                }
+                ReadOutcome::Close => {
+                    self.close_now(now, id);
+                    return;
+                }
+                ReadOutcome::CloseAfterFlush => {
+                    if let Some(c) = self.conns.get_mut(id) {
+                        c.close_after_flush = true;
+                        self.arm_deadline(id, now + LINGER);
+                    }
+                    self.dirty.push(id);
+                    return;
+                }
+            }
+        }
+        self.again.push(id);
+    }
+
+    fn arm_deadline(&mut self, id: ConnId, at: Instant) {
+        if let Some(c) = self.conns.get_mut(id) {
+            c.deadline = Some(at);
+            self.deadlines.push(Reverse((at, id)));
+        }
+    }
+
+    fn fire_deadlines(&mut self, now: Instant) {
+        while let Some(Reverse((t, id))) = self.deadlines.peek().copied() {
+            if t > now {
+                break;
+            }
+            self.deadlines.pop();
+            let Some(c) = self.conns.get_mut(id) else {
+                continue;
+            };
+            if c.deadline != Some(t) {
+                continue;
+            }
+            // Request too slow (slowloris), idle keep-alive, or a peer that will not drain.
+            let answer_408 = c.is_mid_request();
+            if answer_408 {
+                let resp = crate::proto::http::Response::new(408)
+                    .with_body("text/plain; charset=utf-8", "Request Timeout");
+                c.out.push(Chunk::Owned(resp.encode(false)));
+                c.close_after_flush = true;
+                c.deadline = Some(now + LINGER);
+                self.deadlines.push(Reverse((now + LINGER, id)));
+                self.dirty.push(id);
+            } else {
+                self.close_now(now, id);
+            }
+        }
+    }
+
+    /// Applies everything the engine asked for.
+    fn apply_outputs(&mut self, now: Instant) {
+        while let Some(out) = self.engine.poll_output() {
+            match out {
+                Output::Write { conn, chunk } => {
+                    let cap = self.cfg.max_outbound_bytes;
+                    let Some(c) = self.conns.get_mut(conn) else {
+                        continue;
+                    };
+                    c.out.push(chunk);
+                    if c.out.queued_bytes() > cap {
+                        // A client that does not read: its queue is full, close it (others are
+                        // unaffected; SSE clients resume with Last-Event-ID).
+                        self.close_now(now, conn);
+                    } else {
+                        self.dirty.push(conn);
+                    }
+                }
+                Output::ResponseDone { conn, keep_alive } => {
+                    let Some(c) = self.conns.get_mut(conn) else {
+                        continue;
+                    };
+                    if keep_alive {
+                        c.response_done();
+                        let at = now + self.cfg.keep_alive_timeout;
+                        self.arm_deadline(conn, at);
+                        // Pipelined bytes may already hold the next request.
+                        self.again.push(conn);
+                    } else {
+                        c.close_after_flush = true;
+                        self.arm_deadline(conn, now + LINGER);
+                    }
+                    self.dirty.push(conn);
+                }
+                Output::StartWebSocket { conn } => {
+                    if let Some(c) = self.conns.get_mut(conn) {
+                        c.start_websocket(&self.cfg);
+                        c.deadline = None;
+                        self.again.push(conn);
+                    }
+                }
+                Output::Close { conn } => {
+                    if let Some(c) = self.conns.get_mut(conn) {
+                        c.close_after_flush = true;
+                        c.mode = Mode::Closing;
+                        self.arm_deadline(conn, now + LINGER);
+                        self.dirty.push(conn);
+                    }
+                }
+                Output::App(ev) => {
+                    let _ = self.app_events.send(ev);
+                }
+            }
+        }
+    }
+
+    fn flush_dirty(&mut self, now: Instant) {
+        // Writing may close connections, which may produce more engine outputs and more dirty ids.
+        for _ in 0..8 {
+            if self.dirty.is_empty() {
+                return;
+            }
+            let mut dirty = std::mem::take(&mut self.dirty);
+            dirty.sort_unstable();
+            dirty.dedup();
+            for id in dirty {
+                self.flush(now, id);
+            }
+            self.apply_outputs(now);
+        }
+    }
+
+    fn flush(&mut self, now: Instant, id: ConnId) {
+        let Some(c) = self.conns.get_mut(id) else {
+            return;
+        };
+        match c.write_queued() {
+            Ok(()) => {
+                if c.out.is_empty() && c.close_after_flush {
+                    let _ = c.stream.flush();
+                    let _ = c.stream.shutdown(std::net::Shutdown::Write);
+                    self.close_now(now, id);
+                }
+            }
+            Err(_) => self.close_now(now, id),
+        }
+    }
+
+    /// Drops a connection at once and tells the engine.
+    fn close_now(&mut self, now: Instant, id: ConnId) {
+        let Some(mut c) = self.conns.remove(id) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        drop(c);
+        self.engine.handle_conn_closed(now, id);
+        self.apply_outputs(now);
+        if self.listener.is_some() && self.conns.live + 1 == self.cfg.max_connections {
+            self.accept(now);
+        }
+    }
+}
+
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    // EMFILE 24, ENFILE 23, ENOBUFS 105, ENOMEM 12 on Linux.
+    matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
+}
+
+/// Adapter for tungstenite: reads come from the socket (WouldBlock when drained), writes go into
+/// the connection's outbound queue (never blocks; the queue cap is checked by the loop).
+pub(crate) struct WsStream<'a> {
+    pub(crate) tcp: &'a mut TcpStream,
+    pub(crate) out: &'a mut crate::buf::OutQueue,
+    pub(crate) read_bytes: usize,
+}
+
+impl Read for WsStream<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.tcp.read(buf)?;
+        self.read_bytes += n;
+        Ok(n)
+    }
+}
+
+impl Write for WsStream<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.out.push(Chunk::Owned(buf.to_vec()));
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
