@@ -513,7 +513,16 @@ impl Engine {
             .get(&key)
             .is_some_and(|s| matches!(s.transport, Transport::Polling) && s.upgrade.is_none());
         if !ok {
-            return self.eio_error(conn, head, ErrorCode::BadRequest);
+            // Already upgraded (or upgrading): the reference server completes the WebSocket
+            // handshake and closes the new socket at once, leaving the session untouched.
+            if self.accept_websocket(conn, head) {
+                self.push(Output::Write {
+                    conn,
+                    chunk: Chunk::inline(&ws::close_frame(1000)),
+                });
+                self.push(Output::Close { conn });
+            }
+            return;
         }
         if !self.accept_websocket(conn, head) {
             return;
@@ -644,8 +653,15 @@ impl Engine {
         self.eio.by_sid.remove(&s.sid);
         if let Some(get) = s.pending_get {
             if self.roles.remove(&get.conn).is_some() {
+                // The client asked to close: its pending poll ends cleanly with a noop (as the
+                // reference server does). Otherwise the poll carries the close packet.
+                let last = if reason == CloseReason::ClientClose {
+                    "6"
+                } else {
+                    "1"
+                };
                 let mut body = Vec::new();
-                Queued::control("1").append_to_payload(&mut body);
+                Queued::control(last).append_to_payload(&mut body);
                 self.poll_response(get, body);
             }
         }

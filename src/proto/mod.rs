@@ -3,5 +3,6 @@
 
 pub mod eio;
 pub mod http;
+pub mod sio;
 pub mod sse;
 pub mod ws;
