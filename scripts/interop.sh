@@ -61,7 +61,9 @@ if [[ $# -eq 0 ]]; then
     set -- "$interop/"
 fi
 status=0
-TIDINGS_URL="http://127.0.0.1:$port" node --test "$@" || status=$?
+# --test-force-exit: a client stuck on a hung server (engine.io-client does not abort a pending
+# poll on close()) must not keep the run alive once every test has reported.
+TIDINGS_URL="http://127.0.0.1:$port" node --test --test-force-exit "$@" || status=$?
 
 if ! kill -0 "$server_pid" 2>/dev/null; then
     echo "interop: the server exited during the tests; its output:" >&2

@@ -43,6 +43,34 @@ pub struct Config {
     pub keep_alive_timeout: Duration,
     /// Cross-origin settings.
     pub cors: Cors,
+    /// Path of the Socket.IO endpoint (`/socket.io/`), or `None` for none.
+    pub socketio_path: Option<String>,
+    /// Socket.IO namespaces besides `/` that clients may join.
+    pub namespaces: Vec<String>,
+    /// A Socket.IO client must join a namespace within this time (45 s, socket.io's `connectTimeout`).
+    pub connect_timeout: Duration,
+    /// Most acks a socket may owe the server at once (256).
+    pub max_pending_acks: usize,
+    /// Path of the SSE endpoint (`/events`), or `None` for none.
+    pub sse_path: Option<String>,
+    /// A comment line keeps idle SSE streams (and proxies) alive this often (15 s).
+    pub sse_heartbeat: Duration,
+    /// The reconnection delay sent to SSE clients (`retry:`), plus up to 1 s of jitter (3 s).
+    pub sse_retry: Duration,
+    /// SSE resume history: most events (10 000), bytes (8 MiB) and age (5 min) kept.
+    pub sse_history_events: usize,
+    pub sse_history_bytes: usize,
+    pub sse_history_age: Duration,
+    /// Static pages served as they are (a demo page, a health check).
+    pub pages: Vec<Page>,
+}
+
+/// A static page: served on GET/HEAD of exactly `path`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page {
+    pub path: String,
+    pub content_type: &'static str,
+    pub body: std::borrow::Cow<'static, str>,
 }
 
 impl Default for Config {
@@ -61,6 +89,17 @@ impl Default for Config {
             request_timeout: Duration::from_secs(10),
             keep_alive_timeout: Duration::from_secs(60),
             cors: Cors::default(),
+            socketio_path: Some("/socket.io/".into()),
+            namespaces: Vec::new(),
+            connect_timeout: Duration::from_secs(45),
+            max_pending_acks: 256,
+            sse_path: Some("/events".into()),
+            sse_heartbeat: Duration::from_secs(15),
+            sse_retry: Duration::from_secs(3),
+            sse_history_events: 10_000,
+            sse_history_bytes: 8 << 20,
+            sse_history_age: Duration::from_secs(300),
+            pages: Vec::new(),
         }
     }
 }
@@ -85,10 +124,26 @@ impl Config {
     /// Checks every value once, so the loop never meets an impossible setting.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |m: &str| Err(ConfigError(m.to_string()));
-        if let Some(p) = &self.engineio_path {
+        for p in [&self.engineio_path, &self.socketio_path, &self.sse_path].into_iter().flatten() {
             if !valid_path(p) {
-                return err("engineio_path must start with '/' and be printable ASCII without '?'");
+                return err("endpoint paths must start with '/' and be printable ASCII without '?'");
             }
+        }
+        for n in &self.namespaces {
+            if !n.starts_with('/') || n.len() > 256 || n.bytes().any(|b| b.is_ascii_control() || b == b',') {
+                return err("namespaces must start with '/', be at most 256 bytes, without ',' or control characters");
+            }
+        }
+        for page in &self.pages {
+            if !valid_path(&page.path) {
+                return err("page paths must start with '/' and be printable ASCII without '?'");
+            }
+        }
+        if self.connect_timeout.is_zero() || self.sse_heartbeat < Duration::from_millis(10) {
+            return err("connect_timeout must be non-zero and sse_heartbeat at least 10 ms");
+        }
+        if self.max_pending_acks == 0 {
+            return err("max_pending_acks must be at least 1");
         }
         if self.ping_interval < Duration::from_millis(10)
             || self.ping_timeout < Duration::from_millis(10)

@@ -61,6 +61,8 @@ impl fmt::Display for CloseReason {
 pub(crate) enum Endpoint {
     /// Raw Engine.IO: messages go to the application.
     Raw,
+    /// Socket.IO: messages go to the Socket.IO layer.
+    SocketIo,
 }
 
 /// One encoded Engine.IO packet, ready for either transport. Shared, so a broadcast is encoded once.
@@ -155,6 +157,8 @@ struct Session {
     buffer_bytes: usize,
     next_ping: Instant,
     pong_deadline: Option<Instant>,
+    /// Socket.IO: the client must connect to a namespace before this instant.
+    attach_deadline: Option<Instant>,
     timer_armed: Option<Instant>,
 }
 
@@ -164,10 +168,14 @@ impl Session {
             Some(d) => d,
             None => self.next_ping,
         };
-        Some(match &self.upgrade {
-            Some(u) => heartbeat.min(u.deadline),
-            None => heartbeat,
-        })
+        let mut next = heartbeat;
+        if let Some(u) = &self.upgrade {
+            next = next.min(u.deadline);
+        }
+        if let Some(a) = self.attach_deadline {
+            next = next.min(a);
+        }
+        Some(next)
     }
 }
 
@@ -232,7 +240,7 @@ impl Engine {
     }
 
     /// An HTTP request on the Engine.IO path.
-    pub(super) fn eio_request(&mut self, now: Instant, conn: ConnId, req: Request) {
+    pub(super) fn eio_request(&mut self, now: Instant, conn: ConnId, req: Request, endpoint: Endpoint) {
         let q = eio_query(&req.head);
         let transport = q.transport.as_deref();
         let is_ws = match transport {
@@ -253,10 +261,16 @@ impl Engine {
                 if req.head.method != http::Method::Get {
                     return self.eio_error(conn, &req.head, ErrorCode::BadHandshakeMethod);
                 }
-                self.eio_handshake(now, conn, req, is_ws);
+                self.eio_handshake(now, conn, req, is_ws, endpoint);
             }
             Some(sid) => {
-                let Some(key) = self.eio.by_sid.get(sid.as_str()).copied() else {
+                let key = self
+                    .eio
+                    .by_sid
+                    .get(sid.as_str())
+                    .copied()
+                    .filter(|k| self.eio.endpoint_of(*k) == Some(endpoint));
+                let Some(key) = key else {
                     return self.eio_error(conn, &req.head, ErrorCode::UnknownSid);
                 };
                 if is_ws {
@@ -294,7 +308,7 @@ impl Engine {
         true
     }
 
-    fn eio_handshake(&mut self, now: Instant, conn: ConnId, req: Request, is_ws: bool) {
+    fn eio_handshake(&mut self, now: Instant, conn: ConnId, req: Request, is_ws: bool, endpoint: Endpoint) {
         if self.eio.len() >= self.cfg.max_connections {
             let resp =
                 Response::new(503).with_body("text/plain; charset=utf-8", "Too many sessions");
@@ -326,7 +340,7 @@ impl Engine {
         let open = Queued::Text(format!("0{}", handshake.to_json()).into_bytes().into());
         let session = Session {
             sid: sid.clone(),
-            endpoint: Endpoint::Raw,
+            endpoint,
             transport: if is_ws {
                 Transport::WebSocket(conn)
             } else {
@@ -338,6 +352,7 @@ impl Engine {
             buffer_bytes: 0,
             next_ping: now + self.cfg.ping_interval,
             pong_deadline: None,
+            attach_deadline: (endpoint == Endpoint::SocketIo).then(|| now + self.cfg.connect_timeout),
             timer_armed: None,
         };
         self.eio.by_key.insert(key, session);
@@ -352,11 +367,20 @@ impl Engine {
             self.respond(conn, &req.head, resp);
         }
         self.eio_reschedule(key);
-        self.push(Output::App(AppEvent::EioOpen {
-            session: SessionId(key),
-            sid,
-            remote: req.remote,
-        }));
+        match endpoint {
+            Endpoint::Raw => self.push(Output::App(AppEvent::EioOpen {
+                session: SessionId(key),
+                sid,
+                remote: req.remote,
+            })),
+            Endpoint::SocketIo => {
+                let info = Arc::new(super::RequestInfo {
+                    head: req.head,
+                    remote: req.remote,
+                });
+                self.sio_open(key, info);
+            }
+        }
     }
 
     fn eio_poll_get(&mut self, now: Instant, key: u64, conn: ConnId, head: &RequestHead) {
@@ -464,7 +488,7 @@ impl Engine {
     /// A packet from the client on the session's current transport.
     fn eio_packet(&mut self, now: Instant, key: u64, packet: Packet) {
         match packet {
-            Packet::Message(data) => self.eio_deliver(key, data),
+            Packet::Message(data) => self.eio_deliver(now, key, data),
             Packet::Pong(_) => {
                 if let Some(s) = self.eio.by_key.get_mut(&key) {
                     s.pong_deadline = None;
@@ -482,7 +506,7 @@ impl Engine {
         }
     }
 
-    fn eio_deliver(&mut self, key: u64, data: Data) {
+    fn eio_deliver(&mut self, now: Instant, key: u64, data: Data) {
         let Some(s) = self.eio.by_key.get(&key) else {
             return;
         };
@@ -491,6 +515,14 @@ impl Engine {
                 session: SessionId(key),
                 data,
             })),
+            Endpoint::SocketIo => self.sio_message(now, key, data),
+        }
+    }
+
+    /// A Socket.IO namespace connected: the connect deadline no longer applies.
+    pub(super) fn eio_clear_attach_deadline(&mut self, key: u64) {
+        if let Some(s) = self.eio.by_key.get_mut(&key) {
+            s.attach_deadline = None;
         }
     }
 
@@ -646,7 +678,7 @@ impl Engine {
 
     /// Closes a session: answers a pending poll with a close packet, closes its sockets, tells the
     /// owner. Idempotent.
-    pub(crate) fn eio_close(&mut self, _now: Instant, key: u64, reason: CloseReason) {
+    pub(crate) fn eio_close(&mut self, now: Instant, key: u64, reason: CloseReason) {
         let Some(s) = self.eio.by_key.remove(&key) else {
             return;
         };
@@ -683,6 +715,7 @@ impl Engine {
                 session: SessionId(key),
                 reason,
             })),
+            Endpoint::SocketIo => self.sio_session_closed(now, key, reason),
         }
     }
 
@@ -705,6 +738,10 @@ impl Engine {
         s.timer_armed = None;
         if s.pong_deadline.is_some_and(|d| d <= now) {
             return self.eio_close(now, key, CloseReason::PingTimeout);
+        }
+        if s.attach_deadline.is_some_and(|d| d <= now) {
+            // Socket.IO `connectTimeout`: no namespace joined in time.
+            return self.eio_close(now, key, CloseReason::ProtocolError);
         }
         if let Some(u) = &s.upgrade {
             if u.deadline <= now {

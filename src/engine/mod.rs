@@ -4,6 +4,9 @@
 //! tests drive it with a simulated clock.
 
 mod eio;
+pub(crate) mod index;
+mod sio;
+mod sse;
 pub(crate) mod timers;
 
 use std::collections::{HashMap, VecDeque};
@@ -16,7 +19,13 @@ use crate::config::Config;
 use crate::proto::http::{self, RequestHead, Response};
 
 pub use eio::{CloseReason, Data, SessionId};
+pub use index::{Identity, RecipientKind};
+pub use sio::{AckCallback, AckOutcome, AckReply, AckResult, DisconnectReason, Rejection, SocketId};
+pub use sse::{StreamId, RESET_EVENT};
+use index::{Audience, Index};
 use timers::{TimerKey, Timers};
+
+use serde_json::Value;
 
 /// The io layer's name for a TCP connection. Opaque here; io makes it unique over the connection's
 /// lifetime (slot index plus generation), so a late output for a closed connection is harmless.
@@ -32,6 +41,46 @@ pub struct Request {
     pub head: RequestHead,
     pub body: Vec<u8>,
     pub remote: Option<SocketAddr>,
+}
+
+/// The request that opened a connection, as the authentication hook sees it: headers, cookies,
+/// query and remote address.
+#[derive(Debug)]
+pub struct RequestInfo {
+    head: RequestHead,
+    remote: Option<SocketAddr>,
+}
+
+impl RequestInfo {
+    /// Builds one (for tests of authentication hooks).
+    pub fn new(head: RequestHead, remote: Option<SocketAddr>) -> RequestInfo {
+        RequestInfo { head, remote }
+    }
+
+    /// The path, without the query.
+    pub fn path(&self) -> &str {
+        &self.head.path
+    }
+
+    /// The first value of a header (name in lower case).
+    pub fn header(&self, lower_name: &str) -> Option<&str> {
+        self.head.header(lower_name)
+    }
+
+    /// A cookie's value.
+    pub fn cookie(&self, name: &str) -> Option<String> {
+        self.head.cookie(name)
+    }
+
+    /// A query parameter, percent-decoded.
+    pub fn query(&self, name: &str) -> Option<String> {
+        self.head.query_param(name)
+    }
+
+    /// The peer's address.
+    pub fn remote(&self) -> Option<SocketAddr> {
+        self.remote
+    }
 }
 
 /// A WebSocket message from a client (tungstenite has already checked framing, masking, UTF-8 and
@@ -52,6 +101,8 @@ pub enum Output {
     ResponseDone { conn: ConnId, keep_alive: bool },
     /// From now on `conn` speaks WebSocket (the 101 response has been queued).
     StartWebSocket { conn: ConnId },
+    /// From now on `conn` carries an endless response (SSE): no more requests are read from it.
+    StartStream { conn: ConnId },
     /// Close `conn` once its queued bytes are written.
     Close { conn: ConnId },
     /// Something for the application.
@@ -59,7 +110,7 @@ pub enum Output {
 }
 
 /// Events delivered to the application (off the io thread).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub enum AppEvent {
     /// A raw Engine.IO session opened.
     EioOpen {
@@ -74,15 +125,172 @@ pub enum AppEvent {
         session: SessionId,
         reason: CloseReason,
     },
+    /// A Socket.IO client asks to join a namespace: answer with `Command::SioConnectDecision`.
+    SioConnectRequest {
+        request: u64,
+        nsp: Arc<str>,
+        auth: Value,
+        info: Arc<RequestInfo>,
+    },
+    /// A Socket.IO socket is connected.
+    SioConnected {
+        socket: SocketId,
+        nsp: Arc<str>,
+        sid: Arc<str>,
+        identity: Option<Identity>,
+        auth: Value,
+    },
+    /// A client event; `ack` is set when the client asked for an acknowledgement.
+    SioEvent {
+        socket: SocketId,
+        nsp: Arc<str>,
+        event: String,
+        args: Vec<Value>,
+        attachments: Vec<Vec<u8>>,
+        ack: Option<u64>,
+    },
+    /// A socket left.
+    SioDisconnected {
+        socket: SocketId,
+        nsp: Arc<str>,
+        reason: DisconnectReason,
+    },
+    /// The outcomes of an ack request whose reply is a callback.
+    AckComplete {
+        callback: AckCallback,
+        results: Vec<AckResult>,
+    },
+    /// An SSE request: answer with `Command::SseDecision`.
+    SseConnectRequest { request: u64, info: Arc<RequestInfo> },
+    /// An SSE stream opened.
+    SseOpened {
+        stream: StreamId,
+        identity: Option<Identity>,
+    },
+    /// An SSE stream ended.
+    SseClosed { stream: StreamId },
+}
+
+/// Which transports a broadcast reaches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transports {
+    Sse,
+    SocketIo,
+    Both,
+}
+
+impl Transports {
+    fn kinds(self) -> &'static [RecipientKind] {
+        match self {
+            Transports::Sse => &[RecipientKind::Sse],
+            Transports::SocketIo => &[RecipientKind::SocketIo],
+            Transports::Both => &[RecipientKind::Sse, RecipientKind::SocketIo],
+        }
+    }
+}
+
+/// A broadcast's audience, as the application names it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    User(Identity),
+    Tenant(String),
+    Room(String),
+    All,
 }
 
 /// What the application asks the engine to do (through the handle's channel).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub enum Command {
     /// Send a message on a raw Engine.IO session.
     EioSend { session: SessionId, data: Data },
     /// Close a raw Engine.IO session.
     EioClose { session: SessionId },
+    /// The answer to `AppEvent::SioConnectRequest`.
+    SioConnectDecision {
+        request: u64,
+        decision: Result<Option<Identity>, Rejection>,
+    },
+    /// Emit to one socket, optionally with an ack.
+    SioEmit {
+        socket: SocketId,
+        event: String,
+        args: Vec<Value>,
+        attachments: Vec<Vec<u8>>,
+        ack: Option<(std::time::Duration, AckReply)>,
+    },
+    /// Answer a client's ack request.
+    SioAck {
+        socket: SocketId,
+        id: u64,
+        args: Vec<Value>,
+        attachments: Vec<Vec<u8>>,
+    },
+    /// Disconnect one socket from its namespace.
+    SioDisconnect { socket: SocketId },
+    /// Per-socket room membership (in the socket's namespace).
+    SioJoin { socket: SocketId, room: String },
+    SioLeave { socket: SocketId, room: String },
+    /// Emit to a per-socket room of a namespace.
+    SioEmitToRoom {
+        nsp: String,
+        room: String,
+        event: String,
+        args: Vec<Value>,
+        attachments: Vec<Vec<u8>>,
+    },
+    /// The answer to `AppEvent::SseConnectRequest`.
+    SseDecision {
+        request: u64,
+        decision: Result<Option<Identity>, Rejection>,
+    },
+    /// Send one event to one SSE stream.
+    SseSend {
+        stream: StreamId,
+        event: Option<String>,
+        data: String,
+    },
+    /// End an SSE stream.
+    SseClose { stream: StreamId },
+    /// The unified broadcast: `data` is JSON text, validated by the caller.
+    Broadcast {
+        target: Target,
+        transports: Transports,
+        event: Arc<str>,
+        data: Arc<str>,
+    },
+    /// `to_user_with_ack`: every Socket.IO connection of the user, one outcome each.
+    UserAck {
+        user: Identity,
+        event: String,
+        data: Value,
+        timeout: std::time::Duration,
+        reply: AckReply,
+    },
+    /// User-level rooms (every transport, now and later connections).
+    JoinRoom { user: Identity, room: String },
+    LeaveRoom { user: Identity, room: String },
+    /// Reads a user's rooms; the answer goes to the channel.
+    UserRooms {
+        user: Identity,
+        reply: std::sync::mpsc::Sender<Vec<String>>,
+    },
+    /// Reads engine counters; the answer goes to the channel.
+    Stats { reply: std::sync::mpsc::Sender<Stats> },
+}
+
+/// Counters, for tests and monitoring.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub eio_sessions: usize,
+    pub sio_sockets: usize,
+    pub sse_streams: usize,
+    pub pending_acks: usize,
+    pub index_recipients: usize,
+    pub index_users: usize,
+    pub index_tenants: usize,
+    pub index_rooms: usize,
+    pub sse_history: usize,
+    pub timer_entries: usize,
 }
 
 /// What a connection is currently used for, as far as the engine is concerned.
@@ -94,6 +302,10 @@ enum ConnRole {
     Ws(u64),
     /// A WebSocket being probed during a polling→websocket upgrade.
     Probe(u64),
+    /// An SSE request waiting for the application's decision.
+    SsePending(u64),
+    /// An open SSE stream.
+    Sse(u64),
 }
 
 /// The engine. See the module docs.
@@ -104,10 +316,24 @@ pub struct Engine {
     timers: Timers,
     roles: HashMap<ConnId, ConnRole>,
     eio: eio::Sessions,
+    sio: sio::Sio,
+    sse: sse::Sse,
+    index: Index,
+    /// Source of recipient ids (sockets and streams share it, so ids never collide).
+    next_recipient: u64,
+    /// Broadcast sequence number, and this server's epoch (SSE ids are `epoch:seq`).
+    seq: u64,
+    epoch: u64,
+    scratch_recipients: Vec<(u64, RecipientKind)>,
 }
 
 impl Engine {
-    pub fn new(cfg: Arc<Config>, random: RandomSource) -> Engine {
+    pub fn new(cfg: Arc<Config>, mut random: RandomSource) -> Engine {
+        // The epoch tells a restarted server's ids from the previous run's: random, so a client
+        // cannot guess it and it never repeats.
+        let mut e = [0u8; 8];
+        random(&mut e);
+        let epoch = u64::from_le_bytes(e) >> 12;
         Engine {
             cfg,
             random,
@@ -115,6 +341,30 @@ impl Engine {
             timers: Timers::default(),
             roles: HashMap::new(),
             eio: eio::Sessions::default(),
+            sio: sio::Sio::default(),
+            sse: sse::Sse::default(),
+            index: Index::default(),
+            next_recipient: 1,
+            seq: 0,
+            epoch,
+            scratch_recipients: Vec::new(),
+        }
+    }
+
+    /// Counters for tests and monitoring.
+    pub fn stats(&self) -> Stats {
+        let (r, u, t, rooms) = self.index.sizes();
+        Stats {
+            eio_sessions: self.eio.len(),
+            sio_sockets: self.sio.socket_count(),
+            sse_streams: self.sse.stream_count(),
+            pending_acks: self.sio.pending_ack_count(),
+            index_recipients: r,
+            index_users: u,
+            index_tenants: t,
+            index_rooms: rooms,
+            sse_history: self.sse.history_len(),
+            timer_entries: self.timers.len(),
         }
     }
 
@@ -145,17 +395,46 @@ impl Engine {
     /// A complete HTTP request arrived on `conn` (WebSocket upgrade requests included).
     pub fn handle_request(&mut self, now: Instant, conn: ConnId, req: Request) {
         let path = req.head.path.as_str();
-        let is_eio = self
-            .cfg
-            .engineio_path
-            .as_deref()
-            .is_some_and(|p| path_matches(p, path));
-        if is_eio {
+        let matches = |p: &Option<String>| p.as_deref().is_some_and(|p| path_matches(p, path));
+        let endpoint = if matches(&self.cfg.engineio_path) {
+            Some(eio::Endpoint::Raw)
+        } else if matches(&self.cfg.socketio_path) {
+            Some(eio::Endpoint::SocketIo)
+        } else {
+            None
+        };
+        if let Some(endpoint) = endpoint {
             if req.head.method == http::Method::Options {
                 self.preflight(conn, &req.head);
             } else {
-                self.eio_request(now, conn, req);
+                self.eio_request(now, conn, req, endpoint);
             }
+            return;
+        }
+        if self.cfg.sse_path.as_deref() == Some(path) {
+            match req.head.method {
+                http::Method::Get => self.sse_request(conn, req),
+                http::Method::Options => self.preflight(conn, &req.head),
+                _ => {
+                    let resp = Response::new(405)
+                        .with_header("Allow", "GET, OPTIONS")
+                        .with_body("text/plain; charset=utf-8", "Method Not Allowed");
+                    self.respond(conn, &req.head, resp);
+                }
+            }
+            return;
+        }
+        if let Some(page) = self.cfg.pages.iter().find(|p| p.path == path) {
+            let resp = if matches!(req.head.method, http::Method::Get | http::Method::Head) {
+                Response::new(200)
+                    .with_header("Cache-Control", "no-cache")
+                    .with_body(page.content_type, page.body.as_bytes())
+            } else {
+                Response::new(405)
+                    .with_header("Allow", "GET, HEAD")
+                    .with_body("text/plain; charset=utf-8", "Method Not Allowed")
+            };
+            self.respond(conn, &req.head, resp);
             return;
         }
         let resp = Response::new(404).with_body("text/plain; charset=utf-8", "Not Found");
@@ -167,7 +446,7 @@ impl Engine {
         match self.roles.get(&conn).copied() {
             Some(ConnRole::Ws(key)) => self.eio_ws_message(now, key, msg),
             Some(ConnRole::Probe(key)) => self.eio_probe_message(now, key, conn, msg),
-            Some(ConnRole::PollGet(_)) | None => self.push(Output::Close { conn }),
+            Some(_) | None => self.push(Output::Close { conn }),
         }
     }
 
@@ -184,6 +463,13 @@ impl Engine {
             }
             ConnRole::Ws(key) => self.eio_close(now, key, CloseReason::TransportClose),
             ConnRole::Probe(key) => self.eio_cancel_upgrade(key, conn),
+            ConnRole::SsePending(request) => {
+                self.sse_forget_pending(request);
+            }
+            ConnRole::Sse(stream) => {
+                self.roles.insert(conn, ConnRole::Sse(stream));
+                self.sse_stream_gone(now, stream);
+            }
         }
     }
 
@@ -200,7 +486,151 @@ impl Engine {
                     self.eio_close(now, session.0, CloseReason::ServerClose);
                 }
             }
+            Command::SioConnectDecision { request, decision } => {
+                self.sio_connect_decision(now, request, decision)
+            }
+            Command::SioEmit {
+                socket,
+                event,
+                args,
+                attachments,
+                ack,
+            } => self.sio_emit(now, socket.0, &event, args, attachments, ack),
+            Command::SioAck {
+                socket,
+                id,
+                args,
+                attachments,
+            } => self.sio_ack(now, socket.0, id, args, attachments),
+            Command::SioDisconnect { socket } => self.sio_disconnect(now, socket.0),
+            Command::SioJoin { socket, room } => self.sio_join(socket.0, &room),
+            Command::SioLeave { socket, room } => self.sio_leave(socket.0, &room),
+            Command::SioEmitToRoom {
+                nsp,
+                room,
+                event,
+                args,
+                attachments,
+            } => self.sio_emit_to_socket_room(now, &nsp, &room, &event, args, attachments),
+            Command::SseDecision { request, decision } => self.sse_decision(now, request, decision),
+            Command::SseSend {
+                stream,
+                event,
+                data,
+            } => self.sse_send(stream.0, event.as_deref(), &data),
+            Command::SseClose { stream } => self.sse_close(now, stream.0),
+            Command::Broadcast {
+                target,
+                transports,
+                event,
+                data,
+            } => {
+                self.broadcast(now, &target, transports, &event, &data);
+            }
+            Command::UserAck {
+                user,
+                event,
+                data,
+                timeout,
+                reply,
+            } => self.user_ack(now, &user, &event, data, timeout, reply),
+            Command::JoinRoom { user, room } => {
+                self.index.join(&user, &room);
+            }
+            Command::LeaveRoom { user, room } => {
+                self.index.leave(&user, &room);
+            }
+            Command::UserRooms { user, reply } => {
+                let _ = reply.send(self.index.rooms_of(&user));
+            }
+            Command::Stats { reply } => {
+                let _ = reply.send(self.stats());
+            }
         }
+    }
+
+    fn audience(target: &Target) -> Audience {
+        match target {
+            Target::User(i) => Audience::User(Index::user_key(i)),
+            Target::Tenant(t) => Audience::Tenant(Arc::from(t.as_str())),
+            Target::Room(r) => Audience::Room(Arc::from(r.as_str())),
+            Target::All => Audience::All,
+        }
+    }
+
+    /// The unified broadcast: resolve recipients once, encode once per wire format, share the
+    /// bytes. Returns how many recipients it reached.
+    pub fn broadcast(&mut self, now: Instant, target: &Target, transports: Transports, event: &str, data: &str) -> usize {
+        self.seq += 1;
+        let seq = self.seq;
+        let audience = Self::audience(target);
+        let mut recipients = std::mem::take(&mut self.scratch_recipients);
+        self.index.resolve(&audience, transports.kinds(), &mut recipients);
+        if transports != Transports::SocketIo && self.cfg.sse_path.is_some() {
+            let id = crate::proto::sse::EventId {
+                epoch: self.epoch,
+                seq,
+            }
+            .encode();
+            let mut frame = Vec::with_capacity(data.len() + event.len() + 48);
+            if crate::proto::sse::encode_event(&mut frame, Some(event), Some(&id), data).is_ok() {
+                let frame: Arc<[u8]> = Arc::from(frame);
+                for (rid, kind) in &recipients {
+                    if *kind == RecipientKind::Sse {
+                        if let Some(conn) = self.sse.conn_of(*rid) {
+                            self.push(Output::Write {
+                                conn,
+                                chunk: Chunk::Shared(frame.clone()),
+                            });
+                        }
+                    }
+                }
+                let history = self.history_audience(&audience);
+                self.sse_remember(now, seq, history, frame);
+            }
+        }
+        if recipients.iter().any(|(_, k)| *k == RecipientKind::SocketIo) {
+            // `42["event",data]`: both parts are already valid JSON, so plain concatenation is
+            // exact (and the main namespace needs no prefix).
+            let event_json = Value::String(event.to_string()).to_string();
+            let mut text = String::with_capacity(event_json.len() + data.len() + 5);
+            text.push_str("42[");
+            text.push_str(&event_json);
+            text.push(',');
+            text.push_str(data);
+            text.push(']');
+            let packet = sio::EncodedPacket::from_text(Arc::from(text.into_bytes()));
+            for (rid, kind) in &recipients {
+                if *kind == RecipientKind::SocketIo {
+                    if let Some(session) = self.sio.session_of(*rid) {
+                        self.sio_send(now, session, &packet);
+                    }
+                }
+            }
+        }
+        let n = recipients.len();
+        recipients.clear();
+        self.scratch_recipients = recipients;
+        n
+    }
+
+    /// `to_user_with_ack`: one ack per Socket.IO socket of the user (main namespace).
+    fn user_ack(&mut self, now: Instant, user: &Identity, event: &str, data: Value, timeout: std::time::Duration, reply: AckReply) {
+        let mut recipients = Vec::new();
+        self.index.resolve(
+            &Audience::User(Index::user_key(user)),
+            &[RecipientKind::SocketIo],
+            &mut recipients,
+        );
+        if recipients.is_empty() {
+            return self.deliver_ack_reply(reply, Vec::new());
+        }
+        let collector = self.new_collector(now + timeout, reply);
+        for (socket, _) in recipients {
+            let mut packet = crate::proto::sio::Packet::event("/", event, [data.clone()], None);
+            self.emit_with_ack_to(now, socket, &mut packet, collector);
+        }
+        self.finish_collector_if_done(collector);
     }
 
     /// Fires every deadline due at `now`.
@@ -214,6 +644,8 @@ impl Engine {
             };
             match key {
                 TimerKey::EioSession(k) => self.eio_timer(now, k, at),
+                TimerKey::Ack(c) => self.ack_timer(now, c, at),
+                TimerKey::SseHeartbeat => self.sse_heartbeat(now, at),
             }
         }
     }
@@ -222,6 +654,9 @@ impl Engine {
     pub fn shutdown(&mut self, now: Instant) {
         for key in self.eio.keys() {
             self.eio_close(now, key, CloseReason::ServerShutdown);
+        }
+        for stream in self.sse_stream_ids() {
+            self.sse_close(now, stream);
         }
     }
 

@@ -13,6 +13,10 @@ use std::time::Instant;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TimerKey {
     EioSession(u64),
+    /// An ack collector's deadline.
+    Ack(u64),
+    /// The next SSE heartbeat (one timer for every stream).
+    SseHeartbeat,
 }
 
 #[derive(Debug, Default)]

@@ -47,6 +47,8 @@ pub(crate) enum Mode {
         state: HttpState,
     },
     WebSocket(Box<tungstenite::protocol::WebSocketContext>),
+    /// An endless response (SSE): input is discarded, end of input closes the stream.
+    Streaming,
     /// Waiting for queued bytes to drain; input is discarded.
     Closing,
 }
@@ -165,7 +167,7 @@ impl Conn {
         match self.mode {
             Mode::Http { .. } => self.read_http(scratch, budget, engine, now, cfg),
             Mode::WebSocket(_) => self.read_ws(budget, engine, now),
-            Mode::Closing => self.read_discard(scratch, budget),
+            Mode::Streaming | Mode::Closing => self.read_discard(scratch, budget),
         }
     }
 

@@ -454,6 +454,12 @@ impl EventLoop {
                         self.again.push(conn);
                     }
                 }
+                Output::StartStream { conn } => {
+                    if let Some(c) = self.conns.get_mut(conn) {
+                        c.mode = Mode::Streaming;
+                        c.deadline = None;
+                    }
+                }
                 Output::Close { conn } => {
                     if let Some(c) = self.conns.get_mut(conn) {
                         c.close_after_flush = true;

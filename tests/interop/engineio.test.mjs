@@ -11,6 +11,8 @@ import { Socket, Fetch, NodeXHR, NodeWebSocket } from "engine.io-client";
 const URL = process.env.TIDINGS_URL ?? "http://127.0.0.1:3000";
 const PATH = "/engine.io/";
 const TIMEOUT = 5000;
+/** Per-test guard on top of the per-wait TIMEOUT (the heartbeat test waits ~3.5 ping intervals). */
+const T = { timeout: 20000 };
 
 /** Rejects with a readable message when `promise` does not settle within `ms`. */
 function within(ms, promise, what) {
@@ -143,8 +145,8 @@ const TRANSPORTS = {
   "polling (fetch)": [Fetch],
 };
 
-describe("engine.io-client against /engine.io/", { timeout: 30000 }, () => {
-  test("default client: polling handshake, upgrade to websocket, echo", async () => {
+describe("engine.io-client against /engine.io/", () => {
+  test("default client: polling handshake, upgrade to websocket, echo", T, async () => {
     const socket = new Socket(URL, { path: PATH });
     const inbox = new Inbox(socket);
     try {
@@ -169,7 +171,7 @@ describe("engine.io-client against /engine.io/", { timeout: 30000 }, () => {
     }
   });
 
-  test("messages sent during the upgrade are neither lost nor reordered", async () => {
+  test("messages sent during the upgrade are neither lost nor reordered", T, async () => {
     const socket = new Socket(URL, { path: PATH });
     const inbox = new Inbox(socket);
     try {
@@ -187,7 +189,7 @@ describe("engine.io-client against /engine.io/", { timeout: 30000 }, () => {
   });
 
   for (const [name, transports] of Object.entries(TRANSPORTS)) {
-    test(`${name} only: text and binary echo`, async () => {
+    test(`${name} only: text and binary echo`, T, async () => {
       const { socket, inbox, handshake } = await connect({ transports, upgrade: false });
       try {
         assert.deepEqual(handshake.upgrades, name === "websocket" ? [] : ["websocket"]);
@@ -197,7 +199,7 @@ describe("engine.io-client against /engine.io/", { timeout: 30000 }, () => {
       }
     });
 
-    test(`${name} only: a 500 KB text message echoes intact`, async () => {
+    test(`${name} only: a 500 KB text message echoes intact`, T, async () => {
       const { socket, inbox } = await connect({ transports, upgrade: false });
       try {
         // Not a repeated single character, so a dropped or duplicated chunk is visible.
@@ -210,7 +212,7 @@ describe("engine.io-client against /engine.io/", { timeout: 30000 }, () => {
       }
     });
 
-    test(`${name} only: a 200 KB binary message echoes intact`, async () => {
+    test(`${name} only: a 200 KB binary message echoes intact`, T, async () => {
       const { socket, inbox } = await connect({ transports, upgrade: false });
       try {
         const big = Uint8Array.from({ length: 200_000 }, (_, i) => (i * 31 + (i >> 8)) & 0xff);
@@ -220,7 +222,7 @@ describe("engine.io-client against /engine.io/", { timeout: 30000 }, () => {
       }
     });
 
-    test(`${name} only: heartbeat keeps the session alive over several ping intervals`, async (t) => {
+    test(`${name} only: heartbeat keeps the session alive over several ping intervals`, T, async (t) => {
       const { socket, inbox, handshake } = await connect({ transports, upgrade: false });
       try {
         const interval = handshake.pingInterval;
@@ -239,7 +241,7 @@ describe("engine.io-client against /engine.io/", { timeout: 30000 }, () => {
       }
     });
 
-    test(`${name} only: close() then a new connection works`, async () => {
+    test(`${name} only: close() then a new connection works`, T, async () => {
       const first = await connect({ transports, upgrade: false });
       const closed = once(first.socket, "close");
       first.socket.close();
@@ -255,7 +257,7 @@ describe("engine.io-client against /engine.io/", { timeout: 30000 }, () => {
     });
   }
 
-  test("websocket: client sees 'close' when the server drops the session (invalid packet)", async (t) => {
+  test("websocket: client sees 'close' when the server drops the session (invalid packet)", T, async (t) => {
     const { socket, inbox } = await connect({ transports: [NodeWebSocket], upgrade: false });
     try {
       const raw = socket.transport?.ws;
@@ -274,7 +276,7 @@ describe("engine.io-client against /engine.io/", { timeout: 30000 }, () => {
     }
   });
 
-  test("polling: client sees 'close' when the session is closed by a close packet", async () => {
+  test("polling: client sees 'close' when the session is closed by a close packet", T, async () => {
     const { socket } = await connect({ transports: [NodeXHR], upgrade: false });
     try {
       const closed = once(socket, "close");

@@ -1,0 +1,272 @@
+//! One index for every transport: user → recipients, tenant → recipients, room → member users.
+//!
+//! A *recipient* is something a broadcast can reach: an SSE stream or a Socket.IO socket in the
+//! main namespace. Room membership belongs to the *user* (tenant + user id), not to a connection:
+//! it applies to the user's live recipients and to those it opens later, until the user leaves.
+//! Users, tenants and rooms live in separate maps, so no id of one kind can collide with another.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+/// Who a connection belongs to. The same user id in two tenants are two different users.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Identity {
+    /// The tenant ("" for single-tenant applications).
+    pub tenant: String,
+    /// The user id within the tenant.
+    pub user: String,
+}
+
+impl Identity {
+    /// A user of a tenant.
+    pub fn new(tenant: impl Into<String>, user: impl Into<String>) -> Identity {
+        Identity {
+            tenant: tenant.into(),
+            user: user.into(),
+        }
+    }
+
+    /// A user of the default tenant ("").
+    pub fn user(user: impl Into<String>) -> Identity {
+        Identity::new("", user)
+    }
+}
+
+/// Which transport a recipient uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RecipientKind {
+    Sse,
+    SocketIo,
+}
+
+/// Internal key of a user: shared strings so that many recipients cost one allocation.
+pub(crate) type UserKey = (Arc<str>, Arc<str>);
+
+#[derive(Debug)]
+struct RecipientEntry {
+    kind: RecipientKind,
+    user: Option<UserKey>,
+}
+
+#[derive(Debug, Default)]
+struct UserEntry {
+    recipients: Vec<u64>,
+    rooms: BTreeSet<Arc<str>>,
+}
+
+/// A broadcast's audience.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Audience {
+    User(UserKey),
+    Tenant(Arc<str>),
+    Room(Arc<str>),
+    All,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    recipients: HashMap<u64, RecipientEntry>,
+    users: HashMap<UserKey, UserEntry>,
+    tenants: HashMap<Arc<str>, HashSet<u64>>,
+    rooms: HashMap<Arc<str>, HashSet<UserKey>>,
+}
+
+impl Index {
+    pub(crate) fn user_key(identity: &Identity) -> UserKey {
+        (Arc::from(identity.tenant.as_str()), Arc::from(identity.user.as_str()))
+    }
+
+    /// Shares the strings of an existing entry, so a user with many connections stores its key once.
+    fn intern(&self, key: UserKey) -> UserKey {
+        match self.users.get_key_value(&key) {
+            Some((k, _)) => k.clone(),
+            None => key,
+        }
+    }
+
+    /// Registers a recipient (anonymous when `identity` is `None`: it only receives `to_all`).
+    pub(crate) fn add(&mut self, id: u64, kind: RecipientKind, identity: Option<&Identity>) {
+        self.remove(id);
+        let user = identity.map(|i| self.intern(Self::user_key(i)));
+        if let Some(key) = &user {
+            self.users.entry(key.clone()).or_default().recipients.push(id);
+            self.tenants.entry(key.0.clone()).or_default().insert(id);
+        }
+        self.recipients.insert(id, RecipientEntry { kind, user });
+    }
+
+    /// Forgets a recipient; a user with no recipients and no rooms is forgotten too.
+    pub(crate) fn remove(&mut self, id: u64) {
+        let Some(entry) = self.recipients.remove(&id) else {
+            return;
+        };
+        let Some(key) = entry.user else {
+            return;
+        };
+        if let Some(set) = self.tenants.get_mut(&key.0) {
+            set.remove(&id);
+            if set.is_empty() {
+                self.tenants.remove(&key.0);
+            }
+        }
+        if let Some(u) = self.users.get_mut(&key) {
+            u.recipients.retain(|r| *r != id);
+            if u.recipients.is_empty() && u.rooms.is_empty() {
+                self.users.remove(&key);
+            }
+        }
+    }
+
+    /// `true` if the user was not yet a member.
+    pub(crate) fn join(&mut self, identity: &Identity, room: &str) -> bool {
+        let key = self.intern(Self::user_key(identity));
+        let room: Arc<str> = match self.rooms.get_key_value(room) {
+            Some((r, _)) => r.clone(),
+            None => Arc::from(room),
+        };
+        let added = self
+            .users
+            .entry(key.clone())
+            .or_default()
+            .rooms
+            .insert(room.clone());
+        self.rooms.entry(room).or_default().insert(key);
+        added
+    }
+
+    /// `true` if the user was a member.
+    pub(crate) fn leave(&mut self, identity: &Identity, room: &str) -> bool {
+        let key = Self::user_key(identity);
+        let Some(u) = self.users.get_mut(&key) else {
+            return false;
+        };
+        let removed = u.rooms.remove(room);
+        if u.recipients.is_empty() && u.rooms.is_empty() {
+            self.users.remove(&key);
+        }
+        if let Some(members) = self.rooms.get_mut(room) {
+            members.remove(&key);
+            if members.is_empty() {
+                self.rooms.remove(room);
+            }
+        }
+        removed
+    }
+
+    pub(crate) fn rooms_of(&self, identity: &Identity) -> Vec<String> {
+        self.users
+            .get(&Self::user_key(identity))
+            .map(|u| u.rooms.iter().map(|r| r.to_string()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Member users of a room (a snapshot, kept with SSE history so a replay reaches exactly the
+    /// users that were members when the event was sent).
+    pub(crate) fn room_members(&self, room: &str) -> Vec<UserKey> {
+        self.rooms
+            .get(room)
+            .map(|m| m.iter().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn user_of(&self, id: u64) -> Option<&UserKey> {
+        self.recipients.get(&id).and_then(|r| r.user.as_ref())
+    }
+
+    /// Every recipient of `kinds` that `audience` reaches, each once.
+    pub(crate) fn resolve(&self, audience: &Audience, kinds: &[RecipientKind], out: &mut Vec<(u64, RecipientKind)>) {
+        out.clear();
+        let mut push = |id: &u64| {
+            if let Some(r) = self.recipients.get(id) {
+                if kinds.contains(&r.kind) {
+                    out.push((*id, r.kind));
+                }
+            }
+        };
+        match audience {
+            Audience::User(key) => {
+                if let Some(u) = self.users.get(key) {
+                    u.recipients.iter().for_each(&mut push);
+                }
+            }
+            Audience::Tenant(t) => {
+                if let Some(set) = self.tenants.get(t) {
+                    set.iter().for_each(&mut push);
+                }
+            }
+            Audience::Room(room) => {
+                // Users are distinct and each recipient belongs to one user: no duplicates.
+                if let Some(members) = self.rooms.get(room) {
+                    for key in members {
+                        if let Some(u) = self.users.get(key) {
+                            u.recipients.iter().for_each(&mut push);
+                        }
+                    }
+                }
+            }
+            Audience::All => self.recipients.keys().for_each(&mut push),
+        }
+    }
+
+    /// Counts, for tests and metrics: (recipients, users, tenants, rooms).
+    pub(crate) fn sizes(&self) -> (usize, usize, usize, usize) {
+        (
+            self.recipients.len(),
+            self.users.len(),
+            self.tenants.len(),
+            self.rooms.len(),
+        )
+    }
+
+    /// Checks that the forward and reverse maps agree (used by property tests).
+    #[cfg(test)]
+    pub(crate) fn check_invariants(&self) -> Result<(), String> {
+        for (id, r) in &self.recipients {
+            if let Some(key) = &r.user {
+                let u = self.users.get(key).ok_or(format!("recipient {id}: user missing"))?;
+                if !u.recipients.contains(id) {
+                    return Err(format!("recipient {id} not listed under its user"));
+                }
+                if !self.tenants.get(&key.0).is_some_and(|t| t.contains(id)) {
+                    return Err(format!("recipient {id} not listed under its tenant"));
+                }
+            }
+        }
+        for (key, u) in &self.users {
+            if u.recipients.is_empty() && u.rooms.is_empty() {
+                return Err(format!("empty user {key:?} left behind"));
+            }
+            for id in &u.recipients {
+                if self.recipients.get(id).and_then(|r| r.user.as_ref()) != Some(key) {
+                    return Err(format!("user {key:?} lists foreign recipient {id}"));
+                }
+            }
+            for room in &u.rooms {
+                if !self.rooms.get(room).is_some_and(|m| m.contains(key)) {
+                    return Err(format!("room {room} lacks member {key:?}"));
+                }
+            }
+        }
+        for (t, set) in &self.tenants {
+            if set.is_empty() {
+                return Err(format!("empty tenant {t} left behind"));
+            }
+            for id in set {
+                if self.recipients.get(id).and_then(|r| r.user.as_ref()).map(|k| &k.0) != Some(t) {
+                    return Err(format!("tenant {t} lists foreign recipient {id}"));
+                }
+            }
+        }
+        for (room, members) in &self.rooms {
+            if members.is_empty() {
+                return Err(format!("empty room {room} left behind"));
+            }
+            for key in members {
+                if !self.users.get(key).is_some_and(|u| u.rooms.contains(room)) {
+                    return Err(format!("room {room} lists non-member {key:?}"));
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,773 @@
+//! Socket.IO v5 on top of Engine.IO sessions: namespaces, the connect handshake (decided by the
+//! application's authentication hook, off the io thread), events both ways, acks both ways with an
+//! ack table that empties itself, per-socket rooms and disconnects.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::eio::{CloseReason, Queued};
+use super::index::{Identity, RecipientKind};
+use super::timers::TimerKey;
+use super::{AppEvent, Engine, RequestInfo};
+use crate::proto::eio::Data;
+use crate::proto::sio::{self as codec, DecodeLimits, Packet, PacketKind, Reassembler};
+
+/// A Socket.IO socket (one namespace of one client connection). Unique for the life of the server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SocketId(pub u64);
+
+/// Why a socket left, with socket.io's names for the reasons.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DisconnectReason {
+    /// The server disconnected the socket ("io server disconnect").
+    ServerDisconnect,
+    /// The client left the namespace ("io client disconnect").
+    ClientDisconnect,
+    /// The client stopped answering pings ("ping timeout").
+    PingTimeout,
+    /// The connection was closed ("transport close").
+    TransportClose,
+    /// The connection failed or could not keep up ("transport error").
+    TransportError,
+    /// The client sent a malformed packet ("parse error").
+    ParseError,
+    /// The application closed the whole connection ("forced close").
+    ForcedClose,
+    /// The server is shutting down ("server shutting down").
+    ServerShutdown,
+}
+
+impl DisconnectReason {
+    fn from_close(reason: CloseReason) -> DisconnectReason {
+        match reason {
+            CloseReason::ClientClose | CloseReason::TransportClose => DisconnectReason::TransportClose,
+            CloseReason::PingTimeout => DisconnectReason::PingTimeout,
+            CloseReason::ProtocolError => DisconnectReason::ParseError,
+            CloseReason::BufferFull => DisconnectReason::TransportError,
+            CloseReason::ServerClose => DisconnectReason::ForcedClose,
+            CloseReason::ServerShutdown => DisconnectReason::ServerShutdown,
+        }
+    }
+}
+
+impl fmt::Display for DisconnectReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DisconnectReason::ServerDisconnect => "io server disconnect",
+            DisconnectReason::ClientDisconnect => "io client disconnect",
+            DisconnectReason::PingTimeout => "ping timeout",
+            DisconnectReason::TransportClose => "transport close",
+            DisconnectReason::TransportError => "transport error",
+            DisconnectReason::ParseError => "parse error",
+            DisconnectReason::ForcedClose => "forced close",
+            DisconnectReason::ServerShutdown => "server shutting down",
+        })
+    }
+}
+
+/// The application's refusal of a connection: reaches a Socket.IO client as CONNECT_ERROR with
+/// this message (and data), an SSE client as `status` (401 or 403).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rejection {
+    pub message: String,
+    pub data: Option<Value>,
+    pub status: u16,
+}
+
+impl Rejection {
+    /// 401 for SSE; `message` for Socket.IO's `connect_error`.
+    pub fn unauthorized(message: impl Into<String>) -> Rejection {
+        Rejection {
+            message: message.into(),
+            data: None,
+            status: 401,
+        }
+    }
+
+    /// 403 for SSE; `message` for Socket.IO's `connect_error`.
+    pub fn forbidden(message: impl Into<String>) -> Rejection {
+        Rejection {
+            message: message.into(),
+            data: None,
+            status: 403,
+        }
+    }
+
+    pub fn with_data(mut self, data: Value) -> Rejection {
+        self.data = Some(data);
+        self
+    }
+}
+
+/// What became of one socket's ack.
+#[derive(Clone, Debug, PartialEq)]
+pub enum AckOutcome {
+    /// The client answered with these arguments (binary attachments, if any, separately).
+    Ok { args: Vec<Value>, attachments: Vec<Vec<u8>> },
+    /// No answer within the timeout.
+    Timeout,
+    /// The socket went away before answering.
+    Disconnected,
+    /// The socket already had the maximum number of pending acks; nothing was sent.
+    Overloaded,
+}
+
+/// One socket's outcome.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AckResult {
+    pub socket: SocketId,
+    pub outcome: AckOutcome,
+}
+
+/// Where the outcomes of an ack request go.
+pub enum AckReply {
+    /// Sent from the loop (a send on a channel never blocks).
+    Channel(mpsc::Sender<Vec<AckResult>>),
+    /// Run on the application's dispatcher thread, never on the io thread.
+    Callback(Box<dyn FnOnce(Vec<AckResult>) + Send>),
+}
+
+impl fmt::Debug for AckReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AckReply::Channel(_) => f.write_str("AckReply::Channel"),
+            AckReply::Callback(_) => f.write_str("AckReply::Callback"),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum SocketSlot {
+    /// CONNECT received, waiting for the application's decision.
+    Pending(u64),
+    Connected(u64),
+}
+
+/// Socket.IO state of one Engine.IO session.
+#[derive(Debug)]
+pub(crate) struct SioSession {
+    info: Arc<RequestInfo>,
+    reassembler: Reassembler,
+    sockets: Vec<(Arc<str>, SocketSlot)>,
+}
+
+#[derive(Debug)]
+struct SocketState {
+    session: u64,
+    nsp: Arc<str>,
+    identity: Option<Identity>,
+    next_ack: u64,
+    /// ack id → collector id
+    pending_acks: HashMap<u64, u64>,
+    rooms: Vec<Arc<str>>,
+}
+
+#[derive(Debug)]
+struct Collector {
+    waiting: HashSet<(u64, u64)>,
+    results: Vec<AckResult>,
+    reply: Option<AckReply>,
+    deadline: Instant,
+    timer_armed: Option<Instant>,
+}
+
+#[derive(Debug)]
+struct PendingConnect {
+    session: u64,
+    nsp: Arc<str>,
+    auth: Value,
+}
+
+/// All Socket.IO state.
+#[derive(Debug, Default)]
+pub(crate) struct Sio {
+    sessions: HashMap<u64, SioSession>,
+    sockets: HashMap<u64, SocketState>,
+    pending_connects: HashMap<u64, PendingConnect>,
+    collectors: HashMap<u64, Collector>,
+    socket_rooms: HashMap<(Arc<str>, Arc<str>), HashSet<u64>>,
+    next_request: u64,
+    next_collector: u64,
+}
+
+impl Sio {
+    pub(crate) fn socket_count(&self) -> usize {
+        self.sockets.len()
+    }
+
+    /// Pending acks over all sockets (the ack table is empty when nothing is pending).
+    pub(crate) fn pending_ack_count(&self) -> usize {
+        self.sockets.values().map(|s| s.pending_acks.len()).sum::<usize>() + self.collectors.len()
+    }
+
+    pub(crate) fn session_of(&self, socket: u64) -> Option<u64> {
+        self.sockets.get(&socket).map(|s| s.session)
+    }
+
+    pub(crate) fn has_session(&self, key: u64) -> bool {
+        self.sessions.contains_key(&key)
+    }
+}
+
+/// The packets of one emit, encoded once: a text part and its binary attachments.
+#[derive(Clone, Debug)]
+pub(crate) struct EncodedPacket {
+    text: Arc<[u8]>,
+    attachments: Vec<Arc<[u8]>>,
+}
+
+impl EncodedPacket {
+    pub(crate) fn new(packet: &Packet) -> EncodedPacket {
+        let mut text = String::with_capacity(64);
+        text.push('4');
+        codec::encode_text_into(packet, &mut text);
+        let attachments = if packet.attachments.is_empty() || !matches!(packet.kind, PacketKind::Event | PacketKind::Ack | PacketKind::BinaryEvent | PacketKind::BinaryAck) {
+            Vec::new()
+        } else {
+            packet.attachments.iter().map(|a| Arc::from(a.as_slice())).collect()
+        };
+        EncodedPacket {
+            text: Arc::from(text.into_bytes()),
+            attachments,
+        }
+    }
+
+    /// An already-encoded Engine.IO text message (`42[...]`) without attachments.
+    pub(crate) fn from_text(text: Arc<[u8]>) -> EncodedPacket {
+        EncodedPacket {
+            text,
+            attachments: Vec::new(),
+        }
+    }
+}
+
+/// Builds `[event, ...args]`.
+fn event_array(event: &str, args: Vec<Value>) -> Value {
+    let mut a = Vec::with_capacity(args.len() + 1);
+    a.push(Value::String(event.to_string()));
+    a.extend(args);
+    Value::Array(a)
+}
+
+impl Engine {
+    fn sio_limits(&self) -> DecodeLimits {
+        DecodeLimits {
+            max_attachments: 10,
+            max_nsp_len: 256,
+        }
+    }
+
+    fn nsp_known(&self, nsp: &str) -> bool {
+        nsp == "/" || self.cfg.namespaces.iter().any(|n| n == nsp)
+    }
+
+    /// An Engine.IO session on the Socket.IO path opened.
+    pub(super) fn sio_open(&mut self, key: u64, info: Arc<RequestInfo>) {
+        let limits = self.sio_limits();
+        self.sio.sessions.insert(
+            key,
+            SioSession {
+                info,
+                reassembler: Reassembler::new(limits),
+                sockets: Vec::new(),
+            },
+        );
+    }
+
+    /// Sends one encoded packet (text then attachments) on a session.
+    pub(crate) fn sio_send(&mut self, now: Instant, session: u64, p: &EncodedPacket) {
+        self.eio_send(now, session, Queued::Text(p.text.clone()));
+        for a in &p.attachments {
+            self.eio_send(now, session, Queued::Binary(a.clone()));
+        }
+    }
+
+    fn sio_send_packet(&mut self, now: Instant, session: u64, packet: &Packet) {
+        let p = EncodedPacket::new(packet);
+        self.sio_send(now, session, &p);
+    }
+
+    /// An Engine.IO message on a Socket.IO session.
+    pub(super) fn sio_message(&mut self, now: Instant, key: u64, data: Data) {
+        let Some(s) = self.sio.sessions.get_mut(&key) else {
+            return;
+        };
+        let result = match data {
+            Data::Text(t) => s.reassembler.push_text(&t),
+            Data::Binary(b) => s.reassembler.push_binary(b),
+        };
+        match result {
+            Ok(Some(packet)) => self.sio_packet(now, key, packet),
+            Ok(None) => {}
+            // "the connection is closed upon invalid format" (conformance suite): a typed decode
+            // error closes the offending connection and nothing else.
+            Err(_) => self.eio_close(now, key, CloseReason::ProtocolError),
+        }
+    }
+
+    fn socket_in(&self, key: u64, nsp: &str) -> Option<&SocketSlot> {
+        self.sio
+            .sessions
+            .get(&key)?
+            .sockets
+            .iter()
+            .find(|(n, _)| n.as_ref() == nsp)
+            .map(|(_, s)| s)
+    }
+
+    fn connected_socket(&self, key: u64, nsp: &str) -> Option<u64> {
+        match self.socket_in(key, nsp) {
+            Some(SocketSlot::Connected(id)) => Some(*id),
+            _ => None,
+        }
+    }
+
+    fn sio_packet(&mut self, now: Instant, key: u64, packet: Packet) {
+        match packet.kind {
+            PacketKind::Connect => self.sio_connect(now, key, packet),
+            PacketKind::Disconnect => {
+                if let Some(id) = self.connected_socket(key, &packet.nsp) {
+                    self.sio_remove_socket(now, id, DisconnectReason::ClientDisconnect);
+                } else if let Some(s) = self.sio.sessions.get_mut(&key) {
+                    // Leaving a namespace whose connect is still being decided.
+                    s.sockets.retain(|(n, _)| n.as_ref() != packet.nsp);
+                }
+            }
+            PacketKind::Event | PacketKind::BinaryEvent => {
+                let Some(socket) = self.connected_socket(key, &packet.nsp) else {
+                    return; // not connected to that namespace: ignored, as the reference does
+                };
+                let Some(Value::Array(mut items)) = packet.data else {
+                    return;
+                };
+                if items.is_empty() {
+                    return;
+                }
+                let Value::String(event) = items.remove(0) else {
+                    return;
+                };
+                self.push(super::Output::App(AppEvent::SioEvent {
+                    socket: SocketId(socket),
+                    nsp: Arc::from(packet.nsp.as_str()),
+                    event,
+                    args: items,
+                    attachments: packet.attachments,
+                    ack: packet.id,
+                }));
+            }
+            PacketKind::Ack | PacketKind::BinaryAck => {
+                let Some(socket) = self.connected_socket(key, &packet.nsp) else {
+                    return;
+                };
+                let Some(id) = packet.id else {
+                    return;
+                };
+                let args = match packet.data {
+                    Some(Value::Array(a)) => a,
+                    _ => Vec::new(),
+                };
+                // An ack for an unknown or already answered id is ignored.
+                let collector = self
+                    .sio
+                    .sockets
+                    .get_mut(&socket)
+                    .and_then(|s| s.pending_acks.remove(&id));
+                if let Some(c) = collector {
+                    self.ack_result(
+                        c,
+                        socket,
+                        id,
+                        AckOutcome::Ok {
+                            args,
+                            attachments: packet.attachments,
+                        },
+                    );
+                }
+            }
+            // A client never sends CONNECT_ERROR.
+            PacketKind::ConnectError => self.eio_close(now, key, CloseReason::ProtocolError),
+        }
+    }
+
+    fn sio_connect(&mut self, now: Instant, key: u64, packet: Packet) {
+        let nsp = packet.nsp.clone();
+        if !self.nsp_known(&nsp) {
+            let err = Packet::connect_error(nsp.as_str(), "Invalid namespace");
+            return self.sio_send_packet(now, key, &err);
+        }
+        if self.socket_in(key, &nsp).is_some() {
+            return; // already connected (or connecting) to this namespace
+        }
+        let request = self.sio.next_request;
+        self.sio.next_request += 1;
+        let Some(s) = self.sio.sessions.get_mut(&key) else {
+            return;
+        };
+        let nsp: Arc<str> = Arc::from(nsp.as_str());
+        s.sockets.push((nsp.clone(), SocketSlot::Pending(request)));
+        let info = s.info.clone();
+        let auth = packet.data.unwrap_or(Value::Object(Default::default()));
+        self.sio.pending_connects.insert(
+            request,
+            PendingConnect {
+                session: key,
+                nsp: nsp.clone(),
+                auth: auth.clone(),
+            },
+        );
+        self.push(super::Output::App(AppEvent::SioConnectRequest {
+            request,
+            nsp,
+            auth,
+            info,
+        }));
+    }
+
+    /// The application decided on a CONNECT.
+    pub(super) fn sio_connect_decision(&mut self, now: Instant, request: u64, decision: Result<Option<Identity>, Rejection>) {
+        let Some(pending) = self.sio.pending_connects.remove(&request) else {
+            return;
+        };
+        let key = pending.session;
+        let still_pending = matches!(self.socket_in(key, &pending.nsp), Some(SocketSlot::Pending(r)) if *r == request);
+        if !still_pending {
+            return; // the session closed or left the namespace meanwhile
+        }
+        match decision {
+            Err(rejection) => {
+                if let Some(s) = self.sio.sessions.get_mut(&key) {
+                    s.sockets.retain(|(n, _)| n.as_ref() != pending.nsp.as_ref());
+                }
+                let mut data = serde_json::Map::new();
+                data.insert("message".into(), Value::String(rejection.message));
+                if let Some(d) = rejection.data {
+                    data.insert("data".into(), d);
+                }
+                let mut p = Packet::new(PacketKind::ConnectError, pending.nsp.as_ref());
+                p.data = Some(Value::Object(data));
+                self.sio_send_packet(now, key, &p);
+            }
+            Ok(identity) => {
+                let id = self.next_recipient;
+                self.next_recipient += 1;
+                let sid = codec_sid(&self.random_bytes::<15>());
+                if let Some(s) = self.sio.sessions.get_mut(&key) {
+                    for (n, slot) in s.sockets.iter_mut() {
+                        if n.as_ref() == pending.nsp.as_ref() {
+                            *slot = SocketSlot::Connected(id);
+                        }
+                    }
+                }
+                self.eio_clear_attach_deadline(key);
+                self.sio.sockets.insert(
+                    id,
+                    SocketState {
+                        session: key,
+                        nsp: pending.nsp.clone(),
+                        identity: identity.clone(),
+                        next_ack: 0,
+                        pending_acks: HashMap::new(),
+                        rooms: Vec::new(),
+                    },
+                );
+                if pending.nsp.as_ref() == "/" {
+                    self.index.add(id, RecipientKind::SocketIo, identity.as_ref());
+                }
+                let mut ok = serde_json::Map::new();
+                ok.insert("sid".into(), Value::String(sid.clone()));
+                let p = Packet::connect(pending.nsp.as_ref(), Some(Value::Object(ok)));
+                self.sio_send_packet(now, key, &p);
+                self.push(super::Output::App(AppEvent::SioConnected {
+                    socket: SocketId(id),
+                    nsp: pending.nsp,
+                    sid: Arc::from(sid.as_str()),
+                    identity,
+                    auth: pending.auth,
+                }));
+            }
+        }
+    }
+
+    /// Emits an event to one socket, optionally asking for an ack.
+    pub(super) fn sio_emit(
+        &mut self,
+        now: Instant,
+        socket: u64,
+        event: &str,
+        args: Vec<Value>,
+        attachments: Vec<Vec<u8>>,
+        ack: Option<(Duration, AckReply)>,
+    ) {
+        let Some(s) = self.sio.sockets.get(&socket) else {
+            if let Some((_, reply)) = ack {
+                self.deliver_ack_reply(reply, vec![AckResult { socket: SocketId(socket), outcome: AckOutcome::Disconnected }]);
+            }
+            return;
+        };
+        let nsp = s.nsp.clone();
+        let session = s.session;
+        let mut packet = Packet::new(PacketKind::Event, nsp.as_ref());
+        packet.data = Some(event_array(event, args));
+        packet.attachments = attachments;
+        match ack {
+            None => self.sio_send_packet(now, session, &packet),
+            Some((timeout, reply)) => {
+                let collector = self.new_collector(now + timeout, reply);
+                self.emit_with_ack_to(now, socket, &mut packet, collector);
+                self.finish_collector_if_done(collector);
+            }
+        }
+    }
+
+    /// Creates an ack collector that completes at `deadline` at the latest.
+    pub(super) fn new_collector(&mut self, deadline: Instant, reply: AckReply) -> u64 {
+        let id = self.sio.next_collector;
+        self.sio.next_collector += 1;
+        let mut c = Collector {
+            waiting: HashSet::new(),
+            results: Vec::new(),
+            reply: Some(reply),
+            deadline,
+            timer_armed: None,
+        };
+        self.timers.schedule(TimerKey::Ack(id), Some(deadline), &mut c.timer_armed);
+        self.sio.collectors.insert(id, c);
+        id
+    }
+
+    /// Sends `packet` to one socket with a fresh ack id registered under `collector`.
+    pub(super) fn emit_with_ack_to(&mut self, now: Instant, socket: u64, packet: &mut Packet, collector: u64) {
+        let cap = self.cfg.max_pending_acks;
+        let Some(s) = self.sio.sockets.get_mut(&socket) else {
+            self.push_result(collector, socket, AckOutcome::Disconnected);
+            return;
+        };
+        if s.pending_acks.len() >= cap {
+            self.push_result(collector, socket, AckOutcome::Overloaded);
+            return;
+        }
+        let ack_id = s.next_ack;
+        s.next_ack = s.next_ack.wrapping_add(1);
+        s.pending_acks.insert(ack_id, collector);
+        let session = s.session;
+        packet.id = Some(ack_id);
+        if let Some(c) = self.sio.collectors.get_mut(&collector) {
+            c.waiting.insert((socket, ack_id));
+        }
+        self.sio_send_packet(now, session, packet);
+    }
+
+    fn push_result(&mut self, collector: u64, socket: u64, outcome: AckOutcome) {
+        if let Some(c) = self.sio.collectors.get_mut(&collector) {
+            c.results.push(AckResult {
+                socket: SocketId(socket),
+                outcome,
+            });
+        }
+    }
+
+    fn ack_result(&mut self, collector: u64, socket: u64, ack_id: u64, outcome: AckOutcome) {
+        if let Some(c) = self.sio.collectors.get_mut(&collector) {
+            if c.waiting.remove(&(socket, ack_id)) {
+                c.results.push(AckResult {
+                    socket: SocketId(socket),
+                    outcome,
+                });
+            }
+        }
+        self.finish_collector_if_done(collector);
+    }
+
+    pub(super) fn finish_collector_if_done(&mut self, collector: u64) {
+        let done = self.sio.collectors.get(&collector).is_some_and(|c| c.waiting.is_empty());
+        if !done {
+            return;
+        }
+        if let Some(mut c) = self.sio.collectors.remove(&collector) {
+            if let Some(reply) = c.reply.take() {
+                let mut results = std::mem::take(&mut c.results);
+                results.sort_by_key(|r| r.socket);
+                self.deliver_ack_reply(reply, results);
+            }
+        }
+    }
+
+    pub(super) fn deliver_ack_reply(&mut self, reply: AckReply, results: Vec<AckResult>) {
+        match reply {
+            AckReply::Channel(tx) => {
+                let _ = tx.send(results);
+            }
+            AckReply::Callback(cb) => self.push(super::Output::App(AppEvent::AckComplete {
+                callback: AckCallback(cb),
+                results,
+            })),
+        }
+    }
+
+    /// An ack collector's deadline passed: every socket still silent times out.
+    pub(super) fn ack_timer(&mut self, now: Instant, collector: u64, at: Instant) {
+        let Some(c) = self.sio.collectors.get_mut(&collector) else {
+            return;
+        };
+        if c.timer_armed != Some(at) {
+            return;
+        }
+        c.timer_armed = None;
+        if c.deadline > now {
+            let d = c.deadline;
+            self.timers.schedule(TimerKey::Ack(collector), Some(d), &mut c.timer_armed);
+            return;
+        }
+        let waiting: Vec<(u64, u64)> = c.waiting.drain().collect();
+        for (socket, ack_id) in waiting {
+            if let Some(s) = self.sio.sockets.get_mut(&socket) {
+                s.pending_acks.remove(&ack_id);
+            }
+            self.push_result(collector, socket, AckOutcome::Timeout);
+        }
+        self.finish_collector_if_done(collector);
+    }
+
+    /// Answers a client's ack request.
+    pub(super) fn sio_ack(&mut self, now: Instant, socket: u64, ack_id: u64, args: Vec<Value>, attachments: Vec<Vec<u8>>) {
+        let Some(s) = self.sio.sockets.get(&socket) else {
+            return;
+        };
+        let mut p = Packet::ack(s.nsp.as_ref(), ack_id, args);
+        p.attachments = attachments;
+        let session = s.session;
+        self.sio_send_packet(now, session, &p);
+    }
+
+    /// The server disconnects one socket (the client's other namespaces stay).
+    pub(super) fn sio_disconnect(&mut self, now: Instant, socket: u64) {
+        let Some(s) = self.sio.sockets.get(&socket) else {
+            return;
+        };
+        let session = s.session;
+        let p = Packet::disconnect(s.nsp.as_ref());
+        self.sio_send_packet(now, session, &p);
+        self.sio_remove_socket(now, socket, DisconnectReason::ServerDisconnect);
+    }
+
+    /// Forgets a socket: index, rooms, pending acks (→ Disconnected), and tells the application.
+    fn sio_remove_socket(&mut self, _now: Instant, socket: u64, reason: DisconnectReason) {
+        let Some(s) = self.sio.sockets.remove(&socket) else {
+            return;
+        };
+        if let Some(sess) = self.sio.sessions.get_mut(&s.session) {
+            sess.sockets.retain(|(_, slot)| !matches!(slot, SocketSlot::Connected(id) if *id == socket));
+        }
+        self.index.remove(socket);
+        for room in &s.rooms {
+            let k = (s.nsp.clone(), room.clone());
+            if let Some(set) = self.sio.socket_rooms.get_mut(&k) {
+                set.remove(&socket);
+                if set.is_empty() {
+                    self.sio.socket_rooms.remove(&k);
+                }
+            }
+        }
+        for (ack_id, collector) in s.pending_acks {
+            self.ack_result(collector, socket, ack_id, AckOutcome::Disconnected);
+        }
+        self.push(super::Output::App(AppEvent::SioDisconnected {
+            socket: SocketId(socket),
+            nsp: s.nsp,
+            reason,
+        }));
+    }
+
+    /// The Engine.IO session under a Socket.IO client closed.
+    pub(super) fn sio_session_closed(&mut self, now: Instant, key: u64, reason: CloseReason) {
+        let Some(s) = self.sio.sessions.remove(&key) else {
+            return;
+        };
+        let reason = DisconnectReason::from_close(reason);
+        for (_, slot) in s.sockets {
+            match slot {
+                SocketSlot::Connected(id) => self.sio_remove_socket(now, id, reason),
+                SocketSlot::Pending(request) => {
+                    self.sio.pending_connects.remove(&request);
+                }
+            }
+        }
+    }
+
+    /// Per-socket rooms (socket.io's `socket.join`), scoped to the socket's namespace.
+    pub(super) fn sio_join(&mut self, socket: u64, room: &str) {
+        let Some(s) = self.sio.sockets.get_mut(&socket) else {
+            return;
+        };
+        if s.rooms.iter().any(|r| r.as_ref() == room) {
+            return;
+        }
+        let room: Arc<str> = Arc::from(room);
+        s.rooms.push(room.clone());
+        self.sio
+            .socket_rooms
+            .entry((s.nsp.clone(), room))
+            .or_default()
+            .insert(socket);
+    }
+
+    pub(super) fn sio_leave(&mut self, socket: u64, room: &str) {
+        let Some(s) = self.sio.sockets.get_mut(&socket) else {
+            return;
+        };
+        s.rooms.retain(|r| r.as_ref() != room);
+        let k: (Arc<str>, Arc<str>) = (s.nsp.clone(), Arc::from(room));
+        if let Some(set) = self.sio.socket_rooms.get_mut(&k) {
+            set.remove(&socket);
+            if set.is_empty() {
+                self.sio.socket_rooms.remove(&k);
+            }
+        }
+    }
+
+    /// Emits to every socket of a namespace's room, encoded once.
+    pub(super) fn sio_emit_to_socket_room(&mut self, now: Instant, nsp: &str, room: &str, event: &str, args: Vec<Value>, attachments: Vec<Vec<u8>>) {
+        let k: (Arc<str>, Arc<str>) = (Arc::from(nsp), Arc::from(room));
+        let Some(members) = self.sio.socket_rooms.get(&k) else {
+            return;
+        };
+        let sessions: Vec<u64> = members.iter().filter_map(|m| self.sio.session_of(*m)).collect();
+        let mut packet = Packet::new(PacketKind::Event, nsp);
+        packet.data = Some(event_array(event, args));
+        packet.attachments = attachments;
+        let encoded = EncodedPacket::new(&packet);
+        for session in sessions {
+            self.sio_send(now, session, &encoded);
+        }
+    }
+
+    pub(super) fn socket_identity(&self, socket: u64) -> Option<&Identity> {
+        self.sio.sockets.get(&socket).and_then(|s| s.identity.as_ref())
+    }
+
+    pub(super) fn socket_rooms(&self, socket: u64) -> Vec<String> {
+        self.sio
+            .sockets
+            .get(&socket)
+            .map(|s| s.rooms.iter().map(|r| r.to_string()).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// A socket.io socket id: 20 url-safe characters from 15 random bytes.
+fn codec_sid(bytes: &[u8; 15]) -> String {
+    crate::proto::eio::sid_from_random(bytes)
+}
+
+/// An ack callback, run by the dispatcher.
+pub struct AckCallback(pub Box<dyn FnOnce(Vec<AckResult>) + Send>);
+
+impl fmt::Debug for AckCallback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AckCallback")
+    }
+}
