@@ -1,7 +1,13 @@
 //! The server the official Engine.IO v4 / Socket.IO v5 test suites run against (DESIGN §5).
 //!
-//! `/engine.io/` echoes every message (text as text, binary as binary). Listens on 127.0.0.1:3000
-//! unless `PORT` says otherwise. Run: `cargo run --example conformance`.
+//! - `/engine.io/`: a raw Engine.IO endpoint that echoes every message (text as text, binary as
+//!   binary).
+//! - `/socket.io/`: on connect emit `auth` with the CONNECT payload; on `message` emit
+//!   `message-back` with the same arguments; on `message-with-ack` answer the ack with the
+//!   arguments. Namespace `/custom` only emits `auth`.
+//!
+//! pingInterval 300 ms, pingTimeout 200 ms, maxPayload 1 000 000, connect timeout 1 s. Listens on
+//! 127.0.0.1:3000 unless `PORT` says otherwise. Run: `cargo run --example conformance`.
 
 use std::time::Duration;
 
@@ -15,19 +21,38 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config {
         bind: ([127, 0, 0, 1], port).into(),
         engineio_path: Some("/engine.io/".into()),
+        socketio_path: Some("/socket.io/".into()),
         ping_interval: Duration::from_millis(300),
         ping_timeout: Duration::from_millis(200),
         max_payload: 1_000_000,
+        connect_timeout: Duration::from_millis(1000),
         ..Config::default()
     };
-    let server = Server::start(config)?;
+    let server = Server::builder(config)
+        .allow_anonymous()
+        .on_engineio(|handle, event| {
+            if let AppEvent::EioMessage { session, data } = event {
+                let _ = handle.eio_send(session, data);
+            }
+        })
+        .on_connect("/", |socket, auth| {
+            let _ = socket.emit("auth", vec![auth.clone()]);
+        })
+        .on_event("/", "message", |socket, ev| {
+            let _ = socket.emit_binary("message-back", ev.args, ev.attachments);
+        })
+        .on_event("/", "message-with-ack", |_socket, ev| {
+            if let Some(ack) = ev.ack {
+                let _ = ack.send_binary(ev.args, ev.attachments);
+            }
+        })
+        .on_connect("/custom", |socket, auth| {
+            let _ = socket.emit("auth", vec![auth.clone()]);
+        })
+        .start()?;
     eprintln!("conformance server on http://{}", server.local_addr());
-    let handle = server.handle();
-    let events = server.take_events().ok_or("events already taken")?;
-    for event in events {
-        if let AppEvent::EioMessage { session, data } = event {
-            handle.eio_send(session, data)?;
-        }
+    // Serve until killed.
+    loop {
+        std::thread::park();
     }
-    Ok(())
 }

@@ -124,13 +124,21 @@ impl Config {
     /// Checks every value once, so the loop never meets an impossible setting.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let err = |m: &str| Err(ConfigError(m.to_string()));
-        for p in [&self.engineio_path, &self.socketio_path, &self.sse_path].into_iter().flatten() {
+        for p in [&self.engineio_path, &self.socketio_path, &self.sse_path]
+            .into_iter()
+            .flatten()
+        {
             if !valid_path(p) {
-                return err("endpoint paths must start with '/' and be printable ASCII without '?'");
+                return err(
+                    "endpoint paths must start with '/' and be printable ASCII without '?'",
+                );
             }
         }
         for n in &self.namespaces {
-            if !n.starts_with('/') || n.len() > 256 || n.bytes().any(|b| b.is_ascii_control() || b == b',') {
+            if !n.starts_with('/')
+                || n.len() > 256
+                || n.bytes().any(|b| b.is_ascii_control() || b == b',')
+            {
                 return err("namespaces must start with '/', be at most 256 bytes, without ',' or control characters");
             }
         }

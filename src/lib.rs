@@ -13,6 +13,12 @@ mod io;
 pub mod proto;
 mod server;
 
-pub use config::{Config, ConfigError, Cors};
-pub use engine::{AppEvent, CloseReason, Data, SessionId};
-pub use server::{Handle, Server, ServerClosed, StartError};
+pub use config::{Config, ConfigError, Cors, Page};
+pub use engine::{
+    AckOutcome, AckResult, AppEvent, CloseReason, Data, DisconnectReason, Identity, Rejection,
+    RequestInfo, SessionId, SocketId, Stats, StreamId, Target, Transports, RESET_EVENT,
+};
+pub use server::{
+    AckResponder, AuthRequest, Event, Handle, Server, ServerBuilder, ServerClosed, Socket,
+    StartError,
+};

@@ -1,6 +1,7 @@
 //! The thin thread-safe layer: start a server, get a `Clone + Send + Sync` handle whose methods
 //! send commands to the loop thread and wake it, and shut it down.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io::Read;
 use std::net::SocketAddr;
@@ -12,7 +13,12 @@ use std::time::Duration;
 use mio::Waker;
 
 use crate::config::{Config, ConfigError};
-use crate::engine::{AppEvent, Command, Data, Engine, RandomSource, SessionId};
+use serde_json::Value;
+
+use crate::engine::{
+    AckOutcome, AckReply, AckResult, AppEvent, Command, Data, DisconnectReason, Engine, Identity,
+    RandomSource, Rejection, RequestInfo, SessionId, SocketId, Stats, StreamId,
+};
 use crate::io::{EventLoop, LoopCommand};
 
 /// Why a server could not start.
@@ -62,6 +68,7 @@ impl std::error::Error for ServerClosed {}
 pub struct Handle {
     commands: Sender<LoopCommand>,
     waker: Arc<Waker>,
+    max_payload: usize,
 }
 
 impl fmt::Debug for Handle {
@@ -71,35 +78,402 @@ impl fmt::Debug for Handle {
 }
 
 impl Handle {
-    fn send(&self, cmd: LoopCommand) -> Result<(), ServerClosed> {
+    pub(crate) fn send(&self, cmd: LoopCommand) -> Result<(), ServerClosed> {
         self.commands.send(cmd).map_err(|_| ServerClosed)?;
         self.waker.wake().map_err(|_| ServerClosed)
     }
 
+    pub(crate) fn command(&self, cmd: Command) -> Result<(), ServerClosed> {
+        self.send(LoopCommand::Engine(cmd))
+    }
+
+    /// The configured `max_payload`: the largest message the server sends or accepts.
+    pub fn max_payload(&self) -> usize {
+        self.max_payload
+    }
+
     /// Sends a message on a raw Engine.IO session. Unknown or closed sessions are ignored.
     pub fn eio_send(&self, session: SessionId, data: Data) -> Result<(), ServerClosed> {
-        self.send(LoopCommand::Engine(Command::EioSend { session, data }))
+        self.command(Command::EioSend { session, data })
     }
 
     /// Closes a raw Engine.IO session.
     pub fn eio_close(&self, session: SessionId) -> Result<(), ServerClosed> {
-        self.send(LoopCommand::Engine(Command::EioClose { session }))
+        self.command(Command::EioClose { session })
+    }
+
+    /// Sends an event to one SSE stream (not kept for resume: use a broadcast for that).
+    pub fn sse_send(
+        &self,
+        stream: StreamId,
+        event: Option<&str>,
+        data: &str,
+    ) -> Result<(), ServerClosed> {
+        self.command(Command::SseSend {
+            stream,
+            event: event.map(str::to_string),
+            data: data.to_string(),
+        })
+    }
+
+    /// Ends an SSE stream.
+    pub fn sse_close(&self, stream: StreamId) -> Result<(), ServerClosed> {
+        self.command(Command::SseClose { stream })
+    }
+
+    /// Engine counters (sessions, sockets, streams, pending acks, index sizes).
+    pub fn stats(&self) -> Result<Stats, ServerClosed> {
+        let (tx, rx) = mpsc::channel();
+        self.command(Command::Stats { reply: tx })?;
+        rx.recv_timeout(Duration::from_secs(10))
+            .map_err(|_| ServerClosed)
+    }
+
+    /// A handle on one Socket.IO socket (for sockets whose id the application kept).
+    pub fn socket(&self, id: SocketId) -> Socket {
+        Socket {
+            id,
+            nsp: Arc::from("/"),
+            identity: None,
+            handle: self.clone(),
+        }
     }
 }
 
-/// A running server: the loop thread, its handle and the stream of application events.
+/// What an authentication hook is asked about.
+#[derive(Debug)]
+pub struct AuthRequest<'a> {
+    /// `Some(namespace)` for a Socket.IO CONNECT, `None` for an SSE request.
+    pub namespace: Option<&'a str>,
+    /// The HTTP request that opened the connection.
+    pub info: &'a RequestInfo,
+    /// The Socket.IO CONNECT payload (`{}` when the client sent none); `None` for SSE.
+    pub auth: Option<&'a Value>,
+}
+
+type AuthHook = Arc<dyn Fn(&AuthRequest<'_>) -> Result<Option<Identity>, Rejection> + Send + Sync>;
+type ConnectHandler = Arc<dyn Fn(&Socket, &Value) + Send + Sync>;
+type EventHandler = Arc<dyn Fn(&Socket, Event) + Send + Sync>;
+type DisconnectHandler = Arc<dyn Fn(&Socket, DisconnectReason) + Send + Sync>;
+type EioHandler = Arc<dyn Fn(&Handle, AppEvent) + Send + Sync>;
+type SseOpenHandler = Arc<dyn Fn(StreamId, Option<&Identity>) + Send + Sync>;
+type SseCloseHandler = Arc<dyn Fn(StreamId) + Send + Sync>;
+
+/// A Socket.IO socket, as handlers see it: emit to it, join rooms, disconnect it.
+#[derive(Clone)]
+pub struct Socket {
+    id: SocketId,
+    nsp: Arc<str>,
+    identity: Option<Identity>,
+    handle: Handle,
+}
+
+impl fmt::Debug for Socket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Socket")
+            .field("id", &self.id)
+            .field("nsp", &self.nsp)
+            .field("identity", &self.identity)
+            .finish()
+    }
+}
+
+impl Socket {
+    pub fn id(&self) -> SocketId {
+        self.id
+    }
+
+    /// The namespace (`/` for the main one).
+    pub fn namespace(&self) -> &str {
+        &self.nsp
+    }
+
+    /// Who the authentication hook said this is (`None`: anonymous).
+    pub fn identity(&self) -> Option<&Identity> {
+        self.identity.as_ref()
+    }
+
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+
+    /// Emits `event` with `args` to this socket.
+    pub fn emit(&self, event: &str, args: Vec<Value>) -> Result<(), ServerClosed> {
+        self.emit_binary(event, args, Vec::new())
+    }
+
+    /// Emits with binary attachments; `args` refer to them with `tidings::proto::sio::placeholder(n)`.
+    pub fn emit_binary(
+        &self,
+        event: &str,
+        args: Vec<Value>,
+        attachments: Vec<Vec<u8>>,
+    ) -> Result<(), ServerClosed> {
+        self.handle.command(Command::SioEmit {
+            socket: self.id,
+            event: event.to_string(),
+            args,
+            attachments,
+            ack: None,
+        })
+    }
+
+    /// Emits and calls `callback` (on the dispatcher thread) with the client's answer, a timeout
+    /// or the disconnect.
+    pub fn emit_with_ack(
+        &self,
+        event: &str,
+        args: Vec<Value>,
+        timeout: Duration,
+        callback: impl FnOnce(AckOutcome) + Send + 'static,
+    ) -> Result<(), ServerClosed> {
+        let cb = move |mut results: Vec<AckResult>| {
+            let outcome = results
+                .pop()
+                .map_or(AckOutcome::Disconnected, |r| r.outcome);
+            callback(outcome)
+        };
+        self.handle.command(Command::SioEmit {
+            socket: self.id,
+            event: event.to_string(),
+            args,
+            attachments: Vec::new(),
+            ack: Some((timeout, AckReply::Callback(Box::new(cb)))),
+        })
+    }
+
+    /// Emits and blocks the calling thread until the answer, the timeout or the disconnect. Do not
+    /// call this from a handler (it would hold up the other handlers meanwhile).
+    pub fn emit_with_ack_wait(
+        &self,
+        event: &str,
+        args: Vec<Value>,
+        timeout: Duration,
+    ) -> Result<AckOutcome, ServerClosed> {
+        let (tx, rx) = mpsc::channel();
+        self.handle.command(Command::SioEmit {
+            socket: self.id,
+            event: event.to_string(),
+            args,
+            attachments: Vec::new(),
+            ack: Some((timeout, AckReply::Channel(tx))),
+        })?;
+        let mut results = rx.recv().map_err(|_| ServerClosed)?;
+        Ok(results
+            .pop()
+            .map_or(AckOutcome::Disconnected, |r| r.outcome))
+    }
+
+    /// Joins a per-socket room of this namespace (socket.io's `socket.join`).
+    pub fn join(&self, room: &str) -> Result<(), ServerClosed> {
+        self.handle.command(Command::SioJoin {
+            socket: self.id,
+            room: room.to_string(),
+        })
+    }
+
+    pub fn leave(&self, room: &str) -> Result<(), ServerClosed> {
+        self.handle.command(Command::SioLeave {
+            socket: self.id,
+            room: room.to_string(),
+        })
+    }
+
+    /// Emits to every socket in a room of this socket's namespace.
+    pub fn to_room(&self, room: &str, event: &str, args: Vec<Value>) -> Result<(), ServerClosed> {
+        self.handle.command(Command::SioEmitToRoom {
+            nsp: self.nsp.to_string(),
+            room: room.to_string(),
+            event: event.to_string(),
+            args,
+            attachments: Vec::new(),
+        })
+    }
+
+    /// Disconnects this socket from its namespace ("io server disconnect").
+    pub fn disconnect(&self) -> Result<(), ServerClosed> {
+        self.handle
+            .command(Command::SioDisconnect { socket: self.id })
+    }
+}
+
+/// A client event, as handlers see it.
+#[derive(Debug)]
+pub struct Event {
+    pub name: String,
+    pub args: Vec<Value>,
+    /// Binary attachments; `args` hold `{"_placeholder":true,"num":n}` where they belong.
+    pub attachments: Vec<Vec<u8>>,
+    /// Present when the client asked for an acknowledgement.
+    pub ack: Option<AckResponder>,
+}
+
+/// Answers a client's ack request, once.
+#[derive(Debug)]
+pub struct AckResponder {
+    socket: SocketId,
+    id: u64,
+    handle: Handle,
+}
+
+impl AckResponder {
+    pub fn send(self, args: Vec<Value>) -> Result<(), ServerClosed> {
+        self.send_binary(args, Vec::new())
+    }
+
+    pub fn send_binary(
+        self,
+        args: Vec<Value>,
+        attachments: Vec<Vec<u8>>,
+    ) -> Result<(), ServerClosed> {
+        self.handle.command(Command::SioAck {
+            socket: self.socket,
+            id: self.id,
+            args,
+            attachments,
+        })
+    }
+}
+
+#[derive(Default, Clone)]
+struct Handlers {
+    auth: Option<AuthHook>,
+    connect: HashMap<String, ConnectHandler>,
+    events: HashMap<(String, String), EventHandler>,
+    disconnect: HashMap<String, DisconnectHandler>,
+    eio: Option<EioHandler>,
+    sse_open: Option<SseOpenHandler>,
+    sse_close: Option<SseCloseHandler>,
+}
+
+/// Configures handlers, then starts the server.
+pub struct ServerBuilder {
+    config: Config,
+    handlers: Handlers,
+}
+
+impl ServerBuilder {
+    /// Decides who each connection is (Socket.IO CONNECT and SSE requests). `Ok(None)` accepts an
+    /// anonymous connection (it receives only `to_all`). Without a hook every connection is refused.
+    pub fn authenticate(
+        mut self,
+        hook: impl Fn(&AuthRequest<'_>) -> Result<Option<Identity>, Rejection> + Send + Sync + 'static,
+    ) -> Self {
+        self.handlers.auth = Some(Arc::new(hook));
+        self
+    }
+
+    /// Accepts every connection as anonymous (for demos and tests).
+    pub fn allow_anonymous(self) -> Self {
+        self.authenticate(|_| Ok(None))
+    }
+
+    /// Called when a socket connects to `namespace`, with its CONNECT payload.
+    pub fn on_connect(
+        mut self,
+        namespace: &str,
+        handler: impl Fn(&Socket, &Value) + Send + Sync + 'static,
+    ) -> Self {
+        self.register_namespace(namespace);
+        self.handlers
+            .connect
+            .insert(namespace.to_string(), Arc::new(handler));
+        self
+    }
+
+    /// Called for client event `event` in `namespace`.
+    pub fn on_event(
+        mut self,
+        namespace: &str,
+        event: &str,
+        handler: impl Fn(&Socket, Event) + Send + Sync + 'static,
+    ) -> Self {
+        self.register_namespace(namespace);
+        self.handlers.events.insert(
+            (namespace.to_string(), event.to_string()),
+            Arc::new(handler),
+        );
+        self
+    }
+
+    /// Called when a socket of `namespace` leaves, with the reason.
+    pub fn on_disconnect(
+        mut self,
+        namespace: &str,
+        handler: impl Fn(&Socket, DisconnectReason) + Send + Sync + 'static,
+    ) -> Self {
+        self.register_namespace(namespace);
+        self.handlers
+            .disconnect
+            .insert(namespace.to_string(), Arc::new(handler));
+        self
+    }
+
+    /// Raw Engine.IO events (`EioOpen`, `EioMessage`, `EioClose`). Without a handler they go to
+    /// `Server::take_events`.
+    pub fn on_engineio(
+        mut self,
+        handler: impl Fn(&Handle, AppEvent) + Send + Sync + 'static,
+    ) -> Self {
+        self.handlers.eio = Some(Arc::new(handler));
+        self
+    }
+
+    /// Called when an SSE stream opens / closes.
+    pub fn on_sse_open(
+        mut self,
+        handler: impl Fn(StreamId, Option<&Identity>) + Send + Sync + 'static,
+    ) -> Self {
+        self.handlers.sse_open = Some(Arc::new(handler));
+        self
+    }
+
+    pub fn on_sse_close(mut self, handler: impl Fn(StreamId) + Send + Sync + 'static) -> Self {
+        self.handlers.sse_close = Some(Arc::new(handler));
+        self
+    }
+
+    fn register_namespace(&mut self, namespace: &str) {
+        if namespace != "/" && !self.config.namespaces.iter().any(|n| n == namespace) {
+            self.config.namespaces.push(namespace.to_string());
+        }
+    }
+
+    /// Validates the configuration, binds, starts the loop and dispatcher threads.
+    pub fn start(self) -> Result<Server, StartError> {
+        Server::start_with(self.config, self.handlers)
+    }
+}
+
+/// A running server: the loop thread, the dispatcher thread (handlers run there, never on the io
+/// thread) and a handle.
 pub struct Server {
     handle: Handle,
     local_addr: SocketAddr,
     thread: Option<JoinHandle<std::io::Result<()>>>,
+    dispatcher: Option<JoinHandle<()>>,
     events: Mutex<Option<Receiver<AppEvent>>>,
 }
 
 impl Server {
-    /// Validates `config`, binds, and starts the loop thread.
+    /// Starts a server without handlers (raw Engine.IO events go to `take_events`; Socket.IO and
+    /// SSE connections are refused: use `Server::builder` to authenticate them).
     pub fn start(config: Config) -> Result<Server, StartError> {
+        Server::start_with(config, Handlers::default())
+    }
+
+    /// A builder, to register the authentication hook and handlers.
+    pub fn builder(config: Config) -> ServerBuilder {
+        ServerBuilder {
+            config,
+            handlers: Handlers::default(),
+        }
+    }
+
+    fn start_with(config: Config, handlers: Handlers) -> Result<Server, StartError> {
         config.validate()?;
         let random = os_random()?;
+        let max_payload = config.max_payload;
         let cfg = Arc::new(config);
         let listener = std::net::TcpListener::bind(cfg.bind)?;
         let local_addr = listener.local_addr()?;
@@ -107,17 +481,27 @@ impl Server {
         let (ev_tx, ev_rx) = mpsc::channel();
         let engine = Engine::new(cfg.clone(), random);
         let (event_loop, waker) = EventLoop::new(cfg, listener, engine, cmd_rx, ev_tx)?;
+        let handle = Handle {
+            commands: cmd_tx,
+            waker,
+            max_payload,
+        };
+        let (raw_tx, raw_rx) = mpsc::channel();
+        let dispatcher = {
+            let handle = handle.clone();
+            std::thread::Builder::new()
+                .name("tidings-dispatch".into())
+                .spawn(move || dispatch(ev_rx, handle, handlers, raw_tx))?
+        };
         let thread = std::thread::Builder::new()
             .name("tidings-loop".into())
             .spawn(move || event_loop.run())?;
         Ok(Server {
-            handle: Handle {
-                commands: cmd_tx,
-                waker,
-            },
+            handle,
             local_addr,
             thread: Some(thread),
-            events: Mutex::new(Some(ev_rx)),
+            dispatcher: Some(dispatcher),
+            events: Mutex::new(Some(raw_rx)),
         })
     }
 
@@ -131,30 +515,140 @@ impl Server {
         self.handle.clone()
     }
 
-    /// The application events (sessions opening, messages, closes). Can be taken once.
+    /// Raw Engine.IO events when no `on_engineio` handler is set. Can be taken once.
     pub fn take_events(&self) -> Option<Receiver<AppEvent>> {
         self.events.lock().ok().and_then(|mut e| e.take())
     }
 
-    /// Closes every connection (within `grace`) and joins the loop thread.
+    /// Closes every connection (within `grace`) and joins the threads.
     pub fn shutdown(mut self, grace: Duration) -> std::io::Result<()> {
         self.stop(grace)
     }
 
     fn stop(&mut self, grace: Duration) -> std::io::Result<()> {
         let _ = self.handle.send(LoopCommand::Shutdown(grace));
-        match self.thread.take() {
+        let result = match self.thread.take() {
             Some(t) => t
                 .join()
                 .unwrap_or_else(|_| Err(std::io::Error::other("the loop thread panicked"))),
             None => Ok(()),
+        };
+        // The loop dropped its event sender: the dispatcher drains what is left and ends.
+        if let Some(d) = self.dispatcher.take() {
+            let _ = d.join();
         }
+        result
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.stop(Duration::from_secs(1));
+    }
+}
+
+/// The dispatcher thread: runs the application's hooks and handlers, in event order.
+fn dispatch(events: Receiver<AppEvent>, handle: Handle, handlers: Handlers, raw: Sender<AppEvent>) {
+    let mut sockets: HashMap<SocketId, Socket> = HashMap::new();
+    let decide =
+        |namespace: Option<&str>, info: &RequestInfo, auth: Option<&Value>| match &handlers.auth {
+            Some(hook) => hook(&AuthRequest {
+                namespace,
+                info,
+                auth,
+            }),
+            None => Err(Rejection::unauthorized("authentication is not configured")),
+        };
+    for event in events {
+        match event {
+            AppEvent::SioConnectRequest {
+                request,
+                nsp,
+                auth,
+                info,
+            } => {
+                let decision = decide(Some(&nsp), &info, Some(&auth));
+                let _ = handle.command(Command::SioConnectDecision { request, decision });
+            }
+            AppEvent::SseConnectRequest { request, info } => {
+                let decision = decide(None, &info, None);
+                let _ = handle.command(Command::SseDecision { request, decision });
+            }
+            AppEvent::SioConnected {
+                socket,
+                nsp,
+                identity,
+                auth,
+                ..
+            } => {
+                let s = Socket {
+                    id: socket,
+                    nsp: nsp.clone(),
+                    identity,
+                    handle: handle.clone(),
+                };
+                if let Some(h) = handlers.connect.get(nsp.as_ref()) {
+                    h(&s, &auth);
+                }
+                sockets.insert(socket, s);
+            }
+            AppEvent::SioEvent {
+                socket,
+                nsp,
+                event,
+                args,
+                attachments,
+                ack,
+            } => {
+                let Some(s) = sockets.get(&socket) else {
+                    continue;
+                };
+                let key = (nsp.to_string(), event);
+                if let Some(h) = handlers.events.get(&key) {
+                    let ev = Event {
+                        name: key.1.clone(),
+                        args,
+                        attachments,
+                        ack: ack.map(|id| AckResponder {
+                            socket,
+                            id,
+                            handle: handle.clone(),
+                        }),
+                    };
+                    h(s, ev);
+                }
+            }
+            AppEvent::SioDisconnected {
+                socket,
+                nsp,
+                reason,
+            } => {
+                if let Some(s) = sockets.remove(&socket) {
+                    if let Some(h) = handlers.disconnect.get(nsp.as_ref()) {
+                        h(&s, reason);
+                    }
+                }
+            }
+            AppEvent::AckComplete { callback, results } => (callback.0)(results),
+            AppEvent::SseOpened { stream, identity } => {
+                if let Some(h) = &handlers.sse_open {
+                    h(stream, identity.as_ref());
+                }
+            }
+            AppEvent::SseClosed { stream } => {
+                if let Some(h) = &handlers.sse_close {
+                    h(stream);
+                }
+            }
+            ev @ (AppEvent::EioOpen { .. }
+            | AppEvent::EioMessage { .. }
+            | AppEvent::EioClose { .. }) => match &handlers.eio {
+                Some(h) => h(&handle, ev),
+                None => {
+                    let _ = raw.send(ev);
+                }
+            },
+        }
     }
 }
 

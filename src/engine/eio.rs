@@ -240,7 +240,13 @@ impl Engine {
     }
 
     /// An HTTP request on the Engine.IO path.
-    pub(super) fn eio_request(&mut self, now: Instant, conn: ConnId, req: Request, endpoint: Endpoint) {
+    pub(super) fn eio_request(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        req: Request,
+        endpoint: Endpoint,
+    ) {
         let q = eio_query(&req.head);
         let transport = q.transport.as_deref();
         let is_ws = match transport {
@@ -270,6 +276,20 @@ impl Engine {
                     .get(sid.as_str())
                     .copied()
                     .filter(|k| self.eio.endpoint_of(*k) == Some(endpoint));
+                // A session whose pong deadline has passed is gone, even if its timer has not
+                // fired yet in this turn of the loop.
+                if let Some(k) = key {
+                    let expired = self
+                        .eio
+                        .by_key
+                        .get(&k)
+                        .and_then(|s| s.pong_deadline)
+                        .is_some_and(|d| d <= now);
+                    if expired {
+                        self.eio_close(now, k, CloseReason::PingTimeout);
+                    }
+                }
+                let key = key.filter(|k| self.eio.by_key.contains_key(k));
                 let Some(key) = key else {
                     return self.eio_error(conn, &req.head, ErrorCode::UnknownSid);
                 };
@@ -308,7 +328,14 @@ impl Engine {
         true
     }
 
-    fn eio_handshake(&mut self, now: Instant, conn: ConnId, req: Request, is_ws: bool, endpoint: Endpoint) {
+    fn eio_handshake(
+        &mut self,
+        now: Instant,
+        conn: ConnId,
+        req: Request,
+        is_ws: bool,
+        endpoint: Endpoint,
+    ) {
         if self.eio.len() >= self.cfg.max_connections {
             let resp =
                 Response::new(503).with_body("text/plain; charset=utf-8", "Too many sessions");
@@ -352,7 +379,8 @@ impl Engine {
             buffer_bytes: 0,
             next_ping: now + self.cfg.ping_interval,
             pong_deadline: None,
-            attach_deadline: (endpoint == Endpoint::SocketIo).then(|| now + self.cfg.connect_timeout),
+            attach_deadline: (endpoint == Endpoint::SocketIo)
+                .then(|| now + self.cfg.connect_timeout),
             timer_armed: None,
         };
         self.eio.by_key.insert(key, session);

@@ -73,7 +73,10 @@ pub(crate) struct Index {
 
 impl Index {
     pub(crate) fn user_key(identity: &Identity) -> UserKey {
-        (Arc::from(identity.tenant.as_str()), Arc::from(identity.user.as_str()))
+        (
+            Arc::from(identity.tenant.as_str()),
+            Arc::from(identity.user.as_str()),
+        )
     }
 
     /// Shares the strings of an existing entry, so a user with many connections stores its key once.
@@ -89,7 +92,11 @@ impl Index {
         self.remove(id);
         let user = identity.map(|i| self.intern(Self::user_key(i)));
         if let Some(key) = &user {
-            self.users.entry(key.clone()).or_default().recipients.push(id);
+            self.users
+                .entry(key.clone())
+                .or_default()
+                .recipients
+                .push(id);
             self.tenants.entry(key.0.clone()).or_default().insert(id);
         }
         self.recipients.insert(id, RecipientEntry { kind, user });
@@ -174,7 +181,12 @@ impl Index {
     }
 
     /// Every recipient of `kinds` that `audience` reaches, each once.
-    pub(crate) fn resolve(&self, audience: &Audience, kinds: &[RecipientKind], out: &mut Vec<(u64, RecipientKind)>) {
+    pub(crate) fn resolve(
+        &self,
+        audience: &Audience,
+        kinds: &[RecipientKind],
+        out: &mut Vec<(u64, RecipientKind)>,
+    ) {
         out.clear();
         let mut push = |id: &u64| {
             if let Some(r) = self.recipients.get(id) {
@@ -223,7 +235,10 @@ impl Index {
     pub(crate) fn check_invariants(&self) -> Result<(), String> {
         for (id, r) in &self.recipients {
             if let Some(key) = &r.user {
-                let u = self.users.get(key).ok_or(format!("recipient {id}: user missing"))?;
+                let u = self
+                    .users
+                    .get(key)
+                    .ok_or(format!("recipient {id}: user missing"))?;
                 if !u.recipients.contains(id) {
                     return Err(format!("recipient {id} not listed under its user"));
                 }
@@ -252,7 +267,13 @@ impl Index {
                 return Err(format!("empty tenant {t} left behind"));
             }
             for id in set {
-                if self.recipients.get(id).and_then(|r| r.user.as_ref()).map(|k| &k.0) != Some(t) {
+                if self
+                    .recipients
+                    .get(id)
+                    .and_then(|r| r.user.as_ref())
+                    .map(|k| &k.0)
+                    != Some(t)
+                {
                     return Err(format!("tenant {t} lists foreign recipient {id}"));
                 }
             }

@@ -19,10 +19,12 @@ use crate::config::Config;
 use crate::proto::http::{self, RequestHead, Response};
 
 pub use eio::{CloseReason, Data, SessionId};
-pub use index::{Identity, RecipientKind};
-pub use sio::{AckCallback, AckOutcome, AckReply, AckResult, DisconnectReason, Rejection, SocketId};
-pub use sse::{StreamId, RESET_EVENT};
 use index::{Audience, Index};
+pub use index::{Identity, RecipientKind};
+pub use sio::{
+    AckCallback, AckOutcome, AckReply, AckResult, DisconnectReason, Rejection, SocketId,
+};
+pub use sse::{StreamId, RESET_EVENT};
 use timers::{TimerKey, Timers};
 
 use serde_json::Value;
@@ -161,7 +163,10 @@ pub enum AppEvent {
         results: Vec<AckResult>,
     },
     /// An SSE request: answer with `Command::SseDecision`.
-    SseConnectRequest { request: u64, info: Arc<RequestInfo> },
+    SseConnectRequest {
+        request: u64,
+        info: Arc<RequestInfo>,
+    },
     /// An SSE stream opened.
     SseOpened {
         stream: StreamId,
@@ -202,9 +207,14 @@ pub enum Target {
 #[derive(Debug)]
 pub enum Command {
     /// Send a message on a raw Engine.IO session.
-    EioSend { session: SessionId, data: Data },
+    EioSend {
+        session: SessionId,
+        data: Data,
+    },
     /// Close a raw Engine.IO session.
-    EioClose { session: SessionId },
+    EioClose {
+        session: SessionId,
+    },
     /// The answer to `AppEvent::SioConnectRequest`.
     SioConnectDecision {
         request: u64,
@@ -226,10 +236,18 @@ pub enum Command {
         attachments: Vec<Vec<u8>>,
     },
     /// Disconnect one socket from its namespace.
-    SioDisconnect { socket: SocketId },
+    SioDisconnect {
+        socket: SocketId,
+    },
     /// Per-socket room membership (in the socket's namespace).
-    SioJoin { socket: SocketId, room: String },
-    SioLeave { socket: SocketId, room: String },
+    SioJoin {
+        socket: SocketId,
+        room: String,
+    },
+    SioLeave {
+        socket: SocketId,
+        room: String,
+    },
     /// Emit to a per-socket room of a namespace.
     SioEmitToRoom {
         nsp: String,
@@ -250,7 +268,9 @@ pub enum Command {
         data: String,
     },
     /// End an SSE stream.
-    SseClose { stream: StreamId },
+    SseClose {
+        stream: StreamId,
+    },
     /// The unified broadcast: `data` is JSON text, validated by the caller.
     Broadcast {
         target: Target,
@@ -267,15 +287,23 @@ pub enum Command {
         reply: AckReply,
     },
     /// User-level rooms (every transport, now and later connections).
-    JoinRoom { user: Identity, room: String },
-    LeaveRoom { user: Identity, room: String },
+    JoinRoom {
+        user: Identity,
+        room: String,
+    },
+    LeaveRoom {
+        user: Identity,
+        room: String,
+    },
     /// Reads a user's rooms; the answer goes to the channel.
     UserRooms {
         user: Identity,
         reply: std::sync::mpsc::Sender<Vec<String>>,
     },
     /// Reads engine counters; the answer goes to the channel.
-    Stats { reply: std::sync::mpsc::Sender<Stats> },
+    Stats {
+        reply: std::sync::mpsc::Sender<Stats>,
+    },
 }
 
 /// Counters, for tests and monitoring.
@@ -560,12 +588,20 @@ impl Engine {
 
     /// The unified broadcast: resolve recipients once, encode once per wire format, share the
     /// bytes. Returns how many recipients it reached.
-    pub fn broadcast(&mut self, now: Instant, target: &Target, transports: Transports, event: &str, data: &str) -> usize {
+    pub fn broadcast(
+        &mut self,
+        now: Instant,
+        target: &Target,
+        transports: Transports,
+        event: &str,
+        data: &str,
+    ) -> usize {
         self.seq += 1;
         let seq = self.seq;
         let audience = Self::audience(target);
         let mut recipients = std::mem::take(&mut self.scratch_recipients);
-        self.index.resolve(&audience, transports.kinds(), &mut recipients);
+        self.index
+            .resolve(&audience, transports.kinds(), &mut recipients);
         if transports != Transports::SocketIo && self.cfg.sse_path.is_some() {
             let id = crate::proto::sse::EventId {
                 epoch: self.epoch,
@@ -589,7 +625,10 @@ impl Engine {
                 self.sse_remember(now, seq, history, frame);
             }
         }
-        if recipients.iter().any(|(_, k)| *k == RecipientKind::SocketIo) {
+        if recipients
+            .iter()
+            .any(|(_, k)| *k == RecipientKind::SocketIo)
+        {
             // `42["event",data]`: both parts are already valid JSON, so plain concatenation is
             // exact (and the main namespace needs no prefix).
             let event_json = Value::String(event.to_string()).to_string();
@@ -615,7 +654,15 @@ impl Engine {
     }
 
     /// `to_user_with_ack`: one ack per Socket.IO socket of the user (main namespace).
-    fn user_ack(&mut self, now: Instant, user: &Identity, event: &str, data: Value, timeout: std::time::Duration, reply: AckReply) {
+    fn user_ack(
+        &mut self,
+        now: Instant,
+        user: &Identity,
+        event: &str,
+        data: Value,
+        timeout: std::time::Duration,
+        reply: AckReply,
+    ) {
         let mut recipients = Vec::new();
         self.index.resolve(
             &Audience::User(Index::user_key(user)),
@@ -743,3 +790,5 @@ fn is_token_list(v: &str) -> bool {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_sio_sse;

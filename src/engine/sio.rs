@@ -44,7 +44,9 @@ pub enum DisconnectReason {
 impl DisconnectReason {
     fn from_close(reason: CloseReason) -> DisconnectReason {
         match reason {
-            CloseReason::ClientClose | CloseReason::TransportClose => DisconnectReason::TransportClose,
+            CloseReason::ClientClose | CloseReason::TransportClose => {
+                DisconnectReason::TransportClose
+            }
             CloseReason::PingTimeout => DisconnectReason::PingTimeout,
             CloseReason::ProtocolError => DisconnectReason::ParseError,
             CloseReason::BufferFull => DisconnectReason::TransportError,
@@ -107,7 +109,10 @@ impl Rejection {
 #[derive(Clone, Debug, PartialEq)]
 pub enum AckOutcome {
     /// The client answered with these arguments (binary attachments, if any, separately).
-    Ok { args: Vec<Value>, attachments: Vec<Vec<u8>> },
+    Ok {
+        args: Vec<Value>,
+        attachments: Vec<Vec<u8>>,
+    },
     /// No answer within the timeout.
     Timeout,
     /// The socket went away before answering.
@@ -159,7 +164,6 @@ pub(crate) struct SioSession {
 struct SocketState {
     session: u64,
     nsp: Arc<str>,
-    identity: Option<Identity>,
     next_ack: u64,
     /// ack id → collector id
     pending_acks: HashMap<u64, u64>,
@@ -201,15 +205,15 @@ impl Sio {
 
     /// Pending acks over all sockets (the ack table is empty when nothing is pending).
     pub(crate) fn pending_ack_count(&self) -> usize {
-        self.sockets.values().map(|s| s.pending_acks.len()).sum::<usize>() + self.collectors.len()
+        self.sockets
+            .values()
+            .map(|s| s.pending_acks.len())
+            .sum::<usize>()
+            + self.collectors.len()
     }
 
     pub(crate) fn session_of(&self, socket: u64) -> Option<u64> {
         self.sockets.get(&socket).map(|s| s.session)
-    }
-
-    pub(crate) fn has_session(&self, key: u64) -> bool {
-        self.sessions.contains_key(&key)
     }
 }
 
@@ -225,10 +229,21 @@ impl EncodedPacket {
         let mut text = String::with_capacity(64);
         text.push('4');
         codec::encode_text_into(packet, &mut text);
-        let attachments = if packet.attachments.is_empty() || !matches!(packet.kind, PacketKind::Event | PacketKind::Ack | PacketKind::BinaryEvent | PacketKind::BinaryAck) {
+        let attachments = if packet.attachments.is_empty()
+            || !matches!(
+                packet.kind,
+                PacketKind::Event
+                    | PacketKind::Ack
+                    | PacketKind::BinaryEvent
+                    | PacketKind::BinaryAck
+            ) {
             Vec::new()
         } else {
-            packet.attachments.iter().map(|a| Arc::from(a.as_slice())).collect()
+            packet
+                .attachments
+                .iter()
+                .map(|a| Arc::from(a.as_slice()))
+                .collect()
         };
         EncodedPacket {
             text: Arc::from(text.into_bytes()),
@@ -428,7 +443,12 @@ impl Engine {
     }
 
     /// The application decided on a CONNECT.
-    pub(super) fn sio_connect_decision(&mut self, now: Instant, request: u64, decision: Result<Option<Identity>, Rejection>) {
+    pub(super) fn sio_connect_decision(
+        &mut self,
+        now: Instant,
+        request: u64,
+        decision: Result<Option<Identity>, Rejection>,
+    ) {
         let Some(pending) = self.sio.pending_connects.remove(&request) else {
             return;
         };
@@ -440,7 +460,8 @@ impl Engine {
         match decision {
             Err(rejection) => {
                 if let Some(s) = self.sio.sessions.get_mut(&key) {
-                    s.sockets.retain(|(n, _)| n.as_ref() != pending.nsp.as_ref());
+                    s.sockets
+                        .retain(|(n, _)| n.as_ref() != pending.nsp.as_ref());
                 }
                 let mut data = serde_json::Map::new();
                 data.insert("message".into(), Value::String(rejection.message));
@@ -468,14 +489,14 @@ impl Engine {
                     SocketState {
                         session: key,
                         nsp: pending.nsp.clone(),
-                        identity: identity.clone(),
                         next_ack: 0,
                         pending_acks: HashMap::new(),
                         rooms: Vec::new(),
                     },
                 );
                 if pending.nsp.as_ref() == "/" {
-                    self.index.add(id, RecipientKind::SocketIo, identity.as_ref());
+                    self.index
+                        .add(id, RecipientKind::SocketIo, identity.as_ref());
                 }
                 let mut ok = serde_json::Map::new();
                 ok.insert("sid".into(), Value::String(sid.clone()));
@@ -504,7 +525,13 @@ impl Engine {
     ) {
         let Some(s) = self.sio.sockets.get(&socket) else {
             if let Some((_, reply)) = ack {
-                self.deliver_ack_reply(reply, vec![AckResult { socket: SocketId(socket), outcome: AckOutcome::Disconnected }]);
+                self.deliver_ack_reply(
+                    reply,
+                    vec![AckResult {
+                        socket: SocketId(socket),
+                        outcome: AckOutcome::Disconnected,
+                    }],
+                );
             }
             return;
         };
@@ -534,13 +561,20 @@ impl Engine {
             deadline,
             timer_armed: None,
         };
-        self.timers.schedule(TimerKey::Ack(id), Some(deadline), &mut c.timer_armed);
+        self.timers
+            .schedule(TimerKey::Ack(id), Some(deadline), &mut c.timer_armed);
         self.sio.collectors.insert(id, c);
         id
     }
 
     /// Sends `packet` to one socket with a fresh ack id registered under `collector`.
-    pub(super) fn emit_with_ack_to(&mut self, now: Instant, socket: u64, packet: &mut Packet, collector: u64) {
+    pub(super) fn emit_with_ack_to(
+        &mut self,
+        now: Instant,
+        socket: u64,
+        packet: &mut Packet,
+        collector: u64,
+    ) {
         let cap = self.cfg.max_pending_acks;
         let Some(s) = self.sio.sockets.get_mut(&socket) else {
             self.push_result(collector, socket, AckOutcome::Disconnected);
@@ -583,7 +617,11 @@ impl Engine {
     }
 
     pub(super) fn finish_collector_if_done(&mut self, collector: u64) {
-        let done = self.sio.collectors.get(&collector).is_some_and(|c| c.waiting.is_empty());
+        let done = self
+            .sio
+            .collectors
+            .get(&collector)
+            .is_some_and(|c| c.waiting.is_empty());
         if !done {
             return;
         }
@@ -619,7 +657,8 @@ impl Engine {
         c.timer_armed = None;
         if c.deadline > now {
             let d = c.deadline;
-            self.timers.schedule(TimerKey::Ack(collector), Some(d), &mut c.timer_armed);
+            self.timers
+                .schedule(TimerKey::Ack(collector), Some(d), &mut c.timer_armed);
             return;
         }
         let waiting: Vec<(u64, u64)> = c.waiting.drain().collect();
@@ -633,7 +672,14 @@ impl Engine {
     }
 
     /// Answers a client's ack request.
-    pub(super) fn sio_ack(&mut self, now: Instant, socket: u64, ack_id: u64, args: Vec<Value>, attachments: Vec<Vec<u8>>) {
+    pub(super) fn sio_ack(
+        &mut self,
+        now: Instant,
+        socket: u64,
+        ack_id: u64,
+        args: Vec<Value>,
+        attachments: Vec<Vec<u8>>,
+    ) {
         let Some(s) = self.sio.sockets.get(&socket) else {
             return;
         };
@@ -660,7 +706,8 @@ impl Engine {
             return;
         };
         if let Some(sess) = self.sio.sessions.get_mut(&s.session) {
-            sess.sockets.retain(|(_, slot)| !matches!(slot, SocketSlot::Connected(id) if *id == socket));
+            sess.sockets
+                .retain(|(_, slot)| !matches!(slot, SocketSlot::Connected(id) if *id == socket));
         }
         self.index.remove(socket);
         for room in &s.rooms {
@@ -730,12 +777,23 @@ impl Engine {
     }
 
     /// Emits to every socket of a namespace's room, encoded once.
-    pub(super) fn sio_emit_to_socket_room(&mut self, now: Instant, nsp: &str, room: &str, event: &str, args: Vec<Value>, attachments: Vec<Vec<u8>>) {
+    pub(super) fn sio_emit_to_socket_room(
+        &mut self,
+        now: Instant,
+        nsp: &str,
+        room: &str,
+        event: &str,
+        args: Vec<Value>,
+        attachments: Vec<Vec<u8>>,
+    ) {
         let k: (Arc<str>, Arc<str>) = (Arc::from(nsp), Arc::from(room));
         let Some(members) = self.sio.socket_rooms.get(&k) else {
             return;
         };
-        let sessions: Vec<u64> = members.iter().filter_map(|m| self.sio.session_of(*m)).collect();
+        let sessions: Vec<u64> = members
+            .iter()
+            .filter_map(|m| self.sio.session_of(*m))
+            .collect();
         let mut packet = Packet::new(PacketKind::Event, nsp);
         packet.data = Some(event_array(event, args));
         packet.attachments = attachments;
@@ -743,18 +801,6 @@ impl Engine {
         for session in sessions {
             self.sio_send(now, session, &encoded);
         }
-    }
-
-    pub(super) fn socket_identity(&self, socket: u64) -> Option<&Identity> {
-        self.sio.sockets.get(&socket).and_then(|s| s.identity.as_ref())
-    }
-
-    pub(super) fn socket_rooms(&self, socket: u64) -> Vec<String> {
-        self.sio
-            .sockets
-            .get(&socket)
-            .map(|s| s.rooms.iter().map(|r| r.to_string()).collect())
-            .unwrap_or_default()
     }
 }
 

@@ -127,7 +127,12 @@ impl Engine {
     }
 
     /// The application decided on an SSE request.
-    pub(super) fn sse_decision(&mut self, now: Instant, request: u64, decision: Result<Option<Identity>, Rejection>) {
+    pub(super) fn sse_decision(
+        &mut self,
+        now: Instant,
+        request: u64,
+        decision: Result<Option<Identity>, Rejection>,
+    ) {
         let Some(p) = self.sse.pending.remove(&request) else {
             return;
         };
@@ -140,7 +145,8 @@ impl Engine {
             Err(rejection) => {
                 // Never a stream for a rejected request: a plain 401/403 and the connection closes.
                 let status = if rejection.status == 403 { 403 } else { 401 };
-                let mut resp = Response::new(status).with_body("text/plain; charset=utf-8", rejection.message);
+                let mut resp =
+                    Response::new(status).with_body("text/plain; charset=utf-8", rejection.message);
                 if let Some(origin) = &p.cors_origin {
                     super::apply_cors(&mut resp, origin, self.cfg.cors.allow_credentials);
                 }
@@ -179,8 +185,11 @@ impl Engine {
         self.index.add(id, RecipientKind::Sse, identity.as_ref());
         self.sse_resume(id, p.conn, p.last_event_id.as_deref());
         let hb = now + self.cfg.sse_heartbeat;
-        self.timers
-            .schedule(TimerKey::SseHeartbeat, Some(hb), &mut self.sse.heartbeat_armed);
+        self.timers.schedule(
+            TimerKey::SseHeartbeat,
+            Some(hb),
+            &mut self.sse.heartbeat_armed,
+        );
         self.push(Output::App(AppEvent::SseOpened {
             stream: StreamId(id),
             identity,
@@ -235,7 +244,13 @@ impl Engine {
     }
 
     /// Keeps a broadcast for later replay, evicting by count, bytes and age.
-    pub(super) fn sse_remember(&mut self, now: Instant, seq: u64, audience: HistoryAudience, frame: Arc<[u8]>) {
+    pub(super) fn sse_remember(
+        &mut self,
+        now: Instant,
+        seq: u64,
+        audience: HistoryAudience,
+        frame: Arc<[u8]>,
+    ) {
         if self.cfg.sse_history_events == 0 {
             self.sse.evicted_up_to = seq;
             return;
@@ -260,7 +275,10 @@ impl Engine {
                 break;
             }
             if let Some(e) = self.sse.history.pop_front() {
-                self.sse.history_bytes = self.sse.history_bytes.saturating_sub(e.frame.len() + e.audience.cost());
+                self.sse.history_bytes = self
+                    .sse
+                    .history_bytes
+                    .saturating_sub(e.frame.len() + e.audience.cost());
                 self.sse.evicted_up_to = e.seq;
             }
         }
@@ -328,8 +346,11 @@ impl Engine {
             });
         }
         let next = now + self.cfg.sse_heartbeat;
-        self.timers
-            .schedule(TimerKey::SseHeartbeat, Some(next), &mut self.sse.heartbeat_armed);
+        self.timers.schedule(
+            TimerKey::SseHeartbeat,
+            Some(next),
+            &mut self.sse.heartbeat_armed,
+        );
     }
 
     pub(super) fn sse_forget_pending(&mut self, request: u64) {

@@ -1,0 +1,1 @@
+//! Socket.IO and SSE engine scenarios on a simulated clock.
