@@ -17,8 +17,11 @@
 use serde_json::Value;
 use tidings::proto::{eio, http, sio, sse};
 
-/// Every target by name, in the order of `fuzz/fuzz_targets/`.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+/// A target's check: panics when a codec breaks a promise on `data`.
+pub type Check = fn(&[u8]);
+
+/// Every target by name, as in `fuzz/fuzz_targets/`.
+pub const TARGETS: &[(&str, Check)] = &[
     ("http_head", http_head),
     ("query", query),
     ("eio_packet", eio_packet),
@@ -51,10 +54,9 @@ pub fn http_head(data: &[u8]) {
 fn head_with_limits(data: &[u8], limits: &http::HeadLimits) {
     let whole = http::HeadScanner::new().find_head_end(data, limits);
     // A chunk size the fuzzer can steer through the content, besides the fixed ones.
-    let derived = 1 + data
-        .iter()
-        .fold(0usize, |a, &b| a.wrapping_mul(31).wrapping_add(usize::from(b)))
-        % 97;
+    let derived = 1 + data.iter().fold(0usize, |a, &b| {
+        a.wrapping_mul(31).wrapping_add(usize::from(b))
+    }) % 97;
     for step in [1, 2, 7, derived] {
         assert_eq!(
             scan_in_steps(data, limits, step),
@@ -163,7 +165,10 @@ fn check_reflection(value: &str) {
     let wire = resp.encode(true);
     // Status line, the header if accepted, Content-Length, Connection, blank line.
     let expected_lines = if safe { 5 } else { 4 };
-    assert_eq!(wire.windows(2).filter(|w| w == b"\r\n").count(), expected_lines);
+    assert_eq!(
+        wire.windows(2).filter(|w| w == b"\r\n").count(),
+        expected_lines
+    );
     assert_eq!(wire.iter().filter(|&&b| b == b'\n').count(), expected_lines);
 }
 
@@ -295,9 +300,14 @@ pub fn eio_packet(data: &[u8]) {
 
     match eio::decode_text_packet(s) {
         Ok(p) => {
-            let text = p.encode_text().expect("a decoded text packet has a text form");
+            let text = p
+                .encode_text()
+                .expect("a decoded text packet has a text form");
             assert_eq!(eio::decode_text_packet(&text), Ok(p.clone()));
-            if matches!(p, eio::Packet::Close | eio::Packet::Upgrade | eio::Packet::Noop) {
+            if matches!(
+                p,
+                eio::Packet::Close | eio::Packet::Upgrade | eio::Packet::Noop
+            ) {
                 // Trailing data on these is dropped.
                 assert_eq!(text.len(), 1);
                 assert!(s.starts_with(&text));
@@ -328,10 +338,7 @@ pub fn eio_packet(data: &[u8]) {
     let bin = eio::Packet::Message(eio::Data::Binary(data.to_vec()));
     segment_roundtrip(&bin);
     assert_eq!(eio::decode_ws_binary(data), bin);
-    assert_eq!(
-        eio::encode_ws_frame(&bin),
-        eio::Data::Binary(data.to_vec())
-    );
+    assert_eq!(eio::encode_ws_frame(&bin), eio::Data::Binary(data.to_vec()));
     assert_eq!(bin.encode_text(), None);
 
     // The input's text in every packet that carries text.
@@ -388,10 +395,7 @@ pub fn eio_payload(data: &[u8]) {
     const MAX: usize = 16;
     let limited = eio::decode_payload(data, MAX);
     let unlimited = eio::decode_payload(data, usize::MAX);
-    let separators = data
-        .iter()
-        .filter(|&&b| b == eio::RECORD_SEPARATOR)
-        .count();
+    let separators = data.iter().filter(|&&b| b == eio::RECORD_SEPARATOR).count();
     match &limited {
         Ok(packets) => {
             assert_eq!(packets.len(), separators + 1);
@@ -443,7 +447,10 @@ pub fn eio_payload(data: &[u8]) {
         })
         .collect();
     let body = eio::encode_payload(&packets);
-    assert_eq!(eio::decode_payload(&body, packets.len()), Ok(packets.clone()));
+    assert_eq!(
+        eio::decode_payload(&body, packets.len()),
+        Ok(packets.clone())
+    );
     if packets.len() > 1 {
         assert_eq!(
             eio::decode_payload(&body, packets.len() - 1),
@@ -531,19 +538,18 @@ fn built_packets(s: &str, limits: &sio::DecodeLimits) {
     let id = (s.len() % 3 != 0).then_some(s.len() as u64 * 7919);
     let mut packets = vec![
         sio::Packet::event(&nsp, name, args.iter().cloned().map(Value::String), id),
-        sio::Packet::ack(&nsp, s.len() as u64, args.iter().cloned().map(Value::String).collect()),
+        sio::Packet::ack(
+            &nsp,
+            s.len() as u64,
+            args.iter().cloned().map(Value::String).collect(),
+        ),
         sio::Packet::connect(&nsp, Some(serde_json::json!({ "token": s }))),
         sio::Packet::connect(&nsp, None),
         sio::Packet::connect_error(&nsp, s),
         sio::Packet::disconnect(&nsp),
     ];
     // A binary event: one placeholder and one attachment per argument.
-    let mut bin = sio::Packet::event(
-        &nsp,
-        name,
-        (0..args.len()).map(sio::placeholder),
-        id,
-    );
+    let mut bin = sio::Packet::event(&nsp, name, (0..args.len()).map(sio::placeholder), id);
     bin.attachments = args.iter().map(|a| a.as_bytes().to_vec()).collect();
     packets.push(bin);
     for p in packets {
@@ -732,7 +738,10 @@ pub fn sse_roundtrip(data: &[u8]) {
     assert_eq!(result.is_ok(), expected_ok, "{result:?}");
     if let Some(e) = event {
         if e.contains(['\r', '\n', '\0']) {
-            assert!(result.is_err(), "a line break in an event name was accepted");
+            assert!(
+                result.is_err(),
+                "a line break in an event name was accepted"
+            );
         }
     }
     if let Some(i) = id {
@@ -789,7 +798,9 @@ pub fn sse_roundtrip(data: &[u8]) {
     // Comments never dispatch and count one per line; retry comes only from encode_retry.
     let mut stream = Vec::new();
     sse::encode_comment(&mut stream, body);
-    let ms = data.iter().fold(0u64, |a, &b| a.wrapping_mul(257).wrapping_add(u64::from(b)));
+    let ms = data
+        .iter()
+        .fold(0u64, |a, &b| a.wrapping_mul(257).wrapping_add(u64::from(b)));
     sse::encode_retry(&mut stream, ms);
     let mut parser = sse::SseParser::new();
     assert!(parser.feed(&stream).is_empty());
@@ -810,7 +821,9 @@ pub fn sse_roundtrip(data: &[u8]) {
     assert_eq!(bytewise.last_event_id(), whole.last_event_id());
 
     // Last-Event-ID: only the exact `<epoch>:<seq>` we write parses, and it re-encodes as sent.
-    for candidate in std::iter::once(String::from_utf8_lossy(data).as_ref()).chain(parts.iter().map(String::as_str)) {
+    for candidate in std::iter::once(String::from_utf8_lossy(data).as_ref())
+        .chain(parts.iter().map(String::as_str))
+    {
         match sse::parse_last_event_id(candidate) {
             Ok(eid) => {
                 assert_eq!(eid.encode(), candidate);
@@ -822,9 +835,9 @@ pub fn sse_roundtrip(data: &[u8]) {
             Err(sse::LastEventIdError::Malformed) => {}
         }
     }
-    let mut words = data.chunks(8).map(|c| {
-        c.iter().fold(0u64, |a, &b| (a << 8) | u64::from(b))
-    });
+    let mut words = data
+        .chunks(8)
+        .map(|c| c.iter().fold(0u64, |a, &b| (a << 8) | u64::from(b)));
     let eid = sse::EventId {
         epoch: words.next().unwrap_or(0),
         seq: words.next().unwrap_or(u64::MAX),

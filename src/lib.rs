@@ -6,13 +6,19 @@
 //! [`Handle`] (a thread-safe handle that reaches the loop through a channel and a `mio::Waker`).
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod buf;
 pub mod config;
 pub mod engine;
 mod io;
 pub mod proto;
 mod server;
+pub mod testing;
 
+pub use api::{
+    AckOutcomes, BroadcastError, NotificationService, RealtimeBroadcast, RealtimeProvider,
+    SocketIoFeatures, Transport, TransportProvider,
+};
 pub use config::{Config, ConfigError, Cors, Page};
 pub use engine::{
     AckOutcome, AckResult, AppEvent, CloseReason, Data, DisconnectReason, Identity, Rejection,

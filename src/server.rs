@@ -290,6 +290,12 @@ impl Socket {
         })
     }
 
+    /// Closes the connection under this socket (all its namespaces); the client reconnects.
+    pub fn close_connection(&self) -> Result<(), ServerClosed> {
+        self.handle
+            .command(Command::SioCloseConnection { socket: self.id })
+    }
+
     /// Disconnects this socket from its namespace ("io server disconnect").
     pub fn disconnect(&self) -> Result<(), ServerClosed> {
         self.handle

@@ -239,6 +239,11 @@ pub enum Command {
     SioDisconnect {
         socket: SocketId,
     },
+    /// Close the whole connection under a socket (every namespace; the client will reconnect).
+    SioCloseConnection {
+        socket: SocketId,
+    },
+
     /// Per-socket room membership (in the socket's namespace).
     SioJoin {
         socket: SocketId,
@@ -531,6 +536,11 @@ impl Engine {
                 attachments,
             } => self.sio_ack(now, socket.0, id, args, attachments),
             Command::SioDisconnect { socket } => self.sio_disconnect(now, socket.0),
+            Command::SioCloseConnection { socket } => {
+                if let Some(session) = self.sio.session_of(socket.0) {
+                    self.eio_close(now, session, CloseReason::ServerClose);
+                }
+            }
             Command::SioJoin { socket, room } => self.sio_join(socket.0, &room),
             Command::SioLeave { socket, room } => self.sio_leave(socket.0, &room),
             Command::SioEmitToRoom {

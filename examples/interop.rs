@@ -1,0 +1,267 @@
+//! The server the interop tests (tests/interop/*.test.mjs) drive with real clients: official
+//! `socket.io-client`, `engine.io-client`, `eventsource`, and Chromium.
+//!
+//! Authentication (test-only, never do this in production): Socket.IO's CONNECT payload or the SSE
+//! query carries `user` and `tenant`; `token: "bad"` is rejected (401, or `connect_error` with the
+//! message "invalid token"), `token: "forbidden"` gets 403 on SSE. No `user`: anonymous.
+//!
+//! Client events: `echo` (emits `echo` back, binary included), `echo-ack` (acks with the args),
+//! `ask` `{event, data, timeoutMs}` (the server emits `event` to this socket with an ack and reports
+//! the outcome as `ask-result`), `disconnect-me`, `drop-me` (closes the connection: the client
+//! reconnects), `join-socket-room` / `to-socket-room` (per-socket rooms).
+//!
+//! Control events (`ctl:*`, answered by ack) let a test broadcast through the unified API:
+//! `ctl:broadcast {transport, target:{kind,user,tenant,room}, event, data}`, `ctl:join`,
+//! `ctl:leave`, `ctl:rooms {user, tenant}`, `ctl:ack-user {user, tenant, event, data, timeoutMs}`,
+//! `ctl:stats`, `ctl:drop-sse {user, tenant}` (closes those SSE streams from the server side; the
+//! clients reconnect with `Last-Event-ID`). Namespace `/custom` emits `hello-custom` on connect.
+//!
+//! Listens on 127.0.0.1:$PORT (default 3000). Run: `cargo run --example interop`.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tidings::{
+    AckOutcome, AckOutcomes, Config, Identity, NotificationService, Rejection, Server, Transport,
+};
+
+fn identity_from(v: Option<&Value>) -> Option<Identity> {
+    let v = v?;
+    let user = v.get("user")?.as_str()?;
+    let tenant = v.get("tenant").and_then(Value::as_str).unwrap_or("");
+    Some(Identity::new(tenant, user))
+}
+
+fn outcome_json(o: &AckOutcome) -> Value {
+    match o {
+        AckOutcome::Ok { args, .. } => json!({"kind": "ok", "args": args}),
+        AckOutcome::Timeout => json!({"kind": "timeout"}),
+        AckOutcome::Disconnected => json!({"kind": "disconnected"}),
+        AckOutcome::Overloaded => json!({"kind": "overloaded"}),
+    }
+}
+
+fn str_field<'a>(v: &'a Value, k: &str) -> &'a str {
+    v.get(k).and_then(Value::as_str).unwrap_or("")
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let port: u16 = match std::env::var("PORT") {
+        Ok(p) => p.parse()?,
+        Err(_) => 3000,
+    };
+    let config = Config {
+        bind: ([127, 0, 0, 1], port).into(),
+        engineio_path: Some("/engine.io/".into()),
+        ping_interval: Duration::from_millis(500),
+        ping_timeout: Duration::from_millis(500),
+        sse_heartbeat: Duration::from_millis(500),
+        sse_retry: Duration::from_millis(200),
+        cors: tidings::Cors {
+            allowed_origins: vec![
+                format!("http://127.0.0.1:{port}"),
+                format!("http://localhost:{port}"),
+            ],
+            allow_credentials: true,
+        },
+        ..Config::default()
+    };
+    // The service is created from the handle after start; handlers reach it through this cell.
+    let service: std::sync::Arc<std::sync::OnceLock<NotificationService>> = Default::default();
+    let svc = |s: &std::sync::Arc<std::sync::OnceLock<NotificationService>>| s.get().cloned();
+
+    let s1 = service.clone();
+    let s2 = service.clone();
+    let s3 = service.clone();
+    let s4 = service.clone();
+    let s5 = service.clone();
+    // Open SSE streams and who they belong to, so a test can drop them from the server side.
+    type Streams = std::sync::Arc<std::sync::Mutex<Vec<(tidings::StreamId, Option<Identity>)>>>;
+    let streams: Streams = Default::default();
+    let (st1, st2, st3) = (streams.clone(), streams.clone(), streams.clone());
+    let server = Server::builder(config)
+        .authenticate(|req| {
+            let token = match req.auth {
+                Some(auth) => auth.get("token").and_then(Value::as_str).map(str::to_string),
+                None => req.info.query("token"),
+            };
+            match token.as_deref() {
+                Some("bad") => return Err(Rejection::unauthorized("invalid token").with_data(json!({"reason": "bad"}))),
+                Some("forbidden") => return Err(Rejection::forbidden("forbidden")),
+                _ => {}
+            }
+            Ok(match req.auth {
+                Some(auth) => identity_from(Some(auth)),
+                None => req.info.query("user").map(|u| Identity::new(req.info.query("tenant").unwrap_or_default(), u)),
+            })
+        })
+        .on_engineio(|handle, event| {
+            if let tidings::AppEvent::EioMessage { session, data } = event {
+                let _ = handle.eio_send(session, data);
+            }
+        })
+        .on_sse_open(move |stream, identity| {
+            if let Ok(mut s) = st1.lock() {
+                s.push((stream, identity.cloned()));
+            }
+        })
+        .on_sse_close(move |stream| {
+            if let Ok(mut s) = st2.lock() {
+                s.retain(|(id, _)| *id != stream);
+            }
+        })
+        .on_event("/", "ctl:drop-sse", move |socket, ev| {
+            // Closes every SSE stream of `{user, tenant}` (all streams without a user).
+            let req = ev.args.first().cloned().unwrap_or(Value::Null);
+            let who = req.get("user").and_then(Value::as_str).map(|u| Identity::new(str_field(&req, "tenant"), u));
+            let victims: Vec<tidings::StreamId> = st3
+                .lock()
+                .map(|s| s.iter().filter(|(_, i)| who.is_none() || i.as_ref() == who.as_ref()).map(|(id, _)| *id).collect())
+                .unwrap_or_default();
+            for v in &victims {
+                let _ = socket.handle().sse_close(*v);
+            }
+            if let Some(ack) = ev.ack {
+                let _ = ack.send(vec![json!({"dropped": victims.len()})]);
+            }
+        })
+        .on_connect("/custom", |socket, _| {
+            let _ = socket.emit("hello-custom", vec![json!(socket.namespace())]);
+        })
+        .on_event("/", "echo", |socket, ev| {
+            let _ = socket.emit_binary("echo", ev.args, ev.attachments);
+        })
+        .on_event("/", "echo-ack", |_, ev| {
+            if let Some(ack) = ev.ack {
+                let _ = ack.send_binary(ev.args, ev.attachments);
+            }
+        })
+        .on_event("/", "ask", |socket, ev| {
+            let req = ev.args.first().cloned().unwrap_or(Value::Null);
+            let event = str_field(&req, "event").to_string();
+            let data = req.get("data").cloned().unwrap_or(Value::Null);
+            let timeout = Duration::from_millis(req.get("timeoutMs").and_then(Value::as_u64).unwrap_or(1000));
+            let reporter = socket.clone();
+            let _ = socket.emit_with_ack(&event, vec![data], timeout, move |outcome| {
+                let _ = reporter.emit("ask-result", vec![outcome_json(&outcome)]);
+            });
+        })
+        .on_event("/", "disconnect-me", |socket, _| {
+            let _ = socket.disconnect();
+        })
+        .on_event("/", "drop-me", |socket, _| {
+            let _ = socket.close_connection();
+        })
+        .on_event("/", "join-socket-room", |socket, ev| {
+            let room = ev.args.first().and_then(Value::as_str).unwrap_or("").to_string();
+            let _ = socket.join(&room);
+            if let Some(ack) = ev.ack {
+                let _ = ack.send(vec![json!(true)]);
+            }
+        })
+        .on_event("/", "to-socket-room", |socket, ev| {
+            let room = ev.args.first().and_then(Value::as_str).unwrap_or("").to_string();
+            let data = ev.args.get(1).cloned().unwrap_or(Value::Null);
+            let _ = socket.to_room(&room, "room-message", vec![data]);
+        })
+        .on_event("/", "ctl:broadcast", move |_, ev| {
+            let Some(service) = svc(&s1) else { return };
+            let req = ev.args.first().cloned().unwrap_or(Value::Null);
+            let transport: Transport = str_field(&req, "transport").parse().unwrap_or(Transport::Both);
+            let target = req.get("target").cloned().unwrap_or(Value::Null);
+            let event = str_field(&req, "event");
+            let data = req.get("data").cloned().unwrap_or(Value::Null);
+            let b = service.provider(transport).broadcast();
+            let result = match str_field(&target, "kind") {
+                "user" => b.to_user(&Identity::new(str_field(&target, "tenant"), str_field(&target, "user")), event, &data),
+                "tenant" => b.to_tenant(str_field(&target, "tenant"), event, &data),
+                "room" => b.to_room(str_field(&target, "room"), event, &data),
+                _ => b.to_all(event, &data),
+            };
+            if let Some(ack) = ev.ack {
+                let reply = match result {
+                    Ok(()) => json!({"ok": true}),
+                    Err(e) => json!({"ok": false, "error": e.to_string()}),
+                };
+                let _ = ack.send(vec![reply]);
+            }
+        })
+        .on_event("/", "ctl:join", move |_, ev| {
+            let Some(service) = svc(&s2) else { return };
+            let req = ev.args.first().cloned().unwrap_or(Value::Null);
+            let user = Identity::new(str_field(&req, "tenant"), str_field(&req, "user"));
+            let f = service.provider(Transport::SocketIo).socketio_features();
+            let r = f.map(|f| f.join_room(&user, str_field(&req, "room")));
+            if let Some(ack) = ev.ack {
+                let _ = ack.send(vec![json!({"ok": matches!(r, Some(Ok(())))})]);
+            }
+        })
+        .on_event("/", "ctl:leave", move |_, ev| {
+            let Some(service) = svc(&s3) else { return };
+            let req = ev.args.first().cloned().unwrap_or(Value::Null);
+            let user = Identity::new(str_field(&req, "tenant"), str_field(&req, "user"));
+            let f = service.provider(Transport::SocketIo).socketio_features();
+            let r = f.map(|f| f.leave_room(&user, str_field(&req, "room")));
+            if let Some(ack) = ev.ack {
+                let _ = ack.send(vec![json!({"ok": matches!(r, Some(Ok(())))})]);
+            }
+        })
+        .on_event("/", "ctl:rooms", move |_, ev| {
+            let Some(service) = svc(&s4) else { return };
+            let req = ev.args.first().cloned().unwrap_or(Value::Null);
+            let user = Identity::new(str_field(&req, "tenant"), str_field(&req, "user"));
+            let rooms = service
+                .provider(Transport::SocketIo)
+                .socketio_features()
+                .and_then(|f| f.user_rooms(&user).ok())
+                .unwrap_or_default();
+            if let Some(ack) = ev.ack {
+                let _ = ack.send(vec![json!(rooms)]);
+            }
+        })
+        .on_event("/", "ctl:ack-user", move |_, ev| {
+            let Some(service) = svc(&s5) else { return };
+            let req = ev.args.first().cloned().unwrap_or(Value::Null);
+            let user = Identity::new(str_field(&req, "tenant"), str_field(&req, "user"));
+            let event = str_field(&req, "event").to_string();
+            let data = req.get("data").cloned().unwrap_or(Value::Null);
+            let timeout = Duration::from_millis(req.get("timeoutMs").and_then(Value::as_u64).unwrap_or(1000));
+            let Some(ack) = ev.ack else { return };
+            let Some(features) = service.provider(Transport::SocketIo).socketio_features() else { return };
+            let _ = features.to_user_with_ack_callback(
+                &user,
+                &event,
+                &data,
+                timeout,
+                Box::new(move |outcomes| {
+                    let v = match outcomes {
+                        AckOutcomes::NoRecipients => json!({"noRecipients": true}),
+                        AckOutcomes::Outcomes(list) => {
+                            json!({"outcomes": list.iter().map(|r| outcome_json(&r.outcome)).collect::<Vec<_>>()})
+                        }
+                    };
+                    let _ = ack.send(vec![v]);
+                }),
+            );
+        })
+        .on_event("/", "ctl:stats", |socket, ev| {
+            let stats = socket.handle().stats().ok();
+            if let Some(ack) = ev.ack {
+                let v = match stats {
+                    Some(s) => json!({
+                        "eioSessions": s.eio_sessions, "sioSockets": s.sio_sockets, "sseStreams": s.sse_streams,
+                        "pendingAcks": s.pending_acks, "indexRecipients": s.index_recipients,
+                        "indexUsers": s.index_users, "indexRooms": s.index_rooms,
+                    }),
+                    None => Value::Null,
+                };
+                let _ = ack.send(vec![v]);
+            }
+        })
+        .start()?;
+    let _ = service.set(NotificationService::new(server.handle()));
+    eprintln!("interop server on http://{}", server.local_addr());
+    loop {
+        std::thread::park();
+    }
+}

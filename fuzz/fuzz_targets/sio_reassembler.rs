@@ -1,0 +1,8 @@
+//! Socket.IO Reassembler driven by one text (T...) or binary (B...) message per line.
+//! The checks live in `fuzz/checks.rs`, shared with `tests/fuzz_corpus.rs`.
+#![no_main]
+
+#[path = "../checks.rs"]
+mod checks;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| checks::sio_reassembler(data));
