@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::engine::{AckReply, AckResult, Command, Identity, Target, Transports};
+use crate::engine::{AckReply, AckResult, Command, Identity, RoomLimit, Target, Transports};
 use crate::server::{Handle, ServerClosed};
 
 /// Longest user id, tenant id, room name or event name, in bytes.
@@ -99,6 +99,8 @@ pub enum BroadcastError {
     InvalidRoom(String),
     /// An event name is empty, too long, has control characters, or is reserved by Socket.IO.
     InvalidEvent(String),
+    /// `join_room` past `max_rooms_per_user` or `max_room_memberships`.
+    TooManyRooms(RoomLimit),
     /// The encoded payload is larger than the server's `max_payload`.
     PayloadTooLarge { size: usize, max: usize },
     /// The server has shut down.
@@ -116,6 +118,12 @@ impl fmt::Display for BroadcastError {
                 write!(f, "payload of {size} bytes is over the {max}-byte limit")
             }
             BroadcastError::ServerClosed => f.write_str("the server has shut down"),
+            BroadcastError::TooManyRooms(RoomLimit::PerUser(n)) => {
+                write!(f, "the user is already in {n} rooms")
+            }
+            BroadcastError::TooManyRooms(RoomLimit::Total(n)) => {
+                write!(f, "the server already holds {n} room memberships")
+            }
         }
     }
 }
@@ -348,11 +356,15 @@ impl SocketIoFeatures for TransportProvider {
     fn join_room(&self, user: &Identity, room: &str) -> Result<(), BroadcastError> {
         validate_user(user)?;
         validate_room(room)?;
-        self.handle.command(Command::JoinRoom {
+        let (tx, rx) = mpsc::channel();
+        self.handle.command(Command::JoinRoomReply {
             user: user.clone(),
             room: room.to_string(),
+            reply: tx,
         })?;
-        Ok(())
+        rx.recv()
+            .map_err(|_| BroadcastError::ServerClosed)?
+            .map_err(BroadcastError::TooManyRooms)
     }
 
     fn leave_room(&self, user: &Identity, room: &str) -> Result<(), BroadcastError> {

@@ -63,6 +63,10 @@ pub struct Config {
     pub sse_history_age: Duration,
     /// Static pages served as they are (a demo page, a health check).
     pub pages: Vec<Page>,
+    /// Most rooms one user may be in (1 024), and most (user, room) memberships in all (1 000 000):
+    /// `join_room` past either is refused with an error.
+    pub max_rooms_per_user: usize,
+    pub max_room_memberships: usize,
 }
 
 /// A static page: served on GET/HEAD of exactly `path`.
@@ -100,6 +104,8 @@ impl Default for Config {
             sse_history_bytes: 8 << 20,
             sse_history_age: Duration::from_secs(300),
             pages: Vec::new(),
+            max_rooms_per_user: 1024,
+            max_room_memberships: 1_000_000,
         }
     }
 }
@@ -152,6 +158,9 @@ impl Config {
         }
         if self.max_pending_acks == 0 {
             return err("max_pending_acks must be at least 1");
+        }
+        if self.max_rooms_per_user == 0 || self.max_room_memberships == 0 {
+            return err("max_rooms_per_user and max_room_memberships must be at least 1");
         }
         if self.ping_interval < Duration::from_millis(10)
             || self.ping_timeout < Duration::from_millis(10)

@@ -22,7 +22,7 @@ pub use api::{
 pub use config::{Config, ConfigError, Cors, Page};
 pub use engine::{
     AckOutcome, AckResult, AppEvent, CloseReason, Data, DisconnectReason, Identity, Rejection,
-    RequestInfo, SessionId, SocketId, Stats, StreamId, Target, Transports, RESET_EVENT,
+    RequestInfo, RoomLimit, SessionId, SocketId, Stats, StreamId, Target, Transports, RESET_EVENT,
 };
 pub use server::{
     AckResponder, AuthRequest, Event, Handle, Server, ServerBuilder, ServerClosed, Socket,

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::fmt;
 use std::io::Read;
 use std::net::SocketAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -486,7 +488,9 @@ impl Server {
         let (cmd_tx, cmd_rx) = mpsc::channel();
         let (ev_tx, ev_rx) = mpsc::channel();
         let engine = Engine::new(cfg.clone(), random);
-        let (event_loop, waker) = EventLoop::new(cfg, listener, engine, cmd_rx, ev_tx)?;
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let (event_loop, waker) =
+            EventLoop::new(cfg, listener, engine, cmd_rx, ev_tx, backlog.clone())?;
         let handle = Handle {
             commands: cmd_tx,
             waker,
@@ -497,7 +501,7 @@ impl Server {
             let handle = handle.clone();
             std::thread::Builder::new()
                 .name("tidings-dispatch".into())
-                .spawn(move || dispatch(ev_rx, handle, handlers, raw_tx))?
+                .spawn(move || dispatch(ev_rx, handle, handlers, raw_tx, backlog))?
         };
         let thread = std::thread::Builder::new()
             .name("tidings-loop".into())
@@ -554,18 +558,44 @@ impl Drop for Server {
 }
 
 /// The dispatcher thread: runs the application's hooks and handlers, in event order.
-fn dispatch(events: Receiver<AppEvent>, handle: Handle, handlers: Handlers, raw: Sender<AppEvent>) {
+fn dispatch(
+    events: Receiver<AppEvent>,
+    handle: Handle,
+    handlers: Handlers,
+    raw: Sender<AppEvent>,
+    backlog: Arc<AtomicUsize>,
+) {
     let mut sockets: HashMap<SocketId, Socket> = HashMap::new();
-    let decide =
-        |namespace: Option<&str>, info: &RequestInfo, auth: Option<&Value>| match &handlers.auth {
-            Some(hook) => hook(&AuthRequest {
+    for event in events {
+        backlog.fetch_sub(1, Ordering::Relaxed);
+        // A panicking handler must not take the dispatcher (and with it every other connection's
+        // handlers) down: it is caught, and an authentication hook that panics rejects.
+        let _ = catch_unwind(AssertUnwindSafe(|| {
+            dispatch_one(event, &handle, &handlers, &raw, &mut sockets)
+        }));
+    }
+}
+
+fn dispatch_one(
+    event: AppEvent,
+    handle: &Handle,
+    handlers: &Handlers,
+    raw: &Sender<AppEvent>,
+    sockets: &mut HashMap<SocketId, Socket>,
+) {
+    let decide = |namespace: Option<&str>, info: &RequestInfo, auth: Option<&Value>| {
+        let hook = handlers.auth.as_ref()?;
+        catch_unwind(AssertUnwindSafe(|| {
+            hook(&AuthRequest {
                 namespace,
                 info,
                 auth,
-            }),
-            None => Err(Rejection::unauthorized("authentication is not configured")),
-        };
-    for event in events {
+            })
+        }))
+        .ok()
+    };
+    let refused = || Rejection::unauthorized("authentication is not configured");
+    {
         match event {
             AppEvent::SioConnectRequest {
                 request,
@@ -573,11 +603,19 @@ fn dispatch(events: Receiver<AppEvent>, handle: Handle, handlers: Handlers, raw:
                 auth,
                 info,
             } => {
-                let decision = decide(Some(&nsp), &info, Some(&auth));
+                let decision = match &handlers.auth {
+                    None => Err(refused()),
+                    Some(_) => decide(Some(&nsp), &info, Some(&auth))
+                        .unwrap_or_else(|| Err(Rejection::unauthorized("internal error"))),
+                };
                 let _ = handle.command(Command::SioConnectDecision { request, decision });
             }
             AppEvent::SseConnectRequest { request, info } => {
-                let decision = decide(None, &info, None);
+                let decision = match &handlers.auth {
+                    None => Err(refused()),
+                    Some(_) => decide(None, &info, None)
+                        .unwrap_or_else(|| Err(Rejection::unauthorized("internal error"))),
+                };
                 let _ = handle.command(Command::SseDecision { request, decision });
             }
             AppEvent::SioConnected {
@@ -607,7 +645,7 @@ fn dispatch(events: Receiver<AppEvent>, handle: Handle, handlers: Handlers, raw:
                 ack,
             } => {
                 let Some(s) = sockets.get(&socket) else {
-                    continue;
+                    return;
                 };
                 let key = (nsp.to_string(), event);
                 if let Some(h) = handlers.events.get(&key) {
@@ -649,7 +687,7 @@ fn dispatch(events: Receiver<AppEvent>, handle: Handle, handlers: Handlers, raw:
             ev @ (AppEvent::EioOpen { .. }
             | AppEvent::EioMessage { .. }
             | AppEvent::EioClose { .. }) => match &handlers.eio {
-                Some(h) => h(&handle, ev),
+                Some(h) => h(handle, ev),
                 None => {
                     let _ = raw.send(ev);
                 }

@@ -69,6 +69,17 @@ pub(crate) struct Index {
     users: HashMap<UserKey, UserEntry>,
     tenants: HashMap<Arc<str>, HashSet<u64>>,
     rooms: HashMap<Arc<str>, HashSet<UserKey>>,
+    /// (user, room) pairs, bounded so a flood of `join_room` calls cannot grow memory forever.
+    memberships: usize,
+}
+
+/// A `join_room` over a limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RoomLimit {
+    /// The user is already in `max_rooms_per_user` rooms.
+    PerUser(usize),
+    /// The server holds `max_room_memberships` memberships.
+    Total(usize),
 }
 
 impl Index {
@@ -124,21 +135,38 @@ impl Index {
         }
     }
 
-    /// `true` if the user was not yet a member.
-    pub(crate) fn join(&mut self, identity: &Identity, room: &str) -> bool {
+    /// `Ok(true)` if the user was not yet a member; an error (and no change) past a limit.
+    pub(crate) fn join(
+        &mut self,
+        identity: &Identity,
+        room: &str,
+        per_user: usize,
+        total: usize,
+    ) -> Result<bool, RoomLimit> {
         let key = self.intern(Self::user_key(identity));
+        if let Some(u) = self.users.get(&key) {
+            if u.rooms.contains(room) {
+                return Ok(false);
+            }
+            if u.rooms.len() >= per_user {
+                return Err(RoomLimit::PerUser(per_user));
+            }
+        }
+        if self.memberships >= total {
+            return Err(RoomLimit::Total(total));
+        }
         let room: Arc<str> = match self.rooms.get_key_value(room) {
             Some((r, _)) => r.clone(),
             None => Arc::from(room),
         };
-        let added = self
-            .users
+        self.users
             .entry(key.clone())
             .or_default()
             .rooms
             .insert(room.clone());
         self.rooms.entry(room).or_default().insert(key);
-        added
+        self.memberships += 1;
+        Ok(true)
     }
 
     /// `true` if the user was a member.
@@ -148,6 +176,9 @@ impl Index {
             return false;
         };
         let removed = u.rooms.remove(room);
+        if removed {
+            self.memberships -= 1;
+        }
         if u.recipients.is_empty() && u.rooms.is_empty() {
             self.users.remove(&key);
         }

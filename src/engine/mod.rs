@@ -20,7 +20,7 @@ use crate::proto::http::{self, RequestHead, Response};
 
 pub use eio::{CloseReason, Data, SessionId};
 use index::{Audience, Index};
-pub use index::{Identity, RecipientKind};
+pub use index::{Identity, RecipientKind, RoomLimit};
 pub use sio::{
     AckCallback, AckOutcome, AckReply, AckResult, DisconnectReason, Rejection, SocketId,
 };
@@ -291,6 +291,12 @@ pub enum Command {
         timeout: std::time::Duration,
         reply: AckReply,
     },
+    /// User-level rooms, answering whether the join was within the limits.
+    JoinRoomReply {
+        user: Identity,
+        room: String,
+        reply: std::sync::mpsc::Sender<Result<(), RoomLimit>>,
+    },
     /// User-level rooms (every transport, now and later connections).
     JoinRoom {
         user: Identity,
@@ -458,13 +464,13 @@ impl Engine {
             return;
         }
         if let Some(page) = self.cfg.pages.iter().find(|p| p.path == path) {
-            let resp = if matches!(req.head.method, http::Method::Get | http::Method::Head) {
+            let resp = if req.head.method == http::Method::Get {
                 Response::new(200)
                     .with_header("Cache-Control", "no-cache")
                     .with_body(page.content_type, page.body.as_bytes())
             } else {
                 Response::new(405)
-                    .with_header("Allow", "GET, HEAD")
+                    .with_header("Allow", "GET")
                     .with_body("text/plain; charset=utf-8", "Method Not Allowed")
             };
             self.respond(conn, &req.head, resp);
@@ -573,7 +579,21 @@ impl Engine {
                 reply,
             } => self.user_ack(now, &user, &event, data, timeout, reply),
             Command::JoinRoom { user, room } => {
-                self.index.join(&user, &room);
+                let _ = self.index.join(
+                    &user,
+                    &room,
+                    self.cfg.max_rooms_per_user,
+                    self.cfg.max_room_memberships,
+                );
+            }
+            Command::JoinRoomReply { user, room, reply } => {
+                let r = self.index.join(
+                    &user,
+                    &room,
+                    self.cfg.max_rooms_per_user,
+                    self.cfg.max_room_memberships,
+                );
+                let _ = reply.send(r.map(|_| ()));
             }
             Command::LeaveRoom { user, room } => {
                 self.index.leave(&user, &room);

@@ -317,7 +317,18 @@ impl Engine {
         };
         match result {
             Ok(Some(packet)) => self.sio_packet(now, key, packet),
-            Ok(None) => {}
+            Ok(None) => {
+                // maxPayload bounds a whole packet, attachments included, so a client cannot park
+                // ten full-size attachments per connection.
+                let held = self
+                    .sio
+                    .sessions
+                    .get(&key)
+                    .map_or(0, |s| s.reassembler.buffered_bytes());
+                if held > self.cfg.max_payload {
+                    self.eio_close(now, key, CloseReason::ProtocolError);
+                }
+            }
             // "the connection is closed upon invalid format" (conformance suite): a typed decode
             // error closes the offending connection and nothing else.
             Err(_) => self.eio_close(now, key, CloseReason::ProtocolError),

@@ -7,6 +7,7 @@ mod conn;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{self, Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +28,11 @@ const READ_BUDGET: usize = 256 * 1024;
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 /// How long a connection may take to drain its last bytes after we decided to close it.
 const LINGER: Duration = Duration::from_secs(5);
+/// Application events waiting for the dispatcher beyond which the loop stops reading client input
+/// (backpressure: a slow handler slows the clients down instead of growing memory).
+const APP_BACKLOG_HIGH: usize = 16 * 1024;
+/// While paused, how often the loop looks whether the dispatcher caught up.
+const BACKLOG_RECHECK: Duration = Duration::from_millis(5);
 
 /// Messages from the handle to the loop.
 #[derive(Debug)]
@@ -131,6 +137,12 @@ pub(crate) struct EventLoop {
     again: Vec<ConnId>,
     /// Connections with queued bytes to try writing.
     dirty: Vec<ConnId>,
+    /// Readable connections left unread while the application backlog is too long.
+    deferred: Vec<ConnId>,
+    /// Application events sent to the dispatcher and not yet handled (it decrements).
+    app_backlog: Arc<AtomicUsize>,
+    /// The command queue was not drained in the last turn (bounded per turn).
+    more_commands: bool,
     scratch: Vec<u8>,
     accept_paused_until: Option<Instant>,
     shutdown_deadline: Option<Instant>,
@@ -143,6 +155,7 @@ impl EventLoop {
         engine: Engine,
         commands: Receiver<LoopCommand>,
         app_events: Sender<AppEvent>,
+        app_backlog: Arc<AtomicUsize>,
     ) -> io::Result<(EventLoop, Arc<Waker>)> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -166,6 +179,9 @@ impl EventLoop {
                 deadlines: BinaryHeap::new(),
                 again: Vec::new(),
                 dirty: Vec::new(),
+                deferred: Vec::new(),
+                app_backlog,
+                more_commands: false,
                 scratch: vec![0u8; 64 * 1024],
                 accept_paused_until: None,
                 shutdown_deadline: None,
@@ -184,21 +200,30 @@ impl EventLoop {
                     return Ok(());
                 }
             }
-            let timeout = self.next_wakeup().map(|t| t.saturating_duration_since(now));
-            let timeout = if self.again.is_empty() {
-                timeout
-            } else {
-                Some(Duration::ZERO)
-            };
+            let paused = self.app_backlog.load(Ordering::Relaxed) > APP_BACKLOG_HIGH;
+            let mut timeout = self.next_wakeup().map(|t| t.saturating_duration_since(now));
+            if (!self.again.is_empty() && !paused) || self.more_commands {
+                timeout = Some(Duration::ZERO);
+            } else if paused {
+                timeout = Some(timeout.map_or(BACKLOG_RECHECK, |t| t.min(BACKLOG_RECHECK)));
+            }
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
             let now = Instant::now();
-            let again = std::mem::take(&mut self.again);
-            for id in again {
-                self.on_readable(now, id);
+            let paused = self.app_backlog.load(Ordering::Relaxed) > APP_BACKLOG_HIGH;
+            if paused {
+                self.deferred.append(&mut self.again);
+            } else {
+                let mut again = std::mem::take(&mut self.again);
+                again.append(&mut self.deferred);
+                again.sort_unstable();
+                again.dedup();
+                for id in again {
+                    self.on_readable(now, id);
+                }
             }
             for event in events.iter() {
                 match event.token() {
@@ -210,7 +235,11 @@ impl EventLoop {
                             self.dirty.push(id);
                         }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
-                            self.on_readable(now, id);
+                            if paused {
+                                self.deferred.push(id);
+                            } else {
+                                self.on_readable(now, id);
+                            }
                         }
                     }
                 }
@@ -241,6 +270,7 @@ impl EventLoop {
     }
 
     fn drain_commands(&mut self, now: Instant) {
+        self.more_commands = false;
         // Bounded per turn so a flood of commands cannot starve the sockets.
         for _ in 0..4096 {
             match self.commands.try_recv() {
@@ -259,7 +289,7 @@ impl EventLoop {
                 }
             }
         }
-        self.again.push(u64::MAX); // wake up at once for the rest (an id that matches no slot)
+        self.more_commands = true;
     }
 
     fn begin_shutdown(&mut self, now: Instant, grace: Duration) {
@@ -469,7 +499,9 @@ impl EventLoop {
                     }
                 }
                 Output::App(ev) => {
-                    let _ = self.app_events.send(ev);
+                    if self.app_events.send(ev).is_ok() {
+                        self.app_backlog.fetch_add(1, Ordering::Relaxed);
+                    }
                 }
             }
         }
