@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Run the Node interop tests (tests/interop/*.test.mjs: official engine.io / socket.io / eventsource
-# clients) against the `conformance` example, on 127.0.0.1 and a free port.
+# clients) against the `interop` example (examples/interop.rs: Socket.IO, SSE on /events, the unified
+# API through `ctl:*` events, and the raw /engine.io/ echo), on 127.0.0.1 and a free port.
 #
 # Usage: scripts/interop.sh [extra `node --test` arguments, e.g. tests/interop/engineio.test.mjs]
 # Environment: SERVER_CMD overrides the server command (it gets PORT; must listen on 127.0.0.1).
+#              INTEROP_TIMEOUT bounds the whole node run in seconds (default 600).
 # Exit status: node's (non-zero also when the build or the server start fails).
 set -euo pipefail
 
@@ -24,8 +26,8 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 if [[ -z "${SERVER_CMD:-}" ]]; then
-    cargo build --examples
-    SERVER_CMD="$repo_root/target/debug/examples/conformance"
+    cargo build --example interop --example demo
+    SERVER_CMD="$repo_root/target/debug/examples/interop"
 fi
 
 if [[ ! -d "$interop/node_modules" ]]; then
@@ -62,8 +64,15 @@ if [[ $# -eq 0 ]]; then
 fi
 status=0
 # --test-force-exit: a client stuck on a hung server (engine.io-client does not abort a pending
-# poll on close()) must not keep the run alive once every test has reported.
-TIDINGS_URL="http://127.0.0.1:$port" node --test --test-force-exit "$@" || status=$?
+# poll on close()) must not keep the run alive once every test has reported. `timeout` bounds the
+# whole run (every wait inside the tests is bounded too; this catches anything they miss).
+# --test-concurrency=1: the files share one server, and some checks read server-wide state
+# (`ctl:stats` pendingAcks must be 0 after the ack tests), so they run one file at a time.
+TIDINGS_URL="http://127.0.0.1:$port" timeout --kill-after=10 "${INTEROP_TIMEOUT:-600}" \
+    node --test --test-force-exit --test-concurrency=1 "$@" || status=$?
+if [[ $status -eq 124 ]]; then
+    echo "interop: node --test did not finish within ${INTEROP_TIMEOUT:-600} s" >&2
+fi
 
 if ! kill -0 "$server_pid" 2>/dev/null; then
     echo "interop: the server exited during the tests; its output:" >&2
