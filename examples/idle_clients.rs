@@ -18,7 +18,7 @@ fn masked_text(payload: &[u8]) -> Vec<u8> {
     let mask = [0x12u8, 0x34, 0x56, 0x78];
     let mut f = vec![0x81u8, 0x80 | payload.len() as u8];
     f.extend_from_slice(&mask);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
     f
 }
 
@@ -55,7 +55,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         conns.push(s);
     }
-    println!("{} {mode} connections open in {:?}; holding {hold} s", conns.len(), started.elapsed());
+    println!(
+        "{} {mode} connections open in {:?}; holding {hold} s",
+        conns.len(),
+        started.elapsed()
+    );
     std::thread::sleep(Duration::from_secs(hold));
     Ok(())
 }

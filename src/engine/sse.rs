@@ -183,7 +183,7 @@ impl Engine {
         self.roles.insert(p.conn, ConnRole::Sse(id));
         self.sse.streams.insert(id, Stream { conn: p.conn });
         self.index.add(id, RecipientKind::Sse, identity.as_ref());
-        self.sse_resume(id, p.conn, p.last_event_id.as_deref());
+        self.sse_resume(now, id, p.conn, p.last_event_id.as_deref());
         let hb = now + self.cfg.sse_heartbeat;
         self.timers.schedule(
             TimerKey::SseHeartbeat,
@@ -197,10 +197,13 @@ impl Engine {
     }
 
     /// Replays what the client missed, or tells it that it cannot be done.
-    fn sse_resume(&mut self, id: u64, conn: ConnId, last: Option<&str>) {
-        let Some(last) = last else {
+    fn sse_resume(&mut self, now: Instant, id: u64, conn: ConnId, last: Option<&str>) {
+        // An empty Last-Event-ID is what a client sends before it saw any id: a fresh start.
+        let Some(last) = last.filter(|l| !l.is_empty()) else {
             return;
         };
+        // Age the history first: with no stream open, nothing else may have trimmed it lately.
+        self.sse_trim(now);
         let reason = match codec::parse_last_event_id(last) {
             Err(_) => Some("invalid-id"),
             Ok(EventId { epoch, .. }) if epoch != self.epoch => Some("unknown-epoch"),

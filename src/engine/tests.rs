@@ -2,7 +2,12 @@
 //!
 //! No sockets and no real time: every input carries `t0 + n ms`, session ids come from a counter,
 //! and each test asserts the exact bytes and events the engine asks io to produce.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -264,10 +269,7 @@ fn parse_response(bytes: &[u8]) -> (Resp, usize) {
         .iter()
         .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
         .map(|(_, v)| v.parse::<usize>().unwrap());
-    let body_len = match len {
-        Some(l) => l,
-        None => 0,
-    };
+    let body_len = len.unwrap_or_default();
     let body = bytes[n..n + body_len].to_vec();
     (
         Resp {
