@@ -42,16 +42,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(features) = socket_provider.socketio_features() {
         features.join_room(&user_id1, "chat-room")?;
         features.join_room(&user_id2, "chat-room")?;
-        println!("example 3: user-1 is in {:?}", features.user_rooms(&user_id1)?);
+        println!(
+            "example 3: user-1 is in {:?}",
+            features.user_rooms(&user_id1)?
+        );
     }
-    notification_service.broadcast_to_room("chat-room", "message", &json!({"from": "admin", "text": "Welcome to the chat!"}))?;
+    notification_service.broadcast_to_room(
+        "chat-room",
+        "message",
+        &json!({"from": "admin", "text": "Welcome to the chat!"}),
+    )?;
 
     // Example 4: Check Provider Capabilities.
     let provider = notification_service.provider(Transport::SocketIo);
     if provider.is_bidirectional() {
         if let Some(features) = provider.socketio_features() {
             match features.to_user_with_ack(&user_id, "ping", &json!({}), Duration::from_secs(2))? {
-                AckOutcomes::NoRecipients => println!("example 4: {user_id:?} has no Socket.IO connection"),
+                AckOutcomes::NoRecipients => {
+                    println!("example 4: {user_id:?} has no Socket.IO connection")
+                }
                 AckOutcomes::Outcomes(list) => println!("example 4: pong received: {list:?}"),
             }
         }
