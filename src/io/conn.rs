@@ -166,7 +166,7 @@ impl Conn {
     ) -> ReadOutcome {
         match self.mode {
             Mode::Http { .. } => self.read_http(scratch, budget, engine, now, cfg),
-            Mode::WebSocket(_) => self.read_ws(budget, engine, now),
+            Mode::WebSocket(_) => self.read_ws(budget, engine, now, cfg.max_outbound_bytes),
             Mode::Streaming | Mode::Closing => self.read_discard(scratch, budget),
         }
     }
@@ -307,7 +307,13 @@ impl Conn {
         ReadOutcome::CloseAfterFlush
     }
 
-    fn read_ws(&mut self, budget: &mut usize, engine: &mut Engine, now: Instant) -> ReadOutcome {
+    fn read_ws(
+        &mut self,
+        budget: &mut usize,
+        engine: &mut Engine,
+        now: Instant,
+        cap: usize,
+    ) -> ReadOutcome {
         let id = self.id;
         let Mode::WebSocket(ctx) = &mut self.mode else {
             return ReadOutcome::Continue;
@@ -321,6 +327,11 @@ impl Conn {
         for _ in 0..1024 {
             let result = ctx.read(&mut s);
             let _ = ctx.flush(&mut s); // pongs and close replies go into our queue
+            if s.out.queued_bytes() > cap {
+                // A ping flood from a client that never reads: its pongs alone fill the queue.
+                engine.handle_conn_closed(now, id);
+                return ReadOutcome::Close;
+            }
             match result {
                 Ok(Message::Text(t)) => {
                     engine.handle_ws_message(now, id, WsMessage::Text(t.as_str().to_owned()))
