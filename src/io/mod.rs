@@ -453,9 +453,13 @@ impl EventLoop {
                         continue;
                     };
                     c.out.push(chunk);
-                    if c.out.queued_bytes() > cap {
-                        // A client that does not read: its queue is full, close it (others are
-                        // unaffected; SSE clients resume with Last-Event-ID).
+                    // Over the cap, first give the socket a chance: a burst queued within one turn
+                    // must not cost a client that reads. Still over after the socket took what it
+                    // could: a client that does not read; close it (others are unaffected; SSE
+                    // clients resume with Last-Event-ID).
+                    let over = c.out.queued_bytes() > cap
+                        && (c.write_queued().is_err() || c.out.queued_bytes() > cap);
+                    if over {
                         self.close_now(now, conn);
                     } else {
                         self.dirty.push(conn);
