@@ -503,6 +503,7 @@ impl Server {
                 .name("tidings-dispatch".into())
                 .spawn(move || dispatch(ev_rx, handle, handlers, raw_tx, backlog))?
         };
+        log::info!("tidings listening on {local_addr}");
         let thread = std::thread::Builder::new()
             .name("tidings-loop".into())
             .spawn(move || event_loop.run())?;
@@ -570,9 +571,12 @@ fn dispatch(
         backlog.fetch_sub(1, Ordering::Relaxed);
         // A panicking handler must not take the dispatcher (and with it every other connection's
         // handlers) down: it is caught, and an authentication hook that panics rejects.
-        let _ = catch_unwind(AssertUnwindSafe(|| {
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
             dispatch_one(event, &handle, &handlers, &raw, &mut sockets)
         }));
+        if outcome.is_err() {
+            log::error!("an application handler panicked; the dispatcher goes on");
+        }
     }
 }
 

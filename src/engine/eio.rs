@@ -710,6 +710,7 @@ impl Engine {
         let Some(s) = self.eio.by_key.remove(&key) else {
             return;
         };
+        log::debug!("engine.io session {} closed: {reason}", s.sid);
         self.eio.by_sid.remove(&s.sid);
         if let Some(get) = s.pending_get {
             if self.roles.remove(&get.conn).is_some() {

@@ -210,7 +210,10 @@ impl EventLoop {
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                Err(e) => {
+                    log::error!("poll failed, the event loop stops: {e}");
+                    return Err(e);
+                }
             }
             let now = Instant::now();
             let paused = self.app_backlog.load(Ordering::Relaxed) > APP_BACKLOG_HIGH;
@@ -327,6 +330,7 @@ impl EventLoop {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if is_resource_exhaustion(&e) => {
+                    log::warn!("accept failed ({e}); pausing accepts for {ACCEPT_BACKOFF:?}");
                     // EMFILE / ENFILE / ENOBUFS / ENOMEM: the pending connection stays in the
                     // backlog and the listener would report readable forever; back off instead of
                     // spinning at 100% CPU.
@@ -334,7 +338,10 @@ impl EventLoop {
                     return;
                 }
                 // ECONNABORTED and friends concern one connection only.
-                Err(_) => continue,
+                Err(e) => {
+                    log::debug!("accept failed: {e}");
+                    continue;
+                }
             }
         }
     }
@@ -460,6 +467,9 @@ impl EventLoop {
                     let over = c.out.queued_bytes() > cap
                         && (c.write_queued().is_err() || c.out.queued_bytes() > cap);
                     if over {
+                        log::debug!(
+                            "connection {conn:#x}: outbound queue over {cap} bytes, closing"
+                        );
                         self.close_now(now, conn);
                     } else {
                         self.dirty.push(conn);
