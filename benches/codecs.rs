@@ -139,7 +139,7 @@ fn sio_events(c: &mut Criterion) {
 fn sse_events(c: &mut Criterion) {
     let small = r#"{"user":"alice","text":"hello everyone"}"#;
     let big: String = (0..64)
-        .map(|i| format!("line {i:03}: {}\n", "y".repeat(52)))
+        .map(|i| format!("line {i:03}: {}\n", "y".repeat(53)))
         .collect();
     assert!(big.len() >= 4096);
     let mut g = c.benchmark_group("sse");

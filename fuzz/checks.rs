@@ -575,8 +575,9 @@ fn built_packets(s: &str, limits: &sio::DecodeLimits) {
     }
 }
 
-/// Packet equality, with JSON floats compared to within one rounding step: serde_json without
-/// `float_roundtrip` may read a float back one ulp off.
+/// Packet equality, exact, floats included: tidings enables serde_json's `float_roundtrip`, so a
+/// relayed number keeps its last bit (seed `sio_packet/float_not_roundtrip`:
+/// `2["f",1223456345678901234567823456789078901234567890]` changed in its last bit without it).
 fn assert_packet_eq(a: &sio::Packet, b: &sio::Packet) {
     assert_eq!(a.kind, b.kind);
     assert_eq!(a.nsp, b.nsp);
@@ -613,7 +614,7 @@ fn json_eq(a: &Value, b: &Value) -> bool {
                 let (Some(x), Some(y)) = (x.as_f64(), y.as_f64()) else {
                     return false;
                 };
-                if x != y && (x - y).abs() > f64::EPSILON * x.abs().max(y.abs()) {
+                if x.to_bits() != y.to_bits() {
                     return false;
                 }
             }

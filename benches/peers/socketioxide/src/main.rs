@@ -1,0 +1,96 @@
+//! socketioxide as a peer of `scripts/bench-peers.sh` (DESIGN §8): the same contract as
+//! `examples/bench_server.rs`. Socket.IO on `/socket.io/` over axum, 127.0.0.1:$PORT, default
+//! settings except `max_buffer_size` (see below).
+//!
+//! Client event `bench:burst {count, size, rate}`: broadcast `count` `tick` events to every socket
+//! with `{i, t, pad}` — `t` the send time in µs since the UNIX epoch, `pad` "x" × size. rate 0:
+//! back to back; otherwise `rate` broadcasts per second aimed at start + i/rate (no drift). The
+//! work runs on its own task (one burst after another), never in the handler; the ack answers
+//! `{"ok": true}` at once.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+use serde_json::json;
+use socketioxide::extract::{AckSender, Data, SocketRef};
+use socketioxide::SocketIo;
+use tokio::sync::mpsc;
+
+const MAX_COUNT: u64 = 10_000_000;
+const MAX_RATE: u64 = 1_000_000;
+const MAX_SIZE: u64 = 1_000_000;
+/// socketioxide queues at most `max_buffer_size` packets per socket and fails the emit for a socket
+/// whose queue is full (default 128): a full-speed burst of 1 000 broadcasts would lose most of
+/// them. Raised so the burst is queued, as tidings (bytes cap) and node (unbounded) do.
+const MAX_BUFFER: usize = 16_384;
+
+#[derive(Deserialize, Default)]
+struct Burst {
+    #[serde(default)]
+    count: u64,
+    #[serde(default)]
+    size: u64,
+    #[serde(default)]
+    rate: u64,
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+async fn run_burst(io: &SocketIo, b: Burst) {
+    let pad = "x".repeat(b.size.min(MAX_SIZE) as usize);
+    let (count, rate) = (b.count.min(MAX_COUNT), b.rate.min(MAX_RATE));
+    let start = tokio::time::Instant::now();
+    let mut failed = 0u64;
+    for i in 0..count {
+        if rate > 0 {
+            let due = start + Duration::from_nanos(i.saturating_mul(1_000_000_000) / rate);
+            tokio::time::sleep_until(due).await;
+        }
+        let data = json!({"i": i, "t": now_us(), "pad": pad});
+        if io.emit("tick", &data).await.is_err() {
+            failed += 1;
+        }
+    }
+    if failed > 0 {
+        eprintln!("socketioxide peer: {failed} of {count} broadcasts failed for some sockets");
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let port: u16 = match std::env::var("PORT") {
+        Ok(p) => p.parse()?,
+        Err(_) => 3000,
+    };
+    let (layer, io) = SocketIo::builder()
+        .max_buffer_size(MAX_BUFFER)
+        .build_layer();
+    let (jobs, mut job_rx) = mpsc::unbounded_channel::<Burst>();
+    {
+        let io = io.clone();
+        tokio::spawn(async move {
+            while let Some(b) = job_rx.recv().await {
+                run_burst(&io, b).await;
+            }
+        });
+    }
+    io.ns("/", async move |s: SocketRef| {
+        let jobs = jobs.clone();
+        s.on(
+            "bench:burst",
+            async move |Data(req): Data<Burst>, ack: AckSender| {
+                let ok = jobs.send(req).is_ok();
+                let _ = ack.send(&json!({ "ok": ok }));
+            },
+        );
+    });
+    let app = axum::Router::new().layer(layer);
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    println!("socketioxide peer listening on {}", listener.local_addr()?);
+    axum::serve(listener, app).await?;
+    Ok(())
+}
