@@ -1,7 +1,12 @@
 //! "Too many open files" must not spin the loop: the server runs under a tiny descriptor limit
 //! (`prlimit`), is flooded with connections, must stay nearly idle while it cannot accept, and must
 //! serve again once descriptors are free.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -35,13 +40,19 @@ fn cpu_ticks(pid: u32) -> u64 {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn handshake(port: u16) -> std::io::Result<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(2)))?;
-    s.write_all(b"GET /engine.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")?;
+    s.write_all(
+        b"GET /engine.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     Ok(out)
@@ -82,13 +93,20 @@ fn descriptor_exhaustion_neither_spins_nor_wedges_the_loop() {
             Err(_) => break,
         }
     }
-    assert!(flood.len() > 60, "could only open {} connections", flood.len());
+    assert!(
+        flood.len() > 60,
+        "could only open {} connections",
+        flood.len()
+    );
     std::thread::sleep(Duration::from_millis(200));
     let before = cpu_ticks(pid);
     std::thread::sleep(Duration::from_secs(1));
     let used = cpu_ticks(pid) - before;
     // A loop spinning on a readable listener burns ~100 ticks per second; backing off uses ~0.
-    assert!(used < 50, "the loop used {used} ticks in 1 s while it could not accept");
+    assert!(
+        used < 50,
+        "the loop used {used} ticks in 1 s while it could not accept"
+    );
 
     // Free the descriptors: the server must serve new clients again.
     drop(flood);
@@ -99,7 +117,10 @@ fn descriptor_exhaustion_neither_spins_nor_wedges_the_loop() {
                 break;
             }
         }
-        assert!(Instant::now() < deadline, "the server did not recover after descriptors were freed");
+        assert!(
+            Instant::now() < deadline,
+            "the server did not recover after descriptors were freed"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
