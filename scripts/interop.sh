@@ -27,7 +27,7 @@ trap 'exit 130' INT TERM
 
 if [[ -z "${SERVER_CMD:-}" ]]; then
     cargo build --example interop --example demo
-    SERVER_CMD="$repo_root/target/debug/examples/interop"
+    SERVER_CMD="${CARGO_TARGET_DIR:-$repo_root/target}/debug/examples/interop"
 fi
 
 if [[ ! -d "$interop/node_modules" ]]; then

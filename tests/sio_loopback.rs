@@ -16,6 +16,8 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use serde_json::json;
+use support::sio::*;
+use support::sse::sse_open;
 use support::*;
 use tidings::proto::sio::{placeholder, Packet, PacketKind};
 use tidings::{

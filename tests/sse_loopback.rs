@@ -17,6 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use support::http::*;
+use support::sse::*;
 use support::*;
 use tidings::proto::sse::ParsedEvent;
 use tidings::{

@@ -819,6 +819,8 @@ fn is_token_list(v: &str) -> bool {
 }
 
 #[cfg(test)]
+mod test_support;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tests_sio_sse;

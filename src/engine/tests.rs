@@ -14,13 +14,13 @@ use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
 
+use super::test_support::{parse_frames, request, ws_upgrade_head, Frame, WS_ACCEPT, WS_KEY};
 use super::{
     AppEvent, CloseReason, Command, ConnId, Data, Engine, Output, RandomSource, Request, SessionId,
     WsMessage,
 };
 use crate::config::Config;
 use crate::proto::eio::sid_from_random;
-use crate::proto::http::{parse_request_head, HeadLimits};
 
 // ---------------------------------------------------------------------------------------------
 // Harness
@@ -71,10 +71,6 @@ fn config_slow_ping() -> Config {
     }
 }
 
-const WS_KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
-/// RFC 6455 §1.3: the accept value for the sample nonce above.
-const WS_ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
-
 struct H {
     eng: Engine,
     t0: Instant,
@@ -113,14 +109,12 @@ impl H {
 
     /// Feeds a raw request head (plus body) to the engine and returns its outputs.
     fn raw(&mut self, t: u64, conn: ConnId, head: &str, body: &[u8]) -> Out {
-        let limits = HeadLimits::default();
-        let (head, n) = parse_request_head(head.as_bytes(), &limits).unwrap();
-        assert_eq!(n, head_len(&head), "test built a bad head");
         let req = Request {
-            head,
             body: body.to_vec(),
             remote: Some(([127, 0, 0, 1], 5555).into()),
+            ..request(head)
         };
+        assert_eq!(head.len(), head_len(&req.head), "test built a bad head");
         self.eng.handle_request(self.at(t), conn, req);
         self.drain()
     }
@@ -143,11 +137,7 @@ impl H {
     }
 
     fn ws_get(&mut self, t: u64, conn: ConnId, target: &str) -> Out {
-        let head = format!(
-            "GET {target} HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: {WS_KEY}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        );
-        self.raw(t, conn, &head, b"")
+        self.raw(t, conn, &ws_upgrade_head(target), b"")
     }
 
     fn ws(&mut self, t: u64, conn: ConnId, text: &str) -> Out {
@@ -281,34 +271,8 @@ fn parse_response(bytes: &[u8]) -> (Resp, usize) {
     )
 }
 
-/// Splits server→client WebSocket bytes (after an optional 101 head) into `(opcode, payload)`.
-fn parse_frames(bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
-    let mut b = bytes;
-    if b.starts_with(b"HTTP/1.1 101") {
-        let end = b.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-        b = &b[end..];
-    }
-    let mut frames = Vec::new();
-    while !b.is_empty() {
-        assert_eq!(b[0] & 0xf0, 0x80, "FIN set, RSV clear");
-        assert_eq!(b[1] & 0x80, 0, "server frames are not masked");
-        let op = b[0] & 0x0f;
-        let (len, hl) = match b[1] & 0x7f {
-            126 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
-            127 => (
-                u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize,
-                10,
-            ),
-            n => (n as usize, 2),
-        };
-        frames.push((op, b[hl..hl + len].to_vec()));
-        b = &b[hl + len..];
-    }
-    frames
-}
-
-fn text_frame(s: &str) -> (u8, Vec<u8>) {
-    (1, s.as_bytes().to_vec())
+fn text_frame(s: &str) -> Frame {
+    Frame::Text(s.to_string())
 }
 
 /// The outputs of one input.
@@ -377,8 +341,15 @@ impl Out {
             .any(|o| matches!(o, Output::StartWebSocket { conn: c } if *c == conn))
     }
 
-    fn frames(&self, conn: ConnId) -> Vec<(u8, Vec<u8>)> {
-        parse_frames(&self.bytes(conn))
+    /// The WebSocket frames written to `conn` (after the 101 head, if it is among the bytes).
+    fn frames(&self, conn: ConnId) -> Vec<Frame> {
+        let bytes = self.bytes(conn);
+        let mut b = bytes.as_slice();
+        if b.starts_with(b"HTTP/1.1 101") {
+            let end = b.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            b = &b[end..];
+        }
+        parse_frames(b)
     }
 
     fn apps(&self) -> Vec<&AppEvent> {
@@ -733,7 +704,7 @@ fn heartbeat_over_websocket() {
     let out = h.tick(900);
     assert_eq!(out.closes(), vec![(session, CloseReason::PingTimeout)]);
     // The WebSocket gets a close frame (1000) and is closed.
-    assert_eq!(out.frames(c), vec![(8, vec![0x03, 0xe8])]);
+    assert_eq!(out.frames(c), vec![Frame::Close(1000)]);
     assert!(out.close_out(c));
     // A late message on the dead connection only closes it again.
     let out = h.ws(901, c, "4late");
@@ -992,7 +963,7 @@ fn server_close_and_shutdown() {
         ]
     );
     assert_eq!(out.response(g).text(), "1");
-    assert_eq!(out.frames(w), vec![(8, vec![0x03, 0xe8])]);
+    assert_eq!(out.frames(w), vec![Frame::Close(1000)]);
     assert!(out.close_out(w));
     assert_eq!(h.eng.session_count(), 0);
 }
@@ -1111,7 +1082,10 @@ fn upgrade_with_packets_in_flight() {
     assert_eq!(out.messages(), vec![(session, Data::Text("up".into()))]);
     // `5` completes it: the buffered packets arrive on the WebSocket, in order, none lost.
     let out = h.ws(80, w, "5");
-    assert_eq!(out.frames(w), vec![text_frame("4m2"), (2, vec![1, 2, 3])]);
+    assert_eq!(
+        out.frames(w),
+        vec![text_frame("4m2"), Frame::Binary(vec![1, 2, 3])]
+    );
     assert!(out.closes().is_empty());
     let out = h.text(90, session, "m4");
     assert_eq!(out.frames(w), vec![text_frame("4m4")]);
@@ -1136,7 +1110,7 @@ fn upgrade_with_packets_in_flight() {
     let w2 = h.conn();
     let out = h.ws_get(310, w2, &ws_url(&sid));
     assert!(out.started_ws(w2));
-    assert_eq!(out.frames(w2), vec![(8, vec![0x03, 0xe8])]);
+    assert_eq!(out.frames(w2), vec![Frame::Close(1000)]);
     assert!(out.close_out(w2));
     assert!(!out.touches(w));
     assert_eq!(h.eng.session_count(), 1);

@@ -11,8 +11,8 @@
     clippy::panic
 )]
 
+use super::test_support::{parse_frames, request, ws_upgrade_head, Frame, WS_ACCEPT};
 use super::*;
-use crate::proto::http::{parse_request_head, HeadLimits};
 use crate::proto::sio::placeholder;
 use crate::proto::sse::{ParsedEvent, SseParser};
 use proptest::prelude::*;
@@ -31,58 +31,6 @@ fn test_config() -> Config {
         namespaces: vec!["/admin".into()],
         ..Config::default()
     }
-}
-
-fn request(raw: &str) -> Request {
-    // Generous limits: the io layer enforces the real ones before the engine sees a request.
-    let limits = HeadLimits {
-        max_head_bytes: 1 << 21,
-        max_headers: 64,
-    };
-    let (head, n) = parse_request_head(raw.as_bytes(), &limits).unwrap();
-    assert_eq!(n, raw.len());
-    Request {
-        head,
-        body: Vec::new(),
-        remote: None,
-    }
-}
-
-/// A server-to-client WebSocket frame.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Frame {
-    Text(String),
-    Binary(Vec<u8>),
-    Close(u16),
-}
-
-/// Parses one complete server frame (RFC 6455 §5.2), checking what a server must do: FIN set,
-/// RSV clear, no mask, minimal length encoding.
-fn parse_frame(b: &[u8]) -> Option<(Frame, usize)> {
-    let (&b0, &b1) = (b.first()?, b.get(1)?);
-    assert_eq!(b0 & 0xF0, 0x80, "server frames are final, RSV bits clear");
-    assert_eq!(b1 & 0x80, 0, "server frames are unmasked");
-    let (len, hl) = match b1 & 0x7F {
-        126 => {
-            let n = usize::from(u16::from_be_bytes([*b.get(2)?, *b.get(3)?]));
-            assert!(n >= 126, "minimal length encoding");
-            (n, 4)
-        }
-        127 => {
-            let n = u64::from_be_bytes(b.get(2..10)?.try_into().unwrap()) as usize;
-            assert!(n > 0xFFFF, "minimal length encoding");
-            (n, 10)
-        }
-        n => (usize::from(n), 2),
-    };
-    let payload = b.get(hl..hl + len)?;
-    let f = match b0 & 0x0F {
-        0x1 => Frame::Text(String::from_utf8(payload.to_vec()).unwrap()),
-        0x2 => Frame::Binary(payload.to_vec()),
-        0x8 => Frame::Close(u16::from_be_bytes([payload[0], payload[1]])),
-        op => panic!("unexpected opcode {op}"),
-    };
-    Some((f, hl + len))
 }
 
 /// The simulated io layer around one engine.
@@ -245,12 +193,8 @@ impl H {
     fn frames(&mut self, conn: ConnId) -> Vec<Frame> {
         let buf = self.out.get(&conn).map(Vec::as_slice).unwrap_or(&[]);
         let pos = self.ws_pos.get_mut(&conn).expect("not a WebSocket");
-        let mut frames = Vec::new();
-        while let Some((f, n)) = parse_frame(&buf[*pos..]) {
-            frames.push(f);
-            *pos += n;
-        }
-        assert_eq!(*pos, buf.len(), "a partial frame was written");
+        let frames = parse_frames(&buf[*pos..]);
+        *pos = buf.len();
         frames
     }
 
@@ -301,11 +245,8 @@ impl H {
     /// A WebSocket handshake on `target`; returns the conn and the Engine.IO sid.
     fn ws_open(&mut self, target: &str) -> (ConnId, String) {
         let conn = self.new_conn();
-        let raw = format!(
-            "GET {target} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-        );
-        self.e.handle_request(self.now, conn, request(&raw));
+        self.e
+            .handle_request(self.now, conn, request(&ws_upgrade_head(target)));
         self.pump();
         assert!(self.ws_pos.contains_key(&conn), "no WebSocket started");
         let head = String::from_utf8_lossy(&self.out[&conn]).to_string();
@@ -314,7 +255,7 @@ impl H {
             "{head}"
         );
         // RFC 6455 §1.3's own example key and accept value.
-        assert!(head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+        assert!(head.contains(&format!("Sec-WebSocket-Accept: {WS_ACCEPT}\r\n")));
         let t = self.texts(conn);
         assert_eq!(t.len(), 1, "{t:?}");
         let open: Value = serde_json::from_str(t[0].strip_prefix('0').unwrap()).unwrap();

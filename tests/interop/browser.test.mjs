@@ -22,6 +22,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 import { io } from "socket.io-client";
+import { awaitConnect } from "./helpers.mjs";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const TARGET = process.env.CARGO_TARGET_DIR
@@ -265,11 +266,7 @@ describe("browser: EventSource resumes after a server-side drop", { skip: SKIP }
     browser = await launchBrowser();
     // The control client: the official socket.io-client, anonymous, WebSocket only.
     ctl = io(server.url, { transports: ["websocket"], reconnection: false, timeout: WAIT });
-    await new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error("control socket did not connect")), WAIT);
-      ctl.once("connect", () => (clearTimeout(timer), resolve()));
-      ctl.once("connect_error", (e) => (clearTimeout(timer), reject(e)));
-    });
+    await awaitConnect(ctl, "control socket", "control connect_error", WAIT);
   });
 
   after(async () => {

@@ -7,21 +7,10 @@
 import { test, describe } from "node:test";
 import assert from "node:assert/strict";
 import { Socket, Fetch, NodeXHR, NodeWebSocket } from "engine.io-client";
+// T (the per-test guard) is generous enough for the heartbeat test (~3.5 ping intervals).
+import { URL, TIMEOUT, T, within } from "./helpers.mjs";
 
-const URL = process.env.TIDINGS_URL ?? "http://127.0.0.1:3000";
 const PATH = "/engine.io/";
-const TIMEOUT = 5000;
-/** Per-test guard on top of the per-wait TIMEOUT (the heartbeat test waits ~3.5 ping intervals). */
-const T = { timeout: 20000 };
-
-/** Rejects with a readable message when `promise` does not settle within `ms`. */
-function within(ms, promise, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
 
 /** Resolves on the first `event` from an engine.io-client emitter; rejects if it closes first. */
 function once(socket, event, ms = TIMEOUT) {

@@ -8,34 +8,27 @@
 import { test, describe, after } from "node:test";
 import assert from "node:assert/strict";
 import { io } from "socket.io-client";
-
-const URL = process.env.TIDINGS_URL ?? "http://127.0.0.1:3000";
-const TIMEOUT = 5000;
-/** Per-test guard on top of the per-wait TIMEOUT. */
-const T = { timeout: 20000 };
-/** How long "nothing arrives" is watched after the sentinel that proves delivery is done. */
-const QUIET_MS = 150;
+import {
+  URL,
+  TIMEOUT,
+  T,
+  QUIET_MS,
+  SOCKET_OPTS,
+  within,
+  sleep,
+  uid,
+  waitUntil,
+  awaitConnect,
+  closeControl,
+  broadcast,
+  expectNoPendingAcks,
+} from "./helpers.mjs";
 
 const MODES = {
   websocket: { transports: ["websocket"] },
   polling: { transports: ["polling"] },
   "polling→websocket": {},
 };
-
-let seq = 0;
-/** A user id no other test (or earlier run against the same server) uses. */
-const uid = (name) => `${name}-${process.pid}-${Date.now().toString(36)}-${seq++}`;
-
-/** Rejects with a readable message when `promise` does not settle within `ms`. */
-function within(ms, promise, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** The arguments of the next `event` on `emitter` (a socket or its manager). */
 function once(emitter, event, ms = TIMEOUT) {
@@ -56,14 +49,13 @@ class Inbox {
 
   /** Waits until `n` occurrences have arrived; returns them all. */
   async count(n, ms = TIMEOUT) {
-    const deadline = Date.now() + ms;
-    while (this.items.length < n) {
-      const left = deadline - Date.now();
-      if (left <= 0) {
-        throw new Error(`'${this.event}': ${this.items.length} of ${n} within ${ms} ms: ${JSON.stringify(this.items)}`);
-      }
-      await within(left, new Promise((r) => this.waiters.push(r)), `'${this.event}' #${n}`).catch(() => {});
-    }
+    await waitUntil(
+      () => this.items.length >= n,
+      this.waiters,
+      `'${this.event}' #${n}`,
+      ms,
+      () => `'${this.event}': ${this.items.length} of ${n} within ${ms} ms: ${JSON.stringify(this.items)}`,
+    );
     return this.items;
   }
 
@@ -75,23 +67,9 @@ class Inbox {
 
 /** Opens a socket and waits for `connect`; rejects with the `connect_error` message otherwise. */
 async function connect(opts = {}, nsp = "/") {
-  const socket = io(URL + nsp, {
-    forceNew: true,
-    reconnectionDelay: 100,
-    reconnectionDelayMax: 300,
-    randomizationFactor: 0,
-    timeout: TIMEOUT,
-    ...opts,
-  });
+  const socket = io(URL + nsp, { ...SOCKET_OPTS, ...opts });
   try {
-    await within(
-      TIMEOUT,
-      new Promise((resolve, reject) => {
-        socket.once("connect", resolve);
-        socket.once("connect_error", (e) => reject(new Error(`connect_error: ${e.message}`)));
-      }),
-      "connect",
-    );
+    await awaitConnect(socket);
   } catch (e) {
     socket.close();
     throw e;
@@ -122,18 +100,11 @@ async function connectError(opts, nsp = "/") {
   }
 }
 
-// One anonymous control socket for the `ctl:*` events (answered by ack).
-let control = null;
-async function ctl(event, payload) {
-  control ??= await connect({ transports: ["websocket"] });
-  return within(TIMEOUT, control.timeout(TIMEOUT).emitWithAck(event, payload), event);
-}
-after(() => control?.close());
+// The anonymous control socket of the `ctl:*` events (see helpers.mjs).
+after(closeControl);
 
-async function toUser(user, tenant, event, data, transport = "socket") {
-  const r = await ctl("ctl:broadcast", { transport, target: { kind: "user", user, tenant }, event, data });
-  assert.deepEqual(r, { ok: true });
-}
+const toUser = (user, tenant, event, data, transport = "socket") =>
+  broadcast(transport, { kind: "user", user, tenant }, event, data);
 
 /** Normalises what socket.io-client hands out for binary (Buffer, ArrayBuffer) to Buffer, deeply. */
 function norm(v) {
@@ -147,19 +118,6 @@ function norm(v) {
 
 const ALL_BYTES = Buffer.from(Uint8Array.from({ length: 256 }, (_, i) => i));
 const UNICODE = "héllo wörld ✓ 🚀 — 日本語";
-
-/** Waits (bounded) until the server reports no pending server→client acks. */
-async function expectNoPendingAcks(ms = 3000) {
-  const deadline = Date.now() + ms;
-  let stats;
-  for (;;) {
-    stats = await ctl("ctl:stats", {});
-    if (stats?.pendingAcks === 0) return stats;
-    if (Date.now() > deadline) break;
-    await sleep(50);
-  }
-  assert.equal(stats?.pendingAcks, 0, `pending acks left: ${JSON.stringify(stats)}`);
-}
 
 for (const [mode, transportOpts] of Object.entries(MODES)) {
   describe(`socket.io-client (${mode})`, () => {

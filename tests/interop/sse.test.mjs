@@ -9,56 +9,30 @@
 import { test, describe, after } from "node:test";
 import assert from "node:assert/strict";
 import { EventSource } from "eventsource";
-import { io } from "socket.io-client";
+import {
+  URL,
+  TIMEOUT,
+  T,
+  QUIET_MS,
+  within,
+  sleep,
+  uid,
+  waitUntil,
+  ctl,
+  closeControl,
+  broadcast as broadcastVia,
+  join,
+} from "./helpers.mjs";
 
-const URL = process.env.TIDINGS_URL ?? "http://127.0.0.1:3000";
 const SSE = `${URL}/events`;
-const TIMEOUT = 5000;
-const T = { timeout: 20000 };
-const QUIET_MS = 150;
 const ID_RE = /^(\d+):(\d+)$/;
 
-let seq = 0;
-const uid = (name) => `${name}-${process.pid}-${Date.now().toString(36)}-${seq++}`;
+// --- control socket (see helpers.mjs) -------------------------------------------------------------
+after(closeControl);
 
-function within(ms, promise, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-// --- control socket -------------------------------------------------------------------------------
-let control = null;
-async function ctl(event, payload) {
-  if (!control) {
-    control = io(URL, { forceNew: true, transports: ["websocket"], timeout: TIMEOUT });
-    await within(
-      TIMEOUT,
-      new Promise((resolve, reject) => {
-        control.once("connect", resolve);
-        control.once("connect_error", (e) => reject(new Error(`control connect_error: ${e.message}`)));
-      }),
-      "control socket",
-    );
-  }
-  return within(TIMEOUT, control.timeout(TIMEOUT).emitWithAck(event, payload), event);
-}
-after(() => control?.close());
-
-async function broadcast(target, event, data, transport = "sse") {
-  const r = await ctl("ctl:broadcast", { transport, target, event, data });
-  assert.deepEqual(r, { ok: true }, `broadcast ${event} to ${JSON.stringify(target)}`);
-}
+const broadcast = (target, event, data, transport = "sse") => broadcastVia(transport, target, event, data);
 const toUser = (user, tenant, event, data, transport) =>
   broadcast({ kind: "user", user, tenant }, event, data, transport);
-
-async function join(user, tenant, room) {
-  assert.deepEqual(await ctl("ctl:join", { user, tenant, room }), { ok: true });
-}
 
 // --- EventSource client ---------------------------------------------------------------------------
 /** An EventSource with a log of its requests' headers and of every event of the given names. */
@@ -96,16 +70,11 @@ class Stream {
   }
 
   /** Waits (bounded) until `pred()` holds. */
-  async until(pred, what, ms = TIMEOUT) {
-    const deadline = Date.now() + ms;
-    while (!pred()) {
-      const left = deadline - Date.now();
-      if (left <= 0) {
-        const seen = `events: ${JSON.stringify(this.events)}; errors: ${JSON.stringify(this.errors)}`;
-        throw new Error(`timed out after ${ms} ms waiting for ${what}; ${seen}`);
-      }
-      await within(left, new Promise((r) => this.waiters.push(r)), what).catch(() => {});
-    }
+  until(pred, what, ms = TIMEOUT) {
+    return waitUntil(pred, this.waiters, what, ms, () => {
+      const seen = `events: ${JSON.stringify(this.events)}; errors: ${JSON.stringify(this.errors)}`;
+      return `timed out after ${ms} ms waiting for ${what}; ${seen}`;
+    });
   }
 
   opened(n = 1) {

@@ -11,24 +11,22 @@ import { test, describe, after } from "node:test";
 import assert from "node:assert/strict";
 import { EventSource } from "eventsource";
 import { io } from "socket.io-client";
-
-const URL = process.env.TIDINGS_URL ?? "http://127.0.0.1:3000";
-const TIMEOUT = 5000;
-const T = { timeout: 20000 };
-const QUIET_MS = 150;
-
-let seq = 0;
-const uid = (name) => `${name}-${process.pid}-${Date.now().toString(36)}-${seq++}`;
-
-function within(ms, promise, what) {
-  let timer;
-  const timeout = new Promise((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+import {
+  URL,
+  TIMEOUT,
+  T,
+  QUIET_MS,
+  SOCKET_OPTS,
+  within,
+  sleep,
+  uid,
+  waitUntil,
+  ctl,
+  closeControl,
+  broadcast,
+  join,
+  expectNoPendingAcks,
+} from "./helpers.mjs";
 
 /** A log of received [event, data] with a bounded wait; shared by sockets and streams. */
 class Log {
@@ -47,15 +45,14 @@ class Log {
     for (const w of this.waiters.splice(0)) w();
   }
 
-  async until(pred, what, ms = TIMEOUT) {
-    const deadline = Date.now() + ms;
-    while (!pred()) {
-      const left = deadline - Date.now();
-      if (left <= 0) {
-        throw new Error(`${this.label}: timed out after ${ms} ms waiting for ${what}; got ${JSON.stringify(this.items)}`);
-      }
-      await within(left, new Promise((r) => this.waiters.push(r)), what).catch(() => {});
-    }
+  until(pred, what, ms = TIMEOUT) {
+    return waitUntil(
+      pred,
+      this.waiters,
+      what,
+      ms,
+      () => `${this.label}: timed out after ${ms} ms waiting for ${what}; got ${JSON.stringify(this.items)}`,
+    );
   }
 
   /** Waits for the sentinel event, then a short quiet period; returns every item but sentinels. */
@@ -71,15 +68,7 @@ const EVENTS = ["u-sse", "u-socket", "u-both", "room-ev", "leak", "ok", "sentine
 
 /** A socket.io-client socket with identity `{user, tenant}`, logging the events above. */
 async function sock(user, tenant, opts = {}) {
-  const socket = io(URL, {
-    forceNew: true,
-    reconnectionDelay: 100,
-    reconnectionDelayMax: 300,
-    randomizationFactor: 0,
-    timeout: TIMEOUT,
-    auth: { user, tenant },
-    ...opts,
-  });
+  const socket = io(URL, { ...SOCKET_OPTS, auth: { user, tenant }, ...opts });
   socket.log = new Log(`socket ${user}@${tenant}`);
   socket.connects = 0;
   socket.on("connect", () => {
@@ -124,45 +113,10 @@ function closeAll(...clients) {
   for (const c of clients) c?.close();
 }
 
-// --- control ----------------------------------------------------------------------------------------
-let control = null;
-async function ctl(event, payload) {
-  if (!control) {
-    control = io(URL, { forceNew: true, transports: ["websocket"], timeout: TIMEOUT });
-    await within(
-      TIMEOUT,
-      new Promise((resolve, reject) => {
-        control.once("connect", resolve);
-        control.once("connect_error", (e) => reject(new Error(`control connect_error: ${e.message}`)));
-      }),
-      "control socket",
-    );
-  }
-  return within(TIMEOUT, control.timeout(TIMEOUT).emitWithAck(event, payload), event);
-}
-after(() => control?.close());
+// --- control (see helpers.mjs) ----------------------------------------------------------------------
+after(closeControl);
 
-async function broadcast(transport, target, event, data) {
-  const r = await ctl("ctl:broadcast", { transport, target, event, data });
-  assert.deepEqual(r, { ok: true }, `broadcast ${event} to ${JSON.stringify(target)} over ${transport}`);
-}
 const user = (user, tenant) => ({ kind: "user", user, tenant });
-
-async function join(u, tenant, room) {
-  assert.deepEqual(await ctl("ctl:join", { user: u, tenant, room }), { ok: true });
-}
-
-async function expectNoPendingAcks(ms = 3000) {
-  const deadline = Date.now() + ms;
-  let stats;
-  for (;;) {
-    stats = await ctl("ctl:stats", {});
-    if (stats?.pendingAcks === 0) return;
-    if (Date.now() > deadline) break;
-    await sleep(50);
-  }
-  assert.equal(stats?.pendingAcks, 0, `pending acks left: ${JSON.stringify(stats)}`);
-}
 
 describe("unified API with real clients", () => {
   test("to_user reaches exactly the transports addressed (sse / socket / both)", T, async () => {
