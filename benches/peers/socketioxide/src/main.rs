@@ -46,8 +46,8 @@ async fn run_burst(io: &SocketIo, b: Burst) {
     let start = tokio::time::Instant::now();
     let mut failed = 0u64;
     for i in 0..count {
-        if rate > 0 {
-            let due = start + Duration::from_nanos(i.saturating_mul(1_000_000_000) / rate);
+        if let Some(ns) = i.saturating_mul(1_000_000_000).checked_div(rate) {
+            let due = start + Duration::from_nanos(ns);
             tokio::time::sleep_until(due).await;
         }
         let data = json!({"i": i, "t": now_us(), "pad": pad});

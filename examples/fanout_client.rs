@@ -1,0 +1,892 @@
+//! Load client of the peer benchmark (`scripts/bench-peers.sh`, DESIGN §8): N raw Socket.IO
+//! connections over WebSocket (or N SSE streams) on one mio thread, one control connection that
+//! asks the server for `bench:burst` runs, and the numbers: deliveries per second, delivery
+//! latency (p50 / p99 / max, from the `t` the server stamps into each `tick`, same machine clock),
+//! lost messages, and — given the server's pid — its RSS growth per idle connection and its CPU
+//! time per delivered message (from `/proc/<pid>/status` and `/proc/<pid>/stat`).
+//!
+//! ```text
+//! fanout_client --proto sio|sse --port P --clients N [--server-pid PID] [--label NAME]
+//!               [--hold SECS] [--run NAME:COUNT:SIZE:RATE]... [--deadline SECS]
+//! ```
+//!
+//! Works against any server with the `bench:burst {count, size, rate}` contract (see
+//! `examples/bench_server.rs`). Prints `IDLE ...` and `RESULT ...` lines of `key=value` pairs for
+//! the script. A run named `warmup` is executed but not reported. 127.0.0.1 only; every phase is
+//! bounded in time and the whole process by `--deadline` (default 300 s).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+
+/// A server frame larger than this is treated as a protocol error (ticks are ~100 bytes).
+const MAX_FRAME: u64 = 16 << 20;
+/// A response head larger than this is treated as a protocol error.
+const MAX_HEAD: usize = 16 * 1024;
+/// Handshakes in flight at once (keeps the servers' listen backlogs from overflowing).
+const PARALLEL_CONNECTS: usize = 128;
+/// Attempts per receiver before it is given up.
+const CONNECT_ATTEMPTS: u32 = 5;
+/// A run ends when nothing has arrived for this long after its last scheduled send.
+const QUIET: Duration = Duration::from_secs(5);
+/// Most latency samples kept per run (4 bytes each).
+const MAX_SAMPLES: usize = 20_000_000;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Proto {
+    Sio,
+    Sse,
+}
+
+#[derive(Clone, Debug)]
+struct Run {
+    name: String,
+    count: u64,
+    size: u64,
+    rate: u64,
+}
+
+struct Args {
+    proto: Proto,
+    port: u16,
+    clients: usize,
+    server_pid: Option<u32>,
+    label: String,
+    hold: Duration,
+    runs: Vec<Run>,
+    deadline: Duration,
+}
+
+fn parse_args() -> Result<Args, String> {
+    let mut a = Args {
+        proto: Proto::Sio,
+        port: 3000,
+        clients: 1000,
+        server_pid: None,
+        label: "server".into(),
+        hold: Duration::from_secs(3),
+        runs: Vec::new(),
+        deadline: Duration::from_secs(300),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let val = it.next().ok_or(format!("{flag} needs a value"))?;
+        let num = |v: &str| v.parse::<u64>().map_err(|e| format!("{flag} {v}: {e}"));
+        match flag.as_str() {
+            "--proto" => {
+                a.proto = match val.as_str() {
+                    "sio" => Proto::Sio,
+                    "sse" => Proto::Sse,
+                    _ => return Err(format!("unknown proto {val}")),
+                }
+            }
+            "--port" => a.port = num(&val)? as u16,
+            "--clients" => a.clients = num(&val)?.min(19_000) as usize,
+            "--server-pid" => a.server_pid = Some(num(&val)? as u32),
+            "--label" => a.label = val,
+            "--hold" => a.hold = Duration::from_secs(num(&val)?),
+            "--deadline" => a.deadline = Duration::from_secs(num(&val)?),
+            "--run" => {
+                let p: Vec<&str> = val.split(':').collect();
+                if p.len() != 4 {
+                    return Err(format!("--run NAME:COUNT:SIZE:RATE, got {val}"));
+                }
+                a.runs.push(Run {
+                    name: p[0].to_string(),
+                    count: num(p[1])?,
+                    size: num(p[2])?,
+                    rate: num(p[3])?,
+                });
+            }
+            _ => return Err(format!("unknown flag {flag}")),
+        }
+    }
+    Ok(a)
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// utime + stime of a process, in seconds (USER_HZ is 100 on Linux).
+fn proc_cpu_secs(pid: &str) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = s.get(s.rfind(')')? + 1..)?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
+/// A `/proc/<pid>/status` field in KiB: `VmRSS` (now) or `VmHWM` (peak since the process began).
+fn proc_status_kib(pid: &str, field: &str) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    s.lines()
+        .find(|l| l.starts_with(field))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// `"t":<digits>` anywhere in a tick's JSON (key order differs between servers).
+fn tick_time(payload: &[u8]) -> Option<u64> {
+    let at = find(payload, b"\"t\":")? + 4;
+    let mut v: u64 = 0;
+    let mut any = false;
+    for &b in payload.get(at..)? {
+        if !b.is_ascii_digit() {
+            break;
+        }
+        v = v.checked_mul(10)?.checked_add(u64::from(b - b'0'))?;
+        any = true;
+    }
+    any.then_some(v)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum State {
+    /// TCP connect in progress.
+    Connecting,
+    /// Request sent, waiting for the response head.
+    Head,
+    /// WebSocket frames (Socket.IO).
+    Ws,
+    /// SSE event stream.
+    Sse,
+    Closed,
+}
+
+struct Conn {
+    stream: Option<TcpStream>,
+    kind: Proto,
+    control: bool,
+    state: State,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    frag: Vec<u8>,
+    /// Socket.IO: CONNECT answered; SSE: 200 head received.
+    ready: bool,
+    /// The control connection got the ack of its last `bench:burst`.
+    acked: bool,
+    attempts: u32,
+    received: u64,
+}
+
+/// What the parsers report to the client while a run is measured.
+#[derive(Default)]
+struct Tally {
+    measuring: bool,
+    received: u64,
+    lat_us: Vec<u32>,
+    first_recv: Option<Instant>,
+    last_recv: Option<Instant>,
+    unparsed: u64,
+}
+
+impl Tally {
+    fn tick(&mut self, payload: &[u8], now_us: u64, now: Instant) {
+        if !self.measuring {
+            return;
+        }
+        self.received += 1;
+        self.first_recv.get_or_insert(now);
+        self.last_recv = Some(now);
+        match tick_time(payload) {
+            Some(t) if self.lat_us.len() < MAX_SAMPLES => {
+                let d = now_us.saturating_sub(t);
+                self.lat_us.push(u32::try_from(d).unwrap_or(u32::MAX));
+            }
+            Some(_) => {}
+            None => self.unparsed += 1,
+        }
+    }
+}
+
+struct Client {
+    poll: Poll,
+    events: Events,
+    conns: Vec<Conn>,
+    scratch: Vec<u8>,
+    addr: SocketAddr,
+    port: u16,
+    tally: Tally,
+    mask_state: u32,
+    deadline: Instant,
+    /// Connections whose read budget ran out with bytes possibly left (edge-triggered).
+    again: Vec<usize>,
+}
+
+fn masked_frame(opcode: u8, payload: &[u8], mask: [u8; 4], out: &mut Vec<u8>) {
+    out.push(0x80 | opcode);
+    let len = payload.len();
+    if len < 126 {
+        out.push(0x80 | len as u8);
+    } else if len <= 0xffff {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(0x80 | 127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+}
+
+impl Conn {
+    fn new(kind: Proto, control: bool) -> Conn {
+        Conn {
+            stream: None,
+            kind,
+            control,
+            state: State::Closed,
+            inbuf: Vec::new(),
+            out: Vec::new(),
+            frag: Vec::new(),
+            ready: false,
+            acked: false,
+            attempts: 0,
+            received: 0,
+        }
+    }
+
+    fn alive(&self) -> bool {
+        self.state != State::Closed
+    }
+}
+
+impl Client {
+    fn new(port: u16, deadline: Instant) -> io::Result<Client> {
+        Ok(Client {
+            poll: Poll::new()?,
+            events: Events::with_capacity(4096),
+            conns: Vec::new(),
+            scratch: vec![0u8; 256 * 1024],
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            port,
+            tally: Tally::default(),
+            mask_state: 0x9e37_79b9,
+            deadline,
+            again: Vec::new(),
+        })
+    }
+
+    fn next_mask(&mut self) -> [u8; 4] {
+        // xorshift32: masks need not be secret here, only present (RFC 6455 §5.3).
+        let mut x = self.mask_state;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.mask_state = x;
+        x.to_le_bytes()
+    }
+
+    fn add(&mut self, kind: Proto, control: bool) -> usize {
+        self.conns.push(Conn::new(kind, control));
+        self.conns.len() - 1
+    }
+
+    /// (Re)opens connection `i`.
+    fn open(&mut self, i: usize) {
+        let addr = self.addr;
+        let port = self.port;
+        let c = &mut self.conns[i];
+        if let Some(mut s) = c.stream.take() {
+            let _ = self.poll.registry().deregister(&mut s);
+        }
+        c.attempts += 1;
+        c.inbuf.clear();
+        c.out.clear();
+        c.frag.clear();
+        c.ready = false;
+        let mut stream = match TcpStream::connect(addr) {
+            Ok(s) => s,
+            Err(_) => {
+                c.state = State::Closed;
+                return;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        if self
+            .poll
+            .registry()
+            .register(
+                &mut stream,
+                Token(i),
+                Interest::READABLE | Interest::WRITABLE,
+            )
+            .is_err()
+        {
+            c.state = State::Closed;
+            return;
+        }
+        let req = match c.kind {
+            Proto::Sse => format!(
+                "GET /events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n\r\n"
+            ),
+            Proto::Sio => format!(
+                "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\
+                 Upgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ),
+        };
+        c.out.extend_from_slice(req.as_bytes());
+        c.stream = Some(stream);
+        c.state = State::Connecting;
+    }
+
+    fn close(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        if let Some(mut s) = c.stream.take() {
+            let _ = self.poll.registry().deregister(&mut s);
+        }
+        c.state = State::Closed;
+    }
+
+    fn send_text(&mut self, i: usize, text: &str) {
+        let mask = self.next_mask();
+        masked_frame(0x1, text.as_bytes(), mask, &mut self.conns[i].out);
+        self.flush(i);
+    }
+
+    fn flush(&mut self, i: usize) {
+        let c = &mut self.conns[i];
+        if c.state == State::Connecting || c.out.is_empty() {
+            return;
+        }
+        let Some(s) = c.stream.as_mut() else { return };
+        let mut written = 0;
+        let mut failed = false;
+        while written < c.out.len() {
+            match s.write(&c.out[written..]) {
+                Ok(0) => {
+                    failed = true;
+                    break;
+                }
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        c.out.drain(..written);
+        if failed {
+            self.close(i);
+        }
+    }
+
+    /// One poll turn of at most `timeout`.
+    fn pump(&mut self, timeout: Duration) {
+        let mut timeout = timeout.min(self.deadline.saturating_duration_since(Instant::now()));
+        if !self.again.is_empty() {
+            timeout = Duration::ZERO;
+        }
+        if let Err(e) = self.poll.poll(&mut self.events, Some(timeout)) {
+            if e.kind() != io::ErrorKind::Interrupted {
+                eprintln!("fanout_client: poll failed: {e}");
+                std::process::exit(2);
+            }
+        }
+        let ready: Vec<(usize, bool, bool)> = self
+            .events
+            .iter()
+            .map(|e| {
+                (
+                    e.token().0,
+                    e.is_readable() || e.is_read_closed() || e.is_error(),
+                    e.is_writable(),
+                )
+            })
+            .collect();
+        for i in std::mem::take(&mut self.again) {
+            if i < self.conns.len() && self.conns[i].alive() {
+                self.on_readable(i);
+            }
+        }
+        for (i, readable, writable) in ready {
+            if i >= self.conns.len() || !self.conns[i].alive() {
+                continue;
+            }
+            if self.conns[i].state == State::Connecting {
+                let Some(s) = self.conns[i].stream.as_ref() else {
+                    continue;
+                };
+                match (s.take_error(), s.peer_addr()) {
+                    (Ok(None), Ok(_)) => self.conns[i].state = State::Head,
+                    (Ok(None), Err(e)) if e.kind() == io::ErrorKind::NotConnected => continue,
+                    _ => {
+                        self.close(i);
+                        continue;
+                    }
+                }
+                self.flush(i);
+            } else if writable {
+                self.flush(i);
+            }
+            if readable {
+                self.on_readable(i);
+            }
+        }
+    }
+
+    fn on_readable(&mut self, i: usize) {
+        // Bounded per turn so one busy connection cannot starve the rest.
+        for _ in 0..64 {
+            let Some(s) = self.conns[i].stream.as_mut() else {
+                return;
+            };
+            match s.read(&mut self.scratch) {
+                Ok(0) => {
+                    self.close(i);
+                    return;
+                }
+                Ok(n) => {
+                    let (now, now_us) = (Instant::now(), now_us());
+                    self.conns[i].inbuf.extend_from_slice(&self.scratch[..n]);
+                    if !self.process(i, now, now_us) {
+                        self.close(i);
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.close(i);
+                    return;
+                }
+            }
+        }
+        // Budget spent with bytes possibly left: edge-triggered, so come back on the next pump.
+        self.again.push(i);
+    }
+
+    /// Parses what connection `i` has buffered. `false`: protocol error or closed by the peer.
+    fn process(&mut self, i: usize, now: Instant, now_us: u64) -> bool {
+        let mut inbuf = std::mem::take(&mut self.conns[i].inbuf);
+        let mut pos = 0;
+        let mut ok = true;
+        if self.conns[i].state == State::Head {
+            match find(&inbuf, b"\r\n\r\n") {
+                None => {
+                    self.conns[i].inbuf = inbuf;
+                    return self.conns[i].inbuf.len() <= MAX_HEAD;
+                }
+                Some(end) => {
+                    let (want, next) = match self.conns[i].kind {
+                        Proto::Sio => (&b"HTTP/1.1 101"[..], State::Ws),
+                        Proto::Sse => (&b"HTTP/1.1 200"[..], State::Sse),
+                    };
+                    if !inbuf.starts_with(want) {
+                        return false;
+                    }
+                    self.conns[i].state = next;
+                    if next == State::Sse {
+                        self.conns[i].ready = true;
+                    }
+                    pos = end + 4;
+                }
+            }
+        }
+        match self.conns[i].state {
+            State::Ws => {
+                while let Some(buf) = inbuf.get(pos..) {
+                    if buf.len() < 2 {
+                        break;
+                    }
+                    let (b0, b1) = (buf[0], buf[1]);
+                    let (fin, op, masked) = (b0 & 0x80 != 0, b0 & 0x0f, b1 & 0x80 != 0);
+                    let mut len = u64::from(b1 & 0x7f);
+                    let mut hdr = 2usize;
+                    if len == 126 {
+                        if buf.len() < 4 {
+                            break;
+                        }
+                        len = u64::from(u16::from_be_bytes([buf[2], buf[3]]));
+                        hdr = 4;
+                    } else if len == 127 {
+                        if buf.len() < 10 {
+                            break;
+                        }
+                        len = u64::from_be_bytes(buf[2..10].try_into().unwrap());
+                        hdr = 10;
+                    }
+                    if len > MAX_FRAME {
+                        ok = false;
+                        break;
+                    }
+                    let mask_at = hdr;
+                    if masked {
+                        hdr += 4;
+                    }
+                    let total = hdr + len as usize;
+                    if buf.len() < total {
+                        break;
+                    }
+                    // Servers do not mask (RFC 6455 §5.1), but unmask if one does.
+                    let unmasked: Vec<u8>;
+                    let data: &[u8] = if masked {
+                        let m = &buf[mask_at..mask_at + 4];
+                        unmasked = buf[hdr..total]
+                            .iter()
+                            .zip(m.iter().cycle())
+                            .map(|(b, k)| b ^ k)
+                            .collect();
+                        &unmasked
+                    } else {
+                        &buf[hdr..total]
+                    };
+                    if !self.on_frame(i, fin, op, data, now, now_us) {
+                        ok = false;
+                        break;
+                    }
+                    pos += total;
+                }
+            }
+            State::Sse => {
+                while let Some(nl) = inbuf
+                    .get(pos..)
+                    .and_then(|b| b.iter().position(|&c| c == b'\n'))
+                {
+                    let line = &inbuf[pos..pos + nl];
+                    if line.starts_with(b"data:") && !self.conns[i].control {
+                        self.conns[i].received += 1;
+                        self.tally.tick(line, now_us, now);
+                    }
+                    pos += nl + 1;
+                }
+                if inbuf.len() - pos > MAX_FRAME as usize {
+                    ok = false;
+                }
+            }
+            _ => {}
+        }
+        inbuf.drain(..pos.min(inbuf.len()));
+        self.conns[i].inbuf = inbuf;
+        ok && self.conns[i].alive()
+    }
+
+    fn on_frame(
+        &mut self,
+        i: usize,
+        fin: bool,
+        op: u8,
+        data: &[u8],
+        now: Instant,
+        now_us: u64,
+    ) -> bool {
+        match op {
+            0x0..=0x2 => {
+                if !fin || op == 0x0 {
+                    self.conns[i].frag.extend_from_slice(data);
+                    if self.conns[i].frag.len() as u64 > MAX_FRAME {
+                        return false;
+                    }
+                    if !fin {
+                        return true;
+                    }
+                    let whole = std::mem::take(&mut self.conns[i].frag);
+                    return self.on_message(i, &whole, now, now_us);
+                }
+                self.on_message(i, data, now, now_us)
+            }
+            0x8 => false,
+            0x9 => {
+                let mask = self.next_mask();
+                masked_frame(0xA, data, mask, &mut self.conns[i].out);
+                self.flush(i);
+                true
+            }
+            _ => true,
+        }
+    }
+
+    /// An Engine.IO packet (and the Socket.IO packet inside a message).
+    fn on_message(&mut self, i: usize, m: &[u8], now: Instant, now_us: u64) -> bool {
+        match m.first() {
+            // open: join the main namespace.
+            Some(b'0') => {
+                self.send_text(i, "40");
+                true
+            }
+            Some(b'2') => {
+                self.send_text(i, "3");
+                true
+            }
+            Some(b'4') => match m.get(1) {
+                Some(b'0') => {
+                    self.conns[i].ready = true;
+                    true
+                }
+                Some(b'2') => {
+                    if m.starts_with(b"42[\"tick\",") && !self.conns[i].control {
+                        self.conns[i].received += 1;
+                        self.tally.tick(m, now_us, now);
+                    }
+                    true
+                }
+                Some(b'3') => {
+                    self.conns[i].acked = true;
+                    true
+                }
+                // 41 disconnect, 44 connect error.
+                _ => false,
+            },
+            Some(b'1') => false,
+            _ => true,
+        }
+    }
+}
+
+fn pct(sorted: &[u32], p: usize) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let idx = (sorted.len() * p / 100).min(sorted.len() - 1);
+    f64::from(sorted[idx]) / 1000.0
+}
+
+fn main() {
+    let args = match parse_args() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("fanout_client: {e}");
+            std::process::exit(2);
+        }
+    };
+    let start = Instant::now();
+    let deadline = start + args.deadline;
+    let mut cl = match Client::new(args.port, deadline) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("fanout_client: {e}");
+            std::process::exit(2);
+        }
+    };
+    let pid = args.server_pid.map(|p| p.to_string());
+    let server_rss = || pid.as_deref().and_then(|p| proc_status_kib(p, "VmRSS:"));
+    let server_hwm = || pid.as_deref().and_then(|p| proc_status_kib(p, "VmHWM:"));
+    let server_cpu = || pid.as_deref().and_then(proc_cpu_secs);
+    let self_cpu = || proc_cpu_secs("self");
+    let label = &args.label;
+    let proto = match args.proto {
+        Proto::Sio => "sio",
+        Proto::Sse => "sse",
+    };
+
+    // Phase 1: connect the receivers, a bounded number of handshakes at a time.
+    let rss_before = server_rss();
+    let connect_start = Instant::now();
+    let connect_deadline = (connect_start + Duration::from_secs(120)).min(deadline);
+    let mut started = 0usize;
+    loop {
+        let now = Instant::now();
+        if now >= connect_deadline {
+            break;
+        }
+        let mut in_flight = 0;
+        let mut ready = 0;
+        let mut given_up = 0;
+        for c in &cl.conns {
+            if c.ready && c.alive() {
+                ready += 1;
+            } else if c.alive() {
+                in_flight += 1;
+            } else if c.attempts >= CONNECT_ATTEMPTS {
+                given_up += 1;
+            }
+        }
+        if ready + given_up >= args.clients {
+            break;
+        }
+        // Retry receivers that failed before they were ready.
+        let retry: Vec<usize> = (0..cl.conns.len())
+            .filter(|&i| {
+                let c = &cl.conns[i];
+                !c.alive() && !c.ready && c.attempts < CONNECT_ATTEMPTS
+            })
+            .collect();
+        let mut budget = PARALLEL_CONNECTS.saturating_sub(in_flight);
+        for i in retry {
+            if budget == 0 {
+                break;
+            }
+            cl.open(i);
+            budget -= 1;
+        }
+        while budget > 0 && started < args.clients {
+            let i = cl.add(args.proto, false);
+            cl.open(i);
+            started += 1;
+            budget -= 1;
+        }
+        cl.pump(Duration::from_millis(5));
+    }
+    let connected = cl.conns.iter().filter(|c| c.ready && c.alive()).count();
+    println!(
+        "{label}: {connected}/{} {proto} receivers connected in {:.2?}",
+        args.clients,
+        connect_start.elapsed()
+    );
+
+    // Phase 2: hold them idle, then read the server's RSS.
+    let hold_end = Instant::now() + args.hold;
+    while Instant::now() < hold_end.min(deadline) {
+        cl.pump(Duration::from_millis(50));
+    }
+    let rss_after = server_rss();
+    let idle_alive = cl.conns.iter().filter(|c| c.ready && c.alive()).count();
+    if let (Some(b), Some(a)) = (rss_before, rss_after) {
+        let per = if idle_alive > 0 {
+            (a.saturating_sub(b) * 1024) as f64 / idle_alive as f64
+        } else {
+            f64::NAN
+        };
+        println!(
+            "IDLE label={label} proto={proto} clients={idle_alive} rss_before_kib={b} rss_after_kib={a} bytes_per_conn={per:.0}"
+        );
+    }
+
+    // Phase 3: the control connection (always Socket.IO).
+    let ctl = cl.add(Proto::Sio, true);
+    cl.open(ctl);
+    let ctl_deadline = (Instant::now() + Duration::from_secs(20)).min(deadline);
+    while !(cl.conns[ctl].ready && cl.conns[ctl].alive()) && Instant::now() < ctl_deadline {
+        if !cl.conns[ctl].alive() && cl.conns[ctl].attempts < CONNECT_ATTEMPTS {
+            cl.open(ctl);
+        }
+        cl.pump(Duration::from_millis(10));
+    }
+    if !cl.conns[ctl].ready {
+        eprintln!("fanout_client: the control connection did not connect");
+        std::process::exit(1);
+    }
+
+    // Phase 4: the runs, one after another.
+    for run in &args.runs {
+        let receivers: Vec<usize> = (0..cl.conns.len())
+            .filter(|&i| !cl.conns[i].control && cl.conns[i].ready && cl.conns[i].alive())
+            .collect();
+        for &i in &receivers {
+            cl.conns[i].received = 0;
+        }
+        let expected = receivers.len() as u64 * run.count;
+        cl.tally = Tally {
+            measuring: true,
+            lat_us: Vec::with_capacity((expected as usize).min(MAX_SAMPLES)),
+            ..Tally::default()
+        };
+        cl.conns[ctl].acked = false;
+        let (cpu_a, self_a) = (server_cpu(), self_cpu());
+        let t0 = Instant::now();
+        cl.send_text(
+            ctl,
+            &format!(
+                "420[\"bench:burst\",{{\"count\":{},\"size\":{},\"rate\":{}}}]",
+                run.count, run.size, run.rate
+            ),
+        );
+        let send_span = if run.rate > 0 {
+            Duration::from_secs_f64(run.count as f64 / run.rate as f64)
+        } else {
+            Duration::ZERO
+        };
+        let run_deadline = (t0 + send_span + Duration::from_secs(120)).min(deadline);
+        loop {
+            let now = Instant::now();
+            if cl.tally.received >= expected || now >= run_deadline {
+                break;
+            }
+            let last = cl.tally.last_recv.unwrap_or(t0).max(t0 + send_span);
+            if now.duration_since(last.min(now)) > QUIET {
+                break;
+            }
+            if !cl.conns[ctl].alive() {
+                eprintln!("fanout_client: the control connection closed");
+                break;
+            }
+            cl.pump(Duration::from_millis(20));
+        }
+        let (cpu_b, self_b) = (server_cpu(), self_cpu());
+        let hwm = server_hwm();
+        let dropped = receivers.iter().filter(|&&i| !cl.conns[i].alive()).count();
+        let span = cl
+            .tally
+            .last_recv
+            .map_or(Duration::ZERO, |l| l.duration_since(t0));
+        let received = cl.tally.received;
+        let first_ms = cl
+            .tally
+            .first_recv
+            .map_or(f64::NAN, |f| f.duration_since(t0).as_secs_f64() * 1000.0);
+        let peak_growth_kib = match (hwm, rss_before) {
+            (Some(h), Some(b)) => h.saturating_sub(b).to_string(),
+            _ => "?".into(),
+        };
+        let load = std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|l| l.split_whitespace().next().map(str::to_string))
+            .unwrap_or_default();
+        let mut lat = std::mem::take(&mut cl.tally.lat_us);
+        cl.tally.measuring = false;
+        lat.sort_unstable();
+        let per_sec = if span.as_secs_f64() > 0.0 {
+            received as f64 / span.as_secs_f64()
+        } else {
+            0.0
+        };
+        let cpu = match (cpu_a, cpu_b) {
+            (Some(a), Some(b)) => b - a,
+            _ => f64::NAN,
+        };
+        let client_cpu = match (self_a, self_b) {
+            (Some(a), Some(b)) => b - a,
+            _ => f64::NAN,
+        };
+        let cpu_us_per_msg = if received > 0 {
+            cpu * 1e6 / received as f64
+        } else {
+            f64::NAN
+        };
+        if run.name != "warmup" {
+            println!(
+                "RESULT label={label} proto={proto} run={} clients={} count={} size={} rate={} \
+                 expected={expected} received={received} lost={} dropped_conns={dropped} \
+                 secs={:.3} per_sec={per_sec:.0} p50_ms={:.2} p99_ms={:.2} max_ms={:.2} \
+                 server_cpu_s={cpu:.2} cpu_us_per_msg={cpu_us_per_msg:.3} client_cpu_s={client_cpu:.2} \
+                 first_ms={first_ms:.2} peak_rss_growth_kib={peak_growth_kib} load1={load} \
+                 acked={} unparsed={}",
+                run.name,
+                receivers.len(),
+                run.count,
+                run.size,
+                run.rate,
+                expected.saturating_sub(received),
+                span.as_secs_f64(),
+                pct(&lat, 50),
+                pct(&lat, 99),
+                lat.last().map_or(f64::NAN, |m| f64::from(*m) / 1000.0),
+                cl.conns[ctl].acked,
+                cl.tally.unparsed,
+            );
+        }
+        // Let the server settle between runs (and answer its pings meanwhile).
+        let pause = (Instant::now() + Duration::from_secs(1)).min(deadline);
+        while Instant::now() < pause {
+            cl.pump(Duration::from_millis(20));
+        }
+    }
+}
