@@ -72,6 +72,9 @@ pub(crate) enum Queued {
     Text(Arc<[u8]>),
     /// A binary message: a WebSocket binary frame as is, or `b<base64>` in a polling payload.
     Binary(Arc<[u8]>),
+    /// A text packet with its complete WebSocket frame built once: a broadcast's recipients on
+    /// WebSocket all queue the very same bytes (one chunk, one iovec each).
+    Framed { text: Arc<[u8]>, frame: Arc<[u8]> },
 }
 
 impl Queued {
@@ -94,6 +97,7 @@ impl Queued {
     fn len(&self) -> usize {
         match self {
             Queued::Text(b) | Queued::Binary(b) => b.len(),
+            Queued::Framed { text, .. } => text.len(),
         }
     }
 
@@ -103,7 +107,7 @@ impl Queued {
             out.push(codec::RECORD_SEPARATOR);
         }
         match self {
-            Queued::Text(b) => out.extend_from_slice(b),
+            Queued::Text(b) | Queued::Framed { text: b, .. } => out.extend_from_slice(b),
             Queued::Binary(b) => {
                 out.push(b'b');
                 let enc = base64::engine::general_purpose::STANDARD.encode(b);
@@ -112,16 +116,30 @@ impl Queued {
         }
     }
 
-    /// The WebSocket frame: an inline header and the shared payload.
-    fn ws_chunks(&self) -> (Chunk, Chunk) {
+    /// A text packet with its WebSocket frame (header and payload in one shared buffer).
+    pub(crate) fn framed(text: Arc<[u8]>) -> Queued {
+        let (h, n) = ws::frame_header(ws::OPCODE_TEXT, text.len());
+        let mut frame = Vec::with_capacity(n + text.len());
+        frame.extend_from_slice(h.get(..n).unwrap_or(&[]));
+        frame.extend_from_slice(&text);
+        Queued::Framed {
+            text,
+            frame: frame.into(),
+        }
+    }
+
+    /// The WebSocket frame: one shared chunk when pre-framed, else an inline header and the
+    /// shared payload.
+    fn ws_chunks(&self) -> (Chunk, Option<Chunk>) {
         let (opcode, bytes) = match self {
+            Queued::Framed { frame, .. } => return (Chunk::Shared(frame.clone()), None),
             Queued::Text(b) => (ws::OPCODE_TEXT, b),
             Queued::Binary(b) => (ws::OPCODE_BINARY, b),
         };
         let (h, n) = ws::frame_header(opcode, bytes.len());
         (
             Chunk::inline(h.get(..n).unwrap_or(&[])),
-            Chunk::Shared(bytes.clone()),
+            Some(Chunk::Shared(bytes.clone())),
         )
     }
 }
@@ -618,9 +636,7 @@ impl Engine {
             .is_some_and(|u| u.probed);
         match packet {
             Some(Packet::Ping(d)) if d == "probe" && !probed => {
-                let (h, p) = Queued::control("3probe").ws_chunks();
-                self.push(Output::Write { conn, chunk: h });
-                self.push(Output::Write { conn, chunk: p });
+                self.ws_write(conn, &Queued::control("3probe"));
                 if let Some(u) = self
                     .eio
                     .by_key
@@ -682,17 +698,21 @@ impl Engine {
         }
     }
 
+    fn ws_write(&mut self, conn: ConnId, packet: &Queued) {
+        let (first, second) = packet.ws_chunks();
+        self.push(Output::Write { conn, chunk: first });
+        if let Some(chunk) = second {
+            self.push(Output::Write { conn, chunk });
+        }
+    }
+
     /// Sends one packet on the session's transport, or buffers it for the next poll.
     pub(crate) fn eio_send(&mut self, now: Instant, key: u64, packet: Queued) {
         let Some(s) = self.eio.by_key.get_mut(&key) else {
             return;
         };
         match s.transport {
-            Transport::WebSocket(conn) => {
-                let (h, p) = packet.ws_chunks();
-                self.push(Output::Write { conn, chunk: h });
-                self.push(Output::Write { conn, chunk: p });
-            }
+            Transport::WebSocket(conn) => self.ws_write(conn, &packet),
             Transport::Polling => {
                 s.buffer_bytes += packet.len() + 1;
                 s.buffer.push_back(packet);

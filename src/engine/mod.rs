@@ -668,7 +668,7 @@ impl Engine {
             text.push(',');
             text.push_str(data);
             text.push(']');
-            let packet = sio::EncodedPacket::from_text(Arc::from(text.into_bytes()));
+            let packet = sio::EncodedPacket::from_text(Arc::from(text.into_bytes())).shared();
             for (rid, kind) in &recipients {
                 if *kind == RecipientKind::SocketIo {
                     if let Some(session) = self.sio.session_of(*rid) {

@@ -220,7 +220,7 @@ impl Sio {
 /// The packets of one emit, encoded once: a text part and its binary attachments.
 #[derive(Clone, Debug)]
 pub(crate) struct EncodedPacket {
-    text: Arc<[u8]>,
+    text: Queued,
     attachments: Vec<Arc<[u8]>>,
 }
 
@@ -246,15 +246,23 @@ impl EncodedPacket {
                 .collect()
         };
         EncodedPacket {
-            text: Arc::from(text.into_bytes()),
+            text: Queued::Text(Arc::from(text.into_bytes())),
             attachments,
         }
+    }
+
+    /// Builds the WebSocket frame of the text part once, for a packet with many recipients.
+    pub(crate) fn shared(mut self) -> EncodedPacket {
+        if let Queued::Text(t) = &self.text {
+            self.text = Queued::framed(t.clone());
+        }
+        self
     }
 
     /// An already-encoded Engine.IO text message (`42[...]`) without attachments.
     pub(crate) fn from_text(text: Arc<[u8]>) -> EncodedPacket {
         EncodedPacket {
-            text,
+            text: Queued::Text(text),
             attachments: Vec::new(),
         }
     }
@@ -295,7 +303,7 @@ impl Engine {
 
     /// Sends one encoded packet (text then attachments) on a session.
     pub(crate) fn sio_send(&mut self, now: Instant, session: u64, p: &EncodedPacket) {
-        self.eio_send(now, session, Queued::Text(p.text.clone()));
+        self.eio_send(now, session, p.text.clone());
         for a in &p.attachments {
             self.eio_send(now, session, Queued::Binary(a.clone()));
         }
@@ -808,7 +816,7 @@ impl Engine {
         let mut packet = Packet::new(PacketKind::Event, nsp);
         packet.data = Some(event_array(event, args));
         packet.attachments = attachments;
-        let encoded = EncodedPacket::new(&packet);
+        let encoded = EncodedPacket::new(&packet).shared();
         for session in sessions {
             self.sio_send(now, session, &encoded);
         }

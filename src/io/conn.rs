@@ -64,6 +64,8 @@ pub(crate) struct Conn {
     /// Set when the first byte of a new request arrives on an idle keep-alive connection, so the
     /// loop can swap the idle deadline for the (shorter) request deadline.
     pub(crate) request_started: bool,
+    /// Already listed in the loop's `dirty` list this turn.
+    pub(crate) queued_dirty: bool,
 }
 
 fn ws_config(cfg: &Config) -> WebSocketConfig {
@@ -98,6 +100,7 @@ impl Conn {
             close_after_flush: false,
             deadline: None,
             request_started: false,
+            queued_dirty: false,
         }
     }
 

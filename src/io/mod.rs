@@ -31,6 +31,10 @@ const LINGER: Duration = Duration::from_secs(5);
 /// Application events waiting for the dispatcher beyond which the loop stops reading client input
 /// (backpressure: a slow handler slows the clients down instead of growing memory).
 const APP_BACKLOG_HIGH: usize = 16 * 1024;
+/// Chunks queued by commands in one turn before the loop stops to write them: a burst of
+/// broadcasts starts reaching clients at once instead of after the whole batch is queued, and
+/// memory stays bounded by what one turn may queue.
+const WRITE_BUDGET: usize = 64 * 1024;
 /// While paused, how often the loop looks whether the dispatcher caught up.
 const BACKLOG_RECHECK: Duration = Duration::from_millis(5);
 
@@ -143,6 +147,8 @@ pub(crate) struct EventLoop {
     app_backlog: Arc<AtomicUsize>,
     /// The command queue was not drained in the last turn (bounded per turn).
     more_commands: bool,
+    /// Chunks queued this turn (see `WRITE_BUDGET`).
+    writes_this_turn: usize,
     scratch: Vec<u8>,
     accept_paused_until: Option<Instant>,
     shutdown_deadline: Option<Instant>,
@@ -182,6 +188,7 @@ impl EventLoop {
                 deferred: Vec::new(),
                 app_backlog,
                 more_commands: false,
+                writes_this_turn: 0,
                 scratch: vec![0u8; 64 * 1024],
                 accept_paused_until: None,
                 shutdown_deadline: None,
@@ -235,7 +242,7 @@ impl EventLoop {
                     Token(t) => {
                         let id = t as ConnId;
                         if event.is_writable() {
-                            self.dirty.push(id);
+                            self.mark_dirty(id);
                         }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             if paused {
@@ -274,8 +281,13 @@ impl EventLoop {
 
     fn drain_commands(&mut self, now: Instant) {
         self.more_commands = false;
-        // Bounded per turn so a flood of commands cannot starve the sockets.
+        self.writes_this_turn = 0;
+        // Bounded per turn, in commands and in what they queue, so a flood of commands can
+        // neither starve the sockets nor delay the first write of a burst.
         for _ in 0..4096 {
+            if self.writes_this_turn > WRITE_BUDGET {
+                break;
+            }
             match self.commands.try_recv() {
                 Ok(LoopCommand::Engine(cmd)) => {
                     self.engine.handle_command(now, cmd);
@@ -308,7 +320,7 @@ impl EventLoop {
         for id in self.conns.ids() {
             if let Some(c) = self.conns.get_mut(id) {
                 c.close_after_flush = true;
-                self.dirty.push(id);
+                self.mark_dirty(id);
             }
         }
     }
@@ -407,7 +419,7 @@ impl EventLoop {
                         c.close_after_flush = true;
                         self.arm_deadline(id, now + LINGER);
                     }
-                    self.dirty.push(id);
+                    self.mark_dirty(id);
                     return;
                 }
             }
@@ -443,7 +455,7 @@ impl EventLoop {
                 c.close_after_flush = true;
                 c.deadline = Some(now + LINGER);
                 self.deadlines.push(Reverse((now + LINGER, id)));
-                self.dirty.push(id);
+                self.mark_dirty(id);
             } else {
                 self.close_now(now, id);
             }
@@ -455,6 +467,7 @@ impl EventLoop {
         while let Some(out) = self.engine.poll_output() {
             match out {
                 Output::Write { conn, chunk } => {
+                    self.writes_this_turn += 1;
                     let cap = self.cfg.max_outbound_bytes;
                     let Some(c) = self.conns.get_mut(conn) else {
                         continue;
@@ -472,7 +485,7 @@ impl EventLoop {
                         );
                         self.close_now(now, conn);
                     } else {
-                        self.dirty.push(conn);
+                        self.mark_dirty(conn);
                     }
                 }
                 Output::ResponseDone { conn, keep_alive } => {
@@ -489,7 +502,7 @@ impl EventLoop {
                         c.close_after_flush = true;
                         self.arm_deadline(conn, now + LINGER);
                     }
-                    self.dirty.push(conn);
+                    self.mark_dirty(conn);
                 }
                 Output::StartWebSocket { conn } => {
                     if let Some(c) = self.conns.get_mut(conn) {
@@ -509,7 +522,7 @@ impl EventLoop {
                         c.close_after_flush = true;
                         c.mode = Mode::Closing;
                         self.arm_deadline(conn, now + LINGER);
-                        self.dirty.push(conn);
+                        self.mark_dirty(conn);
                     }
                 }
                 Output::App(ev) => {
@@ -521,15 +534,23 @@ impl EventLoop {
         }
     }
 
+    /// Notes that a connection has bytes to write (once per connection per turn).
+    fn mark_dirty(&mut self, id: ConnId) {
+        if let Some(c) = self.conns.get_mut(id) {
+            if !c.queued_dirty {
+                c.queued_dirty = true;
+                self.dirty.push(id);
+            }
+        }
+    }
+
     fn flush_dirty(&mut self, now: Instant) {
         // Writing may close connections, which may produce more engine outputs and more dirty ids.
         for _ in 0..8 {
             if self.dirty.is_empty() {
                 return;
             }
-            let mut dirty = std::mem::take(&mut self.dirty);
-            dirty.sort_unstable();
-            dirty.dedup();
+            let dirty = std::mem::take(&mut self.dirty);
             for id in dirty {
                 self.flush(now, id);
             }
@@ -541,6 +562,7 @@ impl EventLoop {
         let Some(c) = self.conns.get_mut(id) else {
             return;
         };
+        c.queued_dirty = false;
         match c.write_queued() {
             Ok(()) => {
                 if c.out.is_empty() && c.close_after_flush {
