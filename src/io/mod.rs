@@ -34,7 +34,7 @@ const APP_BACKLOG_HIGH: usize = 16 * 1024;
 /// Chunks queued by commands in one turn before the loop stops to write them: a burst of
 /// broadcasts starts reaching clients at once instead of after the whole batch is queued, and
 /// memory stays bounded by what one turn may queue.
-const WRITE_BUDGET: usize = 64 * 1024;
+const WRITE_BUDGET: usize = 256 * 1024;
 /// While paused, how often the loop looks whether the dispatcher caught up.
 const BACKLOG_RECHECK: Duration = Duration::from_millis(5);
 
