@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use mio::Waker;
 
+use crate::api::BroadcastError;
 use crate::config::{Config, ConfigError};
 use serde_json::Value;
 
@@ -104,18 +105,30 @@ impl Handle {
         self.command(Command::EioClose { session })
     }
 
-    /// Sends an event to one SSE stream (not kept for resume: use a broadcast for that).
+    /// Sends an event to one SSE stream (not kept for resume: use a broadcast for that). An event
+    /// name with CR, LF or NUL, or data over `max_payload`, is refused and nothing is sent.
     pub fn sse_send(
         &self,
         stream: StreamId,
         event: Option<&str>,
         data: &str,
-    ) -> Result<(), ServerClosed> {
+    ) -> Result<(), BroadcastError> {
+        if let Some(name) = event {
+            crate::proto::sse::validate_event_name(name)
+                .map_err(|e| BroadcastError::InvalidEvent(e.to_string()))?;
+        }
+        if data.len() > self.max_payload {
+            return Err(BroadcastError::PayloadTooLarge {
+                size: data.len(),
+                max: self.max_payload,
+            });
+        }
         self.command(Command::SseSend {
             stream,
             event: event.map(str::to_string),
             data: data.to_string(),
-        })
+        })?;
+        Ok(())
     }
 
     /// Ends an SSE stream.

@@ -664,11 +664,15 @@ fn an_event_name_with_cr_or_lf_is_refused_and_nothing_is_written() {
     // Data may hold anything: it is split into data lines, never into fields.
     sse.to_all("ok", &json!("line1\r\nid: 666\n\nevent: evil\rretry: 1"))
         .unwrap();
-    // Handle::sse_send with a bad name writes nothing (encoding is refused on the loop).
-    srv.server
+    // Handle::sse_send with a bad name is refused with a typed error and writes nothing.
+    let refused = srv
+        .server
         .handle()
-        .sse_send(id, Some("x\r\nevent: evil"), "payload")
-        .unwrap();
+        .sse_send(id, Some("x\r\nevent: evil"), "payload");
+    assert!(
+        matches!(refused, Err(BroadcastError::InvalidEvent(_))),
+        "{refused:?}"
+    );
     srv.server
         .handle()
         .sse_send(id, Some("direct"), "one\ntwo")
