@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use mio::Waker;
 
-use crate::api::BroadcastError;
+use crate::api::{validate_event, validate_room, BroadcastError};
 use crate::config::{Config, ConfigError};
 use serde_json::Value;
 
@@ -213,7 +213,7 @@ impl Socket {
     }
 
     /// Emits `event` with `args` to this socket.
-    pub fn emit(&self, event: &str, args: Vec<Value>) -> Result<(), ServerClosed> {
+    pub fn emit(&self, event: &str, args: Vec<Value>) -> Result<(), BroadcastError> {
         self.emit_binary(event, args, Vec::new())
     }
 
@@ -223,14 +223,17 @@ impl Socket {
         event: &str,
         args: Vec<Value>,
         attachments: Vec<Vec<u8>>,
-    ) -> Result<(), ServerClosed> {
-        self.handle.command(Command::SioEmit {
-            socket: self.id,
-            event: event.to_string(),
-            args,
-            attachments,
-            ack: None,
-        })
+    ) -> Result<(), BroadcastError> {
+        validate_event(event)?;
+        self.handle
+            .command(Command::SioEmit {
+                socket: self.id,
+                event: event.to_string(),
+                args,
+                attachments,
+                ack: None,
+            })
+            .map_err(BroadcastError::from)
     }
 
     /// Emits and calls `callback` (on the dispatcher thread) with the client's answer, a timeout
@@ -241,20 +244,23 @@ impl Socket {
         args: Vec<Value>,
         timeout: Duration,
         callback: impl FnOnce(AckOutcome) + Send + 'static,
-    ) -> Result<(), ServerClosed> {
+    ) -> Result<(), BroadcastError> {
+        validate_event(event)?;
         let cb = move |mut results: Vec<AckResult>| {
             let outcome = results
                 .pop()
                 .map_or(AckOutcome::Disconnected, |r| r.outcome);
             callback(outcome)
         };
-        self.handle.command(Command::SioEmit {
-            socket: self.id,
-            event: event.to_string(),
-            args,
-            attachments: Vec::new(),
-            ack: Some((timeout, AckReply::Callback(Box::new(cb)))),
-        })
+        self.handle
+            .command(Command::SioEmit {
+                socket: self.id,
+                event: event.to_string(),
+                args,
+                attachments: Vec::new(),
+                ack: Some((timeout, AckReply::Callback(Box::new(cb)))),
+            })
+            .map_err(BroadcastError::from)
     }
 
     /// Emits and blocks the calling thread until the answer, the timeout or the disconnect. Do not
@@ -264,7 +270,8 @@ impl Socket {
         event: &str,
         args: Vec<Value>,
         timeout: Duration,
-    ) -> Result<AckOutcome, ServerClosed> {
+    ) -> Result<AckOutcome, BroadcastError> {
+        validate_event(event)?;
         let (tx, rx) = mpsc::channel();
         self.handle.command(Command::SioEmit {
             socket: self.id,
@@ -273,36 +280,46 @@ impl Socket {
             attachments: Vec::new(),
             ack: Some((timeout, AckReply::Channel(tx))),
         })?;
-        let mut results = rx.recv().map_err(|_| ServerClosed)?;
+        let mut results = rx.recv().map_err(|_| BroadcastError::ServerClosed)?;
         Ok(results
             .pop()
             .map_or(AckOutcome::Disconnected, |r| r.outcome))
     }
 
     /// Joins a per-socket room of this namespace (socket.io's `socket.join`).
-    pub fn join(&self, room: &str) -> Result<(), ServerClosed> {
-        self.handle.command(Command::SioJoin {
-            socket: self.id,
-            room: room.to_string(),
-        })
+    pub fn join(&self, room: &str) -> Result<(), BroadcastError> {
+        validate_room(room)?;
+        self.handle
+            .command(Command::SioJoin {
+                socket: self.id,
+                room: room.to_string(),
+            })
+            .map_err(BroadcastError::from)
     }
 
-    pub fn leave(&self, room: &str) -> Result<(), ServerClosed> {
-        self.handle.command(Command::SioLeave {
-            socket: self.id,
-            room: room.to_string(),
-        })
+    pub fn leave(&self, room: &str) -> Result<(), BroadcastError> {
+        validate_room(room)?;
+        self.handle
+            .command(Command::SioLeave {
+                socket: self.id,
+                room: room.to_string(),
+            })
+            .map_err(BroadcastError::from)
     }
 
     /// Emits to every socket in a room of this socket's namespace.
-    pub fn to_room(&self, room: &str, event: &str, args: Vec<Value>) -> Result<(), ServerClosed> {
-        self.handle.command(Command::SioEmitToRoom {
-            nsp: self.nsp.to_string(),
-            room: room.to_string(),
-            event: event.to_string(),
-            args,
-            attachments: Vec::new(),
-        })
+    pub fn to_room(&self, room: &str, event: &str, args: Vec<Value>) -> Result<(), BroadcastError> {
+        validate_room(room)?;
+        validate_event(event)?;
+        self.handle
+            .command(Command::SioEmitToRoom {
+                nsp: self.nsp.to_string(),
+                room: room.to_string(),
+                event: event.to_string(),
+                args,
+                attachments: Vec::new(),
+            })
+            .map_err(BroadcastError::from)
     }
 
     /// Closes the connection under this socket (all its namespaces); the client reconnects.

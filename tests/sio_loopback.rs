@@ -731,3 +731,31 @@ fn join_room_past_max_rooms_per_user_is_a_typed_error() {
     features.join_room(&alice(), "r4").unwrap();
     srv.shutdown();
 }
+
+#[test]
+fn socket_emits_with_reserved_or_broken_names_are_typed_errors_and_send_nothing() {
+    let srv = Sio::start(test_config());
+    let (mut client, socket) = srv.connect("acme", "alice");
+    for bad in ["connect", "disconnect", "", "a\r\nb"] {
+        assert!(
+            matches!(
+                socket.emit(bad, vec![json!(1)]),
+                Err(BroadcastError::InvalidEvent(_))
+            ),
+            "{bad:?}"
+        );
+    }
+    assert!(matches!(
+        socket.join(""),
+        Err(BroadcastError::InvalidRoom(_))
+    ));
+    assert!(matches!(
+        socket.to_room("r", "connect_error", vec![]),
+        Err(BroadcastError::InvalidEvent(_))
+    ));
+    // Nothing of the above reached the client: the next event it sees is this one.
+    socket.emit("fine", vec![json!(2)]).unwrap();
+    let (event, args, _) = client.expect_event();
+    assert_eq!((event.as_str(), args), ("fine", vec![json!(2)]));
+    srv.shutdown();
+}
