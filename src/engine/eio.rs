@@ -203,7 +203,15 @@ pub(crate) struct Sessions {
     by_key: HashMap<u64, Session>,
     by_sid: HashMap<Arc<str>, u64>,
     next_key: u64,
+    /// Sids whose client just closed them over polling with no poll pending, oldest first: a GET
+    /// that raced with the client's own close request (sent concurrently, arriving second) is
+    /// answered with a noop, as if it had been pending, instead of an error. Used once.
+    client_closed: VecDeque<(Instant, Arc<str>)>,
+    client_closed_set: std::collections::HashSet<Arc<str>>,
 }
+
+/// How long a client-closed sid still answers one racing poll.
+const CLIENT_CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Sessions {
     pub(crate) fn len(&self) -> usize {
@@ -309,6 +317,15 @@ impl Engine {
                 }
                 let key = key.filter(|k| self.eio.by_key.contains_key(k));
                 let Some(key) = key else {
+                    if !is_ws
+                        && req.head.method == http::Method::Get
+                        && self.eio_take_client_closed(now, &sid)
+                    {
+                        let mut body = Vec::new();
+                        Queued::control("6").append_to_payload(&mut body);
+                        let resp = Response::new(200).with_body("text/plain; charset=UTF-8", body);
+                        return self.respond(conn, &req.head, resp);
+                    }
                     return self.eio_error(conn, &req.head, ErrorCode::UnknownSid);
                 };
                 if is_ws {
@@ -565,6 +582,23 @@ impl Engine {
         }
     }
 
+    fn eio_expire_client_closed(&mut self, now: Instant) {
+        let e = &mut self.eio;
+        while let Some((t, sid)) = e.client_closed.front() {
+            if now.saturating_duration_since(*t) <= CLIENT_CLOSE_GRACE {
+                break;
+            }
+            e.client_closed_set.remove(sid);
+            e.client_closed.pop_front();
+        }
+    }
+
+    /// `true` (once) if `sid` was closed by its client within the grace period.
+    fn eio_take_client_closed(&mut self, now: Instant, sid: &str) -> bool {
+        self.eio_expire_client_closed(now);
+        self.eio.client_closed_set.remove(sid)
+    }
+
     /// A Socket.IO namespace connected: the connect deadline no longer applies.
     pub(super) fn eio_clear_attach_deadline(&mut self, key: u64) {
         if let Some(s) = self.eio.by_key.get_mut(&key) {
@@ -732,6 +766,14 @@ impl Engine {
         };
         log::debug!("engine.io session {} closed: {reason}", s.sid);
         self.eio.by_sid.remove(&s.sid);
+        if reason == CloseReason::ClientClose
+            && s.pending_get.is_none()
+            && matches!(s.transport, Transport::Polling)
+        {
+            self.eio_expire_client_closed(now);
+            self.eio.client_closed.push_back((now, s.sid.clone()));
+            self.eio.client_closed_set.insert(s.sid.clone());
+        }
         if let Some(get) = s.pending_get {
             if self.roles.remove(&get.conn).is_some() {
                 // The client asked to close: its pending poll ends cleanly with a noop (as the

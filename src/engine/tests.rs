@@ -935,6 +935,27 @@ fn client_close_via_post() {
 }
 
 #[test]
+fn a_poll_racing_the_clients_close_gets_one_noop_then_400() {
+    // The client sends GET and POST `1` at once; the POST happens to be handled first.
+    let mut h = H::new(config_slow_ping());
+    let (_, sid, _) = h.open_polling(0);
+    let p = h.conn();
+    assert_eq!(h.post(1, p, &poll_url(&sid), b"1").response(p).text(), "ok");
+    let g = h.conn();
+    let racing = h.get(2, g, &poll_url(&sid)).response(g);
+    assert_eq!((racing.status, racing.text()), (200, "6"));
+    // Only once: the session is gone.
+    let g2 = h.conn();
+    assert_eq!(h.get(3, g2, &poll_url(&sid)).response(g2).status, 400);
+    // And only within the grace period.
+    let (_, sid, _) = h.open_polling(10);
+    let p = h.conn();
+    h.post(11, p, &poll_url(&sid), b"1");
+    let g = h.conn();
+    assert_eq!(h.get(11 + 1500, g, &poll_url(&sid)).response(g).status, 400);
+}
+
+#[test]
 fn server_close_and_shutdown() {
     let mut h = H::new(config_slow_ping());
     let (session, sid, _) = h.open_polling(0);
