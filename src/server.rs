@@ -143,16 +143,6 @@ impl Handle {
         rx.recv_timeout(Duration::from_secs(10))
             .map_err(|_| ServerClosed)
     }
-
-    /// A handle on one Socket.IO socket (for sockets whose id the application kept).
-    pub fn socket(&self, id: SocketId) -> Socket {
-        Socket {
-            id,
-            nsp: Arc::from("/"),
-            identity: None,
-            handle: self.clone(),
-        }
-    }
 }
 
 /// What an authentication hook is asked about.
