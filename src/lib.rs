@@ -32,25 +32,29 @@
 //! ```
 #![forbid(unsafe_code)]
 
-pub mod api;
-pub mod buf;
-pub mod config;
-pub mod engine;
+mod api;
+pub(crate) mod buf;
+mod config;
+mod engine;
+mod error;
 mod io;
+#[doc(hidden)]
 pub mod proto;
 mod server;
 pub mod testing;
+pub mod validate;
 
 pub use api::{
-    AckOutcomes, BroadcastError, NotificationService, RealtimeBroadcast, RealtimeProvider,
-    SocketIoFeatures, Transport, TransportProvider,
+    AckCallback, AckOutcomes, NotificationService, RealtimeBroadcast, RealtimeProvider,
+    SocketIoFeatures, Transport, TransportProvider, UnknownTransport,
 };
 pub use config::{Config, ConfigError, Cors, Page};
 pub use engine::{
-    AckOutcome, AckResult, AppEvent, CloseReason, Data, DisconnectReason, Identity, Rejection,
-    RequestInfo, RoomLimit, SessionId, SocketId, Stats, StreamId, Target, Transports, RESET_EVENT,
+    AckOutcome, AckResult, AppEvent, CloseReason, Data, DisconnectReason, Identity, Reach,
+    Rejection, RequestInfo, RoomLimit, SessionId, SocketId, Stats, StreamId, Target, RESET_EVENT,
 };
+pub use error::{BroadcastError, ServerClosed};
+pub use proto::sio::placeholder;
 pub use server::{
-    AckResponder, AuthRequest, Event, Handle, Server, ServerBuilder, ServerClosed, Socket,
-    StartError,
+    AckResponder, AuthRequest, Event, Handle, Server, ServerBuilder, Socket, StartError,
 };

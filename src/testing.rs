@@ -29,10 +29,11 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::api::{
-    validate_event, validate_room, validate_tenant, validate_user, AckCallback, AckOutcomes,
-    BroadcastError, RealtimeBroadcast, RealtimeProvider, SocketIoFeatures, Transport,
+    AckCallback, AckOutcomes, RealtimeBroadcast, RealtimeProvider, SocketIoFeatures, Transport,
 };
 use crate::engine::Identity;
+use crate::error::BroadcastError;
+use crate::validate::{validate_event, validate_room, validate_tenant, validate_user};
 
 /// One recorded call.
 #[derive(Clone, Debug, PartialEq)]

@@ -846,8 +846,10 @@ impl Engine {
             return;
         };
         if s.pong_deadline.is_none() && s.next_ping <= now {
-            // "the pong timeout counts from when a ping is queued" (DESIGN §5)
-            s.pong_deadline = Some(now + self.cfg.ping_timeout);
+            // The client is told "pingInterval + pingTimeout" in the handshake and closes by that
+            // rule itself: the pong deadline counts from when the ping was due, not from when a
+            // late timer (a busy loop, a loaded machine) got round to sending it.
+            s.pong_deadline = Some(s.next_ping + self.cfg.ping_timeout);
             self.eio_send(now, key, Queued::control("2"));
         }
         self.eio_reschedule(key);

@@ -1,8 +1,12 @@
 //! One index for every transport: user → recipients, tenant → recipients, room → member users.
 //!
 //! A *recipient* is something a broadcast can reach: an SSE stream or a Socket.IO socket in the
-//! main namespace. Room membership belongs to the *user* (tenant + user id), not to a connection:
-//! it applies to the user's live recipients and to those it opens later, until the user leaves.
+//! main namespace. A room has two kinds of members, and its audience is the union of both:
+//! - *users* joined with `join_room`: the membership belongs to the user (tenant + user id), not to
+//!   a connection, so it reaches the user's live recipients and those it opens later, until the
+//!   user leaves;
+//! - *sockets* joined with `Socket::join`: the membership ends with the socket.
+//!
 //! Users, tenants and rooms live in separate maps, so no id of one kind can collide with another.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -68,9 +72,23 @@ pub(crate) struct Index {
     recipients: HashMap<u64, RecipientEntry>,
     users: HashMap<UserKey, UserEntry>,
     tenants: HashMap<Arc<str>, HashSet<u64>>,
-    rooms: HashMap<Arc<str>, HashSet<UserKey>>,
-    /// (user, room) pairs, bounded so a flood of `join_room` calls cannot grow memory forever.
+    rooms: HashMap<Arc<str>, RoomEntry>,
+    /// (user, room) and (socket, room) pairs, bounded so a flood of joins cannot grow memory
+    /// forever.
     memberships: usize,
+}
+
+/// The two kinds of members of a room; an entry with neither is removed.
+#[derive(Debug, Default)]
+struct RoomEntry {
+    users: HashSet<UserKey>,
+    sockets: HashSet<u64>,
+}
+
+impl RoomEntry {
+    fn is_empty(&self) -> bool {
+        self.users.is_empty() && self.sockets.is_empty()
+    }
 }
 
 /// A `join_room` over a limit.
@@ -78,6 +96,8 @@ pub(crate) struct Index {
 pub enum RoomLimit {
     /// The user is already in `max_rooms_per_user` rooms.
     PerUser(usize),
+    /// The socket is already in `max_rooms_per_user` rooms (joined with `Socket::join`).
+    PerSocket(usize),
     /// The server holds `max_room_memberships` memberships.
     Total(usize),
 }
@@ -155,18 +175,66 @@ impl Index {
         if self.memberships >= total {
             return Err(RoomLimit::Total(total));
         }
-        let room: Arc<str> = match self.rooms.get_key_value(room) {
-            Some((r, _)) => r.clone(),
-            None => Arc::from(room),
-        };
+        let room = self.intern_room(room);
         self.users
             .entry(key.clone())
             .or_default()
             .rooms
             .insert(room.clone());
-        self.rooms.entry(room).or_default().insert(key);
+        self.rooms.entry(room).or_default().users.insert(key);
         self.memberships += 1;
         Ok(true)
+    }
+
+    /// Shares the name of an existing room.
+    pub(crate) fn intern_room(&self, room: &str) -> Arc<str> {
+        match self.rooms.get_key_value(room) {
+            Some((r, _)) => r.clone(),
+            None => Arc::from(room),
+        }
+    }
+
+    /// A socket (a recipient of the main namespace) joins `room` until it leaves or disconnects.
+    /// `Ok(true)` if it was not yet a member; `held` is how many rooms the socket is in already.
+    pub(crate) fn socket_join(
+        &mut self,
+        socket: u64,
+        room: Arc<str>,
+        held: usize,
+        per_socket: usize,
+        total: usize,
+    ) -> Result<bool, RoomLimit> {
+        if self
+            .rooms
+            .get(&room)
+            .is_some_and(|r| r.sockets.contains(&socket))
+        {
+            return Ok(false);
+        }
+        if held >= per_socket {
+            return Err(RoomLimit::PerSocket(per_socket));
+        }
+        if self.memberships >= total {
+            return Err(RoomLimit::Total(total));
+        }
+        self.rooms.entry(room).or_default().sockets.insert(socket);
+        self.memberships += 1;
+        Ok(true)
+    }
+
+    /// `true` if the socket was a member.
+    pub(crate) fn socket_leave(&mut self, socket: u64, room: &str) -> bool {
+        let Some(entry) = self.rooms.get_mut(room) else {
+            return false;
+        };
+        let removed = entry.sockets.remove(&socket);
+        if removed {
+            self.memberships -= 1;
+        }
+        if entry.is_empty() {
+            self.rooms.remove(room);
+        }
+        removed
     }
 
     /// `true` if the user was a member.
@@ -183,7 +251,7 @@ impl Index {
             self.users.remove(&key);
         }
         if let Some(members) = self.rooms.get_mut(room) {
-            members.remove(&key);
+            members.users.remove(&key);
             if members.is_empty() {
                 self.rooms.remove(room);
             }
@@ -203,7 +271,7 @@ impl Index {
     pub(crate) fn room_members(&self, room: &str) -> Vec<UserKey> {
         self.rooms
             .get(room)
-            .map(|m| m.iter().cloned().collect())
+            .map(|m| m.users.iter().cloned().collect())
             .unwrap_or_default()
     }
 
@@ -238,11 +306,22 @@ impl Index {
                 }
             }
             Audience::Room(room) => {
-                // Users are distinct and each recipient belongs to one user: no duplicates.
+                // Users are distinct and each recipient belongs to one user: no duplicates among
+                // the users' recipients. A joined socket of a member user is already among them.
                 if let Some(members) = self.rooms.get(room) {
-                    for key in members {
+                    for key in &members.users {
                         if let Some(u) = self.users.get(key) {
                             u.recipients.iter().for_each(&mut push);
+                        }
+                    }
+                    for id in &members.sockets {
+                        let of_member = self
+                            .recipients
+                            .get(id)
+                            .and_then(|r| r.user.as_ref())
+                            .is_some_and(|k| members.users.contains(k));
+                        if !of_member {
+                            push(id);
                         }
                     }
                 }
@@ -289,7 +368,7 @@ impl Index {
                 }
             }
             for room in &u.rooms {
-                if !self.rooms.get(room).is_some_and(|m| m.contains(key)) {
+                if !self.rooms.get(room).is_some_and(|m| m.users.contains(key)) {
                     return Err(format!("room {room} lacks member {key:?}"));
                 }
             }
@@ -310,15 +389,28 @@ impl Index {
                 }
             }
         }
+        let mut memberships = 0;
         for (room, members) in &self.rooms {
             if members.is_empty() {
                 return Err(format!("empty room {room} left behind"));
             }
-            for key in members {
+            for key in &members.users {
                 if !self.users.get(key).is_some_and(|u| u.rooms.contains(room)) {
                     return Err(format!("room {room} lists non-member {key:?}"));
                 }
             }
+            for id in &members.sockets {
+                if !self.recipients.contains_key(id) {
+                    return Err(format!("room {room} lists gone socket {id}"));
+                }
+            }
+            memberships += members.users.len() + members.sockets.len();
+        }
+        if memberships != self.memberships {
+            return Err(format!(
+                "membership count {} but {memberships} memberships",
+                self.memberships
+            ));
         }
         Ok(())
     }

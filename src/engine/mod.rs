@@ -253,13 +253,13 @@ pub enum Command {
         socket: SocketId,
         room: String,
     },
-    /// Emit to a per-socket room of a namespace.
+    /// `Socket::to_room`: in the main namespace the unified room audience (users joined with
+    /// `join_room` on every transport, plus joined sockets); elsewhere the namespace's sockets.
     SioEmitToRoom {
         nsp: String,
         room: String,
         event: String,
         args: Vec<Value>,
-        attachments: Vec<Vec<u8>>,
     },
     /// The answer to `AppEvent::SseConnectRequest`.
     SseDecision {
@@ -276,12 +276,14 @@ pub enum Command {
     SseClose {
         stream: StreamId,
     },
-    /// The unified broadcast: `data` is JSON text, validated by the caller.
+    /// The unified broadcast: `data` is JSON text, validated by the caller. `reply`, when set,
+    /// hears how many connections it reached.
     Broadcast {
         target: Target,
         transports: Transports,
         event: Arc<str>,
         data: Arc<str>,
+        reply: Option<std::sync::mpsc::Sender<Reach>>,
     },
     /// `to_user_with_ack`: every Socket.IO connection of the user, one outcome each.
     UserAck {
@@ -297,7 +299,8 @@ pub enum Command {
         room: String,
         reply: std::sync::mpsc::Sender<Result<(), RoomLimit>>,
     },
-    /// User-level rooms (every transport, now and later connections).
+    /// User-level rooms without an answer (tests drive the engine with it).
+    #[cfg(test)]
     JoinRoom {
         user: Identity,
         room: String,
@@ -315,6 +318,23 @@ pub enum Command {
     Stats {
         reply: std::sync::mpsc::Sender<Stats>,
     },
+}
+
+/// How many connections a broadcast reached, per transport (Socket.IO: sockets of the main
+/// namespace; SSE: streams).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Reach {
+    /// SSE streams the event was written to.
+    pub sse: usize,
+    /// Socket.IO sockets the event was sent to.
+    pub socketio: usize,
+}
+
+impl Reach {
+    /// Connections reached on both transports.
+    pub fn total(&self) -> usize {
+        self.sse + self.socketio
+    }
 }
 
 /// Counters, for tests and monitoring.
@@ -407,10 +427,6 @@ impl Engine {
         }
     }
 
-    pub fn config(&self) -> &Config {
-        &self.cfg
-    }
-
     /// The next output, if any. Call until `None` after every input.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
@@ -421,12 +437,14 @@ impl Engine {
         self.timers.next()
     }
 
-    /// Open Engine.IO sessions (for tests and metrics).
+    /// Open Engine.IO sessions.
+    #[cfg(test)]
     pub fn session_count(&self) -> usize {
         self.eio.len()
     }
 
-    /// Pending timer entries (for tests: proves floods do not grow the heap).
+    /// Pending timer entries (proves floods do not grow the heap).
+    #[cfg(test)]
     pub fn timer_entries(&self) -> usize {
         self.timers.len()
     }
@@ -554,8 +572,13 @@ impl Engine {
                 room,
                 event,
                 args,
-                attachments,
-            } => self.sio_emit_to_socket_room(now, &nsp, &room, &event, args, attachments),
+            } => {
+                if nsp == "/" {
+                    self.emit_args_to_room(now, &room, &event, &args);
+                } else {
+                    self.sio_emit_to_socket_room(now, &nsp, &room, &event, args);
+                }
+            }
             Command::SseDecision { request, decision } => self.sse_decision(now, request, decision),
             Command::SseSend {
                 stream,
@@ -568,8 +591,12 @@ impl Engine {
                 transports,
                 event,
                 data,
+                reply,
             } => {
-                self.broadcast(now, &target, transports, &event, &data);
+                let reach = self.broadcast(now, &target, transports, &event, &data);
+                if let Some(reply) = reply {
+                    let _ = reply.send(reach);
+                }
             }
             Command::UserAck {
                 user,
@@ -578,6 +605,7 @@ impl Engine {
                 timeout,
                 reply,
             } => self.user_ack(now, &user, &event, data, timeout, reply),
+            #[cfg(test)]
             Command::JoinRoom { user, room } => {
                 let _ = self.index.join(
                     &user,
@@ -617,7 +645,7 @@ impl Engine {
     }
 
     /// The unified broadcast: resolve recipients once, encode once per wire format, share the
-    /// bytes. Returns how many recipients it reached.
+    /// bytes. Returns how many connections it reached.
     pub fn broadcast(
         &mut self,
         now: Instant,
@@ -625,25 +653,65 @@ impl Engine {
         transports: Transports,
         event: &str,
         data: &str,
-    ) -> usize {
+    ) -> Reach {
+        self.broadcast_payload(now, target, transports, event, data, data)
+    }
+
+    /// `Socket::to_room` in the main namespace: the same audience as a unified room broadcast.
+    /// Socket.IO clients get every argument; SSE streams get the single argument as `data` (or,
+    /// with zero or several arguments, their JSON array).
+    fn emit_args_to_room(
+        &mut self,
+        now: Instant,
+        room: &str,
+        event: &str,
+        args: &[Value],
+    ) -> Reach {
+        let sio_args = args
+            .iter()
+            .map(Value::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let sse_data = match args {
+            [one] => one.to_string(),
+            _ => Value::Array(args.to_vec()).to_string(),
+        };
+        let target = Target::Room(room.to_string());
+        self.broadcast_payload(now, &target, Transports::Both, event, &sse_data, &sio_args)
+    }
+
+    /// `sse_data` is the SSE `data` (one JSON value); `sio_args` the Socket.IO event's arguments,
+    /// JSON values joined by commas (empty: none).
+    fn broadcast_payload(
+        &mut self,
+        now: Instant,
+        target: &Target,
+        transports: Transports,
+        event: &str,
+        sse_data: &str,
+        sio_args: &str,
+    ) -> Reach {
         self.seq += 1;
         let seq = self.seq;
         let audience = Self::audience(target);
         let mut recipients = std::mem::take(&mut self.scratch_recipients);
         self.index
             .resolve(&audience, transports.kinds(), &mut recipients);
+        let mut reach = Reach::default();
         if transports != Transports::SocketIo && self.cfg.sse_path.is_some() {
             let id = crate::proto::sse::EventId {
                 epoch: self.epoch,
                 seq,
             }
             .encode();
-            let mut frame = Vec::with_capacity(data.len() + event.len() + 48);
-            if crate::proto::sse::encode_event(&mut frame, Some(event), Some(&id), data).is_ok() {
+            let mut frame = Vec::with_capacity(sse_data.len() + event.len() + 48);
+            if crate::proto::sse::encode_event(&mut frame, Some(event), Some(&id), sse_data).is_ok()
+            {
                 let frame: Arc<[u8]> = Arc::from(frame);
                 for (rid, kind) in &recipients {
                     if *kind == RecipientKind::Sse {
                         if let Some(conn) = self.sse.conn_of(*rid) {
+                            reach.sse += 1;
                             self.push(Output::Write {
                                 conn,
                                 chunk: Chunk::Shared(frame.clone()),
@@ -659,28 +727,30 @@ impl Engine {
             .iter()
             .any(|(_, k)| *k == RecipientKind::SocketIo)
         {
-            // `42["event",data]`: both parts are already valid JSON, so plain concatenation is
+            // `42["event",args…]`: every part is already valid JSON, so plain concatenation is
             // exact (and the main namespace needs no prefix).
             let event_json = Value::String(event.to_string()).to_string();
-            let mut text = String::with_capacity(event_json.len() + data.len() + 5);
+            let mut text = String::with_capacity(event_json.len() + sio_args.len() + 5);
             text.push_str("42[");
             text.push_str(&event_json);
-            text.push(',');
-            text.push_str(data);
+            if !sio_args.is_empty() {
+                text.push(',');
+                text.push_str(sio_args);
+            }
             text.push(']');
             let packet = sio::EncodedPacket::from_text(Arc::from(text.into_bytes())).shared();
             for (rid, kind) in &recipients {
                 if *kind == RecipientKind::SocketIo {
                     if let Some(session) = self.sio.session_of(*rid) {
+                        reach.socketio += 1;
                         self.sio_send(now, session, &packet);
                     }
                 }
             }
         }
-        let n = recipients.len();
         recipients.clear();
         self.scratch_recipients = recipients;
-        n
+        reach
     }
 
     /// `to_user_with_ack`: one ack per Socket.IO socket of the user (main namespace).

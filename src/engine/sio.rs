@@ -728,8 +728,11 @@ impl Engine {
             sess.sockets
                 .retain(|(_, slot)| !matches!(slot, SocketSlot::Connected(id) if *id == socket));
         }
-        self.index.remove(socket);
         for room in &s.rooms {
+            if s.nsp.as_ref() == "/" {
+                self.index.socket_leave(socket, room);
+                continue;
+            }
             let k = (s.nsp.clone(), room.clone());
             if let Some(set) = self.sio.socket_rooms.get_mut(&k) {
                 set.remove(&socket);
@@ -738,6 +741,7 @@ impl Engine {
                 }
             }
         }
+        self.index.remove(socket);
         for (ack_id, collector) in s.pending_acks {
             self.ack_result(collector, socket, ack_id, AckOutcome::Disconnected);
         }
@@ -764,28 +768,63 @@ impl Engine {
         }
     }
 
-    /// Per-socket rooms (socket.io's `socket.join`), scoped to the socket's namespace.
+    /// `Socket::join`. In the main namespace the membership goes into the unified index, so a
+    /// room has one audience there (its users' connections plus its sockets); other namespaces
+    /// keep rooms of their own sockets only.
     pub(super) fn sio_join(&mut self, socket: u64, room: &str) {
-        let Some(s) = self.sio.sockets.get_mut(&socket) else {
+        let Some(s) = self.sio.sockets.get(&socket) else {
             return;
         };
         if s.rooms.iter().any(|r| r.as_ref() == room) {
             return;
         }
-        let room: Arc<str> = Arc::from(room);
-        s.rooms.push(room.clone());
-        self.sio
-            .socket_rooms
-            .entry((s.nsp.clone(), room))
-            .or_default()
-            .insert(socket);
+        let held = s.rooms.len();
+        let nsp = s.nsp.clone();
+        let room: Arc<str> = if nsp.as_ref() == "/" {
+            let room = self.index.intern_room(room);
+            if let Err(limit) = self.index.socket_join(
+                socket,
+                room.clone(),
+                held,
+                self.cfg.max_rooms_per_user,
+                self.cfg.max_room_memberships,
+            ) {
+                log::warn!("Socket::join refused: {limit:?}");
+                return;
+            }
+            room
+        } else {
+            if held >= self.cfg.max_rooms_per_user {
+                log::warn!("Socket::join refused: the socket is in {held} rooms already");
+                return;
+            }
+            let room: Arc<str> = Arc::from(room);
+            self.sio
+                .socket_rooms
+                .entry((nsp, room.clone()))
+                .or_default()
+                .insert(socket);
+            room
+        };
+        if let Some(s) = self.sio.sockets.get_mut(&socket) {
+            s.rooms.push(room);
+        }
     }
 
+    /// `Socket::leave` (a room the socket did not join is left alone).
     pub(super) fn sio_leave(&mut self, socket: u64, room: &str) {
         let Some(s) = self.sio.sockets.get_mut(&socket) else {
             return;
         };
+        let before = s.rooms.len();
         s.rooms.retain(|r| r.as_ref() != room);
+        if s.rooms.len() == before {
+            return;
+        }
+        if s.nsp.as_ref() == "/" {
+            self.index.socket_leave(socket, room);
+            return;
+        }
         let k: (Arc<str>, Arc<str>) = (s.nsp.clone(), Arc::from(room));
         if let Some(set) = self.sio.socket_rooms.get_mut(&k) {
             set.remove(&socket);
@@ -795,7 +834,8 @@ impl Engine {
         }
     }
 
-    /// Emits to every socket of a namespace's room, encoded once.
+    /// `Socket::to_room` outside the main namespace: every socket of the namespace's room,
+    /// encoded once. (In the main namespace it is a unified room broadcast.)
     pub(super) fn sio_emit_to_socket_room(
         &mut self,
         now: Instant,
@@ -803,11 +843,10 @@ impl Engine {
         room: &str,
         event: &str,
         args: Vec<Value>,
-        attachments: Vec<Vec<u8>>,
-    ) {
+    ) -> usize {
         let k: (Arc<str>, Arc<str>) = (Arc::from(nsp), Arc::from(room));
         let Some(members) = self.sio.socket_rooms.get(&k) else {
-            return;
+            return 0;
         };
         let sessions: Vec<u64> = members
             .iter()
@@ -815,11 +854,11 @@ impl Engine {
             .collect();
         let mut packet = Packet::new(PacketKind::Event, nsp);
         packet.data = Some(event_array(event, args));
-        packet.attachments = attachments;
         let encoded = EncodedPacket::new(&packet).shared();
-        for session in sessions {
-            self.sio_send(now, session, &encoded);
+        for session in &sessions {
+            self.sio_send(now, *session, &encoded);
         }
+        sessions.len()
     }
 }
 

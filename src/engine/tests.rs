@@ -692,6 +692,41 @@ fn pong_timeout_counts_from_when_the_ping_was_queued() {
 }
 
 #[test]
+fn pong_deadline_counts_from_when_the_ping_was_due_not_when_the_timer_fired() {
+    // The ping is due at 300, but the loop only gets round to it at 420 (a busy machine): the
+    // session still closes at 300 + 200 = 500, the pingInterval + pingTimeout the client was told.
+    let mut h = H::new(config());
+    let (session, _, c) = h.open_ws(0);
+    assert!(h.tick(299).is_empty());
+    assert_eq!(h.tick(420).frames(c), vec![text_frame("2")]);
+    assert!(h.tick(499).is_empty());
+    let out = h.tick(500);
+    assert_eq!(out.closes(), vec![(session, CloseReason::PingTimeout)]);
+
+    // A pong in time still resets it: the next ping is due one interval after the pong.
+    let mut h = H::new(config());
+    let (session, _, c) = h.open_ws(0);
+    assert_eq!(h.tick(420).frames(c), vec![text_frame("2")]);
+    assert!(h.ws(490, c, "3").is_empty());
+    assert!(h.tick(500).closes().is_empty());
+    assert!(h.tick(789).is_empty());
+    assert_eq!(h.tick(790).frames(c), vec![text_frame("2")]);
+    assert!(h.tick(989).is_empty());
+    assert_eq!(
+        h.tick(990).closes(),
+        vec![(session, CloseReason::PingTimeout)]
+    );
+
+    // A timer so late that the deadline has already passed: the client has given up by its own
+    // clock (pingInterval + pingTimeout since the last ping), so the session closes in that turn.
+    let mut h = H::new(config());
+    let (session, _, c) = h.open_ws(0);
+    let out = h.tick(600);
+    assert_eq!(out.frames(c), vec![text_frame("2"), Frame::Close(1000)]);
+    assert_eq!(out.closes(), vec![(session, CloseReason::PingTimeout)]);
+}
+
+#[test]
 fn heartbeat_over_websocket() {
     let mut h = H::new(config());
     let (session, _, c) = h.open_ws(0);

@@ -1,0 +1,139 @@
+//! [`ServerBuilder`]: the authentication hook and the handlers, registered before start.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::engine::{AppEvent, DisconnectReason, Identity, Rejection, RequestInfo, StreamId};
+use crate::server::{Event, Handle, Server, Socket, StartError};
+
+/// What an authentication hook is asked about.
+#[derive(Debug)]
+pub struct AuthRequest<'a> {
+    /// `Some(namespace)` for a Socket.IO CONNECT, `None` for an SSE request.
+    pub namespace: Option<&'a str>,
+    /// The HTTP request that opened the connection.
+    pub info: &'a RequestInfo,
+    /// The Socket.IO CONNECT payload (`{}` when the client sent none); `None` for SSE.
+    pub auth: Option<&'a Value>,
+}
+
+type AuthHook = Arc<dyn Fn(&AuthRequest<'_>) -> Result<Option<Identity>, Rejection> + Send + Sync>;
+type ConnectHandler = Arc<dyn Fn(&Socket, &Value) + Send + Sync>;
+type EventHandler = Arc<dyn Fn(&Socket, Event) + Send + Sync>;
+type DisconnectHandler = Arc<dyn Fn(&Socket, DisconnectReason) + Send + Sync>;
+type EioHandler = Arc<dyn Fn(&Handle, AppEvent) + Send + Sync>;
+type SseOpenHandler = Arc<dyn Fn(StreamId, Option<&Identity>) + Send + Sync>;
+type SseCloseHandler = Arc<dyn Fn(StreamId) + Send + Sync>;
+
+#[derive(Default, Clone)]
+pub(super) struct Handlers {
+    pub(super) auth: Option<AuthHook>,
+    pub(super) connect: HashMap<String, ConnectHandler>,
+    pub(super) events: HashMap<(String, String), EventHandler>,
+    pub(super) disconnect: HashMap<String, DisconnectHandler>,
+    pub(super) eio: Option<EioHandler>,
+    pub(super) sse_open: Option<SseOpenHandler>,
+    pub(super) sse_close: Option<SseCloseHandler>,
+}
+
+/// Configures handlers, then starts the server.
+pub struct ServerBuilder {
+    pub(super) config: Config,
+    pub(super) handlers: Handlers,
+}
+
+impl ServerBuilder {
+    /// Decides who each connection is (Socket.IO CONNECT and SSE requests). `Ok(None)` accepts an
+    /// anonymous connection (it receives only `to_all`). Without a hook every connection is refused.
+    pub fn authenticate(
+        mut self,
+        hook: impl Fn(&AuthRequest<'_>) -> Result<Option<Identity>, Rejection> + Send + Sync + 'static,
+    ) -> Self {
+        self.handlers.auth = Some(Arc::new(hook));
+        self
+    }
+
+    /// Accepts every connection as anonymous (for demos and tests).
+    pub fn allow_anonymous(self) -> Self {
+        self.authenticate(|_| Ok(None))
+    }
+
+    /// Called when a socket connects to `namespace`, with its CONNECT payload.
+    pub fn on_connect(
+        mut self,
+        namespace: &str,
+        handler: impl Fn(&Socket, &Value) + Send + Sync + 'static,
+    ) -> Self {
+        self.register_namespace(namespace);
+        self.handlers
+            .connect
+            .insert(namespace.to_string(), Arc::new(handler));
+        self
+    }
+
+    /// Called for client event `event` in `namespace`.
+    pub fn on_event(
+        mut self,
+        namespace: &str,
+        event: &str,
+        handler: impl Fn(&Socket, Event) + Send + Sync + 'static,
+    ) -> Self {
+        self.register_namespace(namespace);
+        self.handlers.events.insert(
+            (namespace.to_string(), event.to_string()),
+            Arc::new(handler),
+        );
+        self
+    }
+
+    /// Called when a socket of `namespace` leaves, with the reason.
+    pub fn on_disconnect(
+        mut self,
+        namespace: &str,
+        handler: impl Fn(&Socket, DisconnectReason) + Send + Sync + 'static,
+    ) -> Self {
+        self.register_namespace(namespace);
+        self.handlers
+            .disconnect
+            .insert(namespace.to_string(), Arc::new(handler));
+        self
+    }
+
+    /// Raw Engine.IO events (`EioOpen`, `EioMessage`, `EioClose`). Without a handler they go to
+    /// `Server::take_events`.
+    pub fn on_engineio(
+        mut self,
+        handler: impl Fn(&Handle, AppEvent) + Send + Sync + 'static,
+    ) -> Self {
+        self.handlers.eio = Some(Arc::new(handler));
+        self
+    }
+
+    /// Called when an SSE stream opens / closes.
+    pub fn on_sse_open(
+        mut self,
+        handler: impl Fn(StreamId, Option<&Identity>) + Send + Sync + 'static,
+    ) -> Self {
+        self.handlers.sse_open = Some(Arc::new(handler));
+        self
+    }
+
+    pub fn on_sse_close(mut self, handler: impl Fn(StreamId) + Send + Sync + 'static) -> Self {
+        self.handlers.sse_close = Some(Arc::new(handler));
+        self
+    }
+
+    fn register_namespace(&mut self, namespace: &str) {
+        if namespace != "/" && !self.config.namespaces.iter().any(|n| n == namespace) {
+            self.config.namespaces.push(namespace.to_string());
+        }
+    }
+
+    /// Validates the configuration, binds, starts the loop and dispatcher threads.
+    pub fn start(self) -> Result<Server, StartError> {
+        Server::start_with(self.config, self.handlers)
+    }
+}

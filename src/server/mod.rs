@@ -1,0 +1,165 @@
+//! The thin thread-safe layer: start a server, get a `Clone + Send + Sync` [`Handle`] whose
+//! methods send commands to the loop thread and wake it, and shut it down.
+//!
+//! - `handle.rs`: [`Handle`], what any thread uses to reach the loop;
+//! - `socket.rs`: [`Socket`], [`Event`], [`AckResponder`], what handlers get;
+//! - `builder.rs`: [`ServerBuilder`], the authentication hook and handlers;
+//! - `dispatch.rs`: the dispatcher thread that runs them.
+
+mod builder;
+mod dispatch;
+mod handle;
+mod socket;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+pub use builder::{AuthRequest, ServerBuilder};
+pub use handle::Handle;
+pub use socket::{AckResponder, Event, Socket};
+
+use crate::config::{Config, ConfigError};
+use crate::engine::{AppEvent, Engine};
+use crate::io::{EventLoop, LoopCommand};
+use builder::Handlers;
+use dispatch::{dispatch, os_random};
+
+/// Why a server could not start.
+#[derive(Debug)]
+pub enum StartError {
+    Config(ConfigError),
+    Io(std::io::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Config(e) => write!(f, "{e}"),
+            StartError::Io(e) => write!(f, "cannot start server: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+impl From<ConfigError> for StartError {
+    fn from(e: ConfigError) -> Self {
+        StartError::Config(e)
+    }
+}
+
+impl From<std::io::Error> for StartError {
+    fn from(e: std::io::Error) -> Self {
+        StartError::Io(e)
+    }
+}
+
+/// A running server: the loop thread, the dispatcher thread (handlers run there, never on the io
+/// thread) and a handle.
+pub struct Server {
+    handle: Handle,
+    local_addr: SocketAddr,
+    thread: Option<JoinHandle<std::io::Result<()>>>,
+    dispatcher: Option<JoinHandle<()>>,
+    events: Mutex<Option<Receiver<AppEvent>>>,
+}
+
+impl Server {
+    /// Starts a server without handlers (raw Engine.IO events go to `take_events`; Socket.IO and
+    /// SSE connections are refused: use `Server::builder` to authenticate them).
+    pub fn start(config: Config) -> Result<Server, StartError> {
+        Server::start_with(config, Handlers::default())
+    }
+
+    /// A builder, to register the authentication hook and handlers.
+    pub fn builder(config: Config) -> ServerBuilder {
+        ServerBuilder {
+            config,
+            handlers: Handlers::default(),
+        }
+    }
+
+    fn start_with(config: Config, handlers: Handlers) -> Result<Server, StartError> {
+        config.validate()?;
+        let random = os_random()?;
+        let max_payload = config.max_payload;
+        let cfg = Arc::new(config);
+        let listener = std::net::TcpListener::bind(cfg.bind)?;
+        let local_addr = listener.local_addr()?;
+        let (cmd_tx, cmd_rx) = mpsc::channel();
+        let (ev_tx, ev_rx) = mpsc::channel();
+        let engine = Engine::new(cfg.clone(), random);
+        let backlog = Arc::new(AtomicUsize::new(0));
+        let (event_loop, waker) =
+            EventLoop::new(cfg, listener, engine, cmd_rx, ev_tx, backlog.clone())?;
+        let handle = Handle {
+            commands: cmd_tx,
+            waker,
+            max_payload,
+        };
+        let (raw_tx, raw_rx) = mpsc::channel();
+        let dispatcher = {
+            let handle = handle.clone();
+            std::thread::Builder::new()
+                .name("tidings-dispatch".into())
+                .spawn(move || dispatch(ev_rx, handle, handlers, raw_tx, backlog))?
+        };
+        log::info!("tidings listening on {local_addr}");
+        let thread = std::thread::Builder::new()
+            .name("tidings-loop".into())
+            .spawn(move || event_loop.run())?;
+        Ok(Server {
+            handle,
+            local_addr,
+            thread: Some(thread),
+            dispatcher: Some(dispatcher),
+            events: Mutex::new(Some(raw_rx)),
+        })
+    }
+
+    /// The address the server listens on (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A handle for any thread.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// Raw Engine.IO events when no `on_engineio` handler is set. Can be taken once.
+    pub fn take_events(&self) -> Option<Receiver<AppEvent>> {
+        self.events.lock().ok().and_then(|mut e| e.take())
+    }
+
+    /// Closes every connection (within `grace`) and joins the threads.
+    pub fn shutdown(mut self, grace: Duration) -> std::io::Result<()> {
+        self.stop(grace)
+    }
+
+    fn stop(&mut self, grace: Duration) -> std::io::Result<()> {
+        let _ = self.handle.send(LoopCommand::Shutdown(grace));
+        let result = match self.thread.take() {
+            Some(t) => t
+                .join()
+                .unwrap_or_else(|_| Err(std::io::Error::other("the loop thread panicked"))),
+            None => Ok(()),
+        };
+        // The loop dropped its event sender: the dispatcher drains what is left and ends.
+        if let Some(d) = self.dispatcher.take() {
+            let _ = d.join();
+        }
+        result
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.stop(Duration::from_secs(1));
+    }
+}
