@@ -1,4 +1,5 @@
-//! The server the official Engine.IO v4 / Socket.IO v5 test suites run against (DESIGN §5).
+//! The server the official Engine.IO v4 / Socket.IO v5 test suites run against; the endpoints and
+//! settings below are the ones those suites expect.
 //!
 //! - `/engine.io/`: a raw Engine.IO endpoint that echoes every message (text as text, binary as
 //!   binary).

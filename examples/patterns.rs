@@ -1,5 +1,25 @@
-//! The four usage examples of the unified real-time pattern (seed/unified-realtime-pattern.md),
-//! against a real server on 127.0.0.1 (an ephemeral port). Run: `cargo run --example patterns`.
+//! The unified-notification pattern, in four examples, against a real server on 127.0.0.1 (an
+//! ephemeral port). Run: `cargo run --example patterns`.
+//!
+//! The pattern lets application code send real-time events without caring how each client is
+//! connected. A `NotificationService` hands out one provider per transport — Server-Sent Events
+//! (one-way, browser `EventSource`), Socket.IO (two-way), or both at once — and every provider
+//! offers the same broadcast calls:
+//!
+//! - `toUser` (here `to_user`): every connection of one user;
+//! - `toTenant` (`to_tenant`): every user of one tenant (customer organisation);
+//! - `toAll` (`to_all`): everybody;
+//! - `toRoom` (`to_room`): the users who joined a named room.
+//!
+//! A provider says whether it is bidirectional. Only a provider that reaches Socket.IO has the
+//! extras, which need a channel back from the client: `toUserWithAck` (`to_user_with_ack`: send and wait for
+//! each connection's answer), `joinRoom` / `leaveRoom` (`join_room` / `leave_room`) and
+//! `getUserRooms` (`user_rooms`). The service also has one-call shortcuts: `broadcast_to_user`
+//! and `broadcast_to_tenant` take the transport, `broadcast_to_room` reaches the room's members on
+//! every transport.
+//!
+//! The examples: (1) notify one user, (2) announce to a tenant, (3) a room-based chat, (4) use the
+//! Socket.IO extras only when the provider has them, falling back to a plain broadcast otherwise.
 
 use std::time::Duration;
 

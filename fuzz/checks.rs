@@ -4,7 +4,7 @@
 //! only when a codec breaks one of its promises: a panic inside a codec, a round trip that does not
 //! come back, or a bound that does not hold.
 //!
-//! Inputs are interpreted so that seed files stay readable: text targets read the bytes as UTF-8
+//! Inputs are interpreted so that corpus files stay readable: text targets read the bytes as UTF-8
 //! (lossily), the reassembler reads one message per line, the SSE target splits its input on 0xFF.
 #![allow(
     dead_code,
@@ -576,7 +576,7 @@ fn built_packets(s: &str, limits: &sio::DecodeLimits) {
 }
 
 /// Packet equality, exact, floats included: tidings enables serde_json's `float_roundtrip`, so a
-/// relayed number keeps its last bit (seed `sio_packet/float_not_roundtrip`:
+/// relayed number keeps its last bit (corpus file `sio_packet/float_not_roundtrip`:
 /// `2["f",1223456345678901234567823456789078901234567890]` changed in its last bit without it).
 fn assert_packet_eq(a: &sio::Packet, b: &sio::Packet) {
     assert_eq!(a.kind, b.kind);

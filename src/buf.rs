@@ -10,7 +10,12 @@ use std::sync::Arc;
 #[derive(Clone, Debug)]
 pub enum Chunk {
     /// A small header (e.g. a WebSocket frame header) stored inline: no allocation per recipient.
-    Inline { bytes: [u8; 14], len: u8 },
+    Inline {
+        /// Storage; only the first `len` bytes are part of the chunk.
+        bytes: [u8; 14],
+        /// How many bytes of `bytes` are used (at most 14).
+        len: u8,
+    },
     /// Bytes shared by every recipient of a broadcast.
     Shared(Arc<[u8]>),
     /// Bytes owned by this one write (an HTTP response, a polling payload).
@@ -33,6 +38,7 @@ impl Chunk {
         }
     }
 
+    /// The chunk's bytes.
     pub fn as_slice(&self) -> &[u8] {
         match self {
             Chunk::Inline { bytes, len } => bytes.get(..usize::from(*len)).unwrap_or(&[]),
@@ -41,10 +47,12 @@ impl Chunk {
         }
     }
 
+    /// Number of bytes in the chunk.
     pub fn len(&self) -> usize {
         self.as_slice().len()
     }
 
+    /// Whether the chunk has no bytes.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
@@ -72,10 +80,12 @@ pub struct OutQueue {
 }
 
 impl OutQueue {
+    /// An empty queue.
     pub fn new() -> Self {
         Self::default()
     }
 
+    /// Queues `chunk` after everything already queued; an empty chunk is ignored.
     pub fn push(&mut self, chunk: Chunk) {
         if chunk.is_empty() {
             return;
@@ -89,6 +99,7 @@ impl OutQueue {
         self.queued
     }
 
+    /// Whether every queued byte has been written.
     pub fn is_empty(&self) -> bool {
         self.queued == 0
     }
@@ -132,6 +143,7 @@ impl OutQueue {
         }
     }
 
+    /// Drops everything still queued and frees its memory.
     pub fn clear(&mut self) {
         self.chunks = VecDeque::new();
         self.front_written = 0;

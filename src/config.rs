@@ -4,76 +4,118 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// Cross-origin settings. Off by default: no `Access-Control-*` header is ever written unless the
-/// request's `Origin` is in `allowed_origins` (compared exactly, so nothing unvalidated is reflected).
+/// Cross-origin (CORS) settings.
+///
+/// CORS is closed by default: no origin is allowed, and no `Access-Control-*` header is ever
+/// written. A browser page on another origin can use the endpoints only once its exact origin is
+/// listed; the request's `Origin` is compared exactly, so nothing unvalidated is reflected.
+///
+/// Allowing one origin:
+///
+/// ```
+/// use tidings::{Config, Cors};
+///
+/// let config = Config {
+///     cors: Cors {
+///         allowed_origins: vec!["https://app.example.com".into()],
+///         allow_credentials: false,
+///     },
+///     ..Config::default()
+/// };
+/// assert!(config.validate().is_ok());
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Cors {
-    /// Exact origins, e.g. `http://localhost:8080`. Empty: CORS off.
+    /// Origins allowed to make cross-origin requests, written exactly as browsers send them
+    /// (`https://app.example.com`, no trailing slash). Default: empty, CORS off.
     pub allowed_origins: Vec<String>,
-    /// Send `Access-Control-Allow-Credentials: true` (cookies, `withCredentials`).
+    /// Send `Access-Control-Allow-Credentials: true`, so cookies reach the server
+    /// (`withCredentials`). Default: `false`.
     pub allow_credentials: bool,
 }
 
-/// Everything that can be tuned. `Config::default()` uses socket.io's defaults where they exist.
+/// Everything that can be tuned. `Config::default()` uses socket.io's defaults where they exist;
+/// [`Config::validate`] checks the values when the server starts.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// Where to listen. Default `127.0.0.1:3000`.
+    /// Address to listen on. Default: `127.0.0.1:3000`.
     pub bind: SocketAddr,
-    /// Path of the raw Engine.IO endpoint (`/engine.io/`), or `None` for no raw endpoint.
+    /// Path of the raw Engine.IO endpoint (e.g. `/engine.io/`), for clients that speak Engine.IO
+    /// without Socket.IO. Default: `None`, no such endpoint.
     pub engineio_path: Option<String>,
-    /// Engine.IO `pingInterval` (25 s).
+    /// Engine.IO `pingInterval`: how often the server pings each session to detect dead ones.
+    /// Default: 25 s.
     pub ping_interval: Duration,
-    /// Engine.IO `pingTimeout` (20 s), counted from when a ping is queued.
+    /// Engine.IO `pingTimeout`: how long a session may leave a ping unanswered, counted from when
+    /// the ping is queued, before it is closed. Default: 20 s.
     pub ping_timeout: Duration,
-    /// Engine.IO `maxPayload` in bytes (1 000 000): polling bodies and WebSocket messages and frames.
+    /// Engine.IO `maxPayload`: the most bytes accepted in one polling body, one WebSocket message
+    /// or frame, and the binary attachments held for one Socket.IO packet. Default: 1 000 000.
     pub max_payload: usize,
-    /// How long a polling→websocket upgrade may take before the probe transport is dropped (10 s).
+    /// How long a polling→WebSocket upgrade may take before the probing WebSocket is dropped
+    /// (the session stays on polling). Default: 10 s.
     pub upgrade_timeout: Duration,
-    /// Most bytes buffered for one connection or polling session before it is closed (1 MiB + max_payload).
+    /// Most bytes waiting to be sent to one connection or polling session; a client that reads
+    /// too slowly to stay under it is disconnected. Default: 1 MiB + 1 000 000.
     pub max_outbound_bytes: usize,
-    /// Most open TCP connections (10 000). Further connections wait in the listen backlog.
+    /// Most open TCP connections, and most Engine.IO sessions. Further connections wait in the
+    /// listen backlog; further handshakes get `503`. Default: 10 000.
     pub max_connections: usize,
-    /// Most bytes of an HTTP request head (8 KiB).
+    /// Most bytes of an HTTP request head. Default: 8 KiB.
     pub max_head_bytes: usize,
-    /// Most headers in a request (64).
+    /// Most header fields in an HTTP request. Default: 64.
     pub max_headers: usize,
-    /// A request head (and its body) must arrive within this time (10 s): slowloris defence.
+    /// Time within which a request head (and its body) must arrive, so slow clients cannot hold
+    /// connections open (slowloris). Default: 10 s.
     pub request_timeout: Duration,
-    /// An idle keep-alive HTTP connection is closed after this time (60 s).
+    /// How long an idle keep-alive HTTP connection stays open. Default: 60 s.
     pub keep_alive_timeout: Duration,
-    /// Cross-origin settings.
+    /// Cross-origin settings. Default: closed, no origin allowed (see [`Cors`]).
     pub cors: Cors,
-    /// Path of the Socket.IO endpoint (`/socket.io/`), or `None` for none.
+    /// Path of the Socket.IO endpoint. Default: `Some("/socket.io/")`; `None` turns Socket.IO off.
     pub socketio_path: Option<String>,
-    /// Socket.IO namespaces besides `/` that clients may join.
+    /// Socket.IO namespaces besides `/` that clients may join; others are refused.
+    /// Default: empty, only `/`.
     pub namespaces: Vec<String>,
-    /// A Socket.IO client must join a namespace within this time (45 s, socket.io's `connectTimeout`).
+    /// Time a Socket.IO client has to join a namespace after its Engine.IO handshake
+    /// (socket.io's `connectTimeout`). Default: 45 s.
     pub connect_timeout: Duration,
-    /// Most acks a socket may owe the server at once (256).
+    /// Most acknowledgements one socket may owe the server at once; past it, an emit with ack
+    /// reports the socket as overloaded. Default: 256.
     pub max_pending_acks: usize,
-    /// Path of the SSE endpoint (`/events`), or `None` for none.
+    /// Path of the Server-Sent Events endpoint. Default: `Some("/events")`; `None` turns SSE off.
     pub sse_path: Option<String>,
-    /// A comment line keeps idle SSE streams (and proxies) alive this often (15 s).
+    /// How often a comment line is sent on an idle SSE stream, so the client and proxies keep it
+    /// open. Default: 15 s.
     pub sse_heartbeat: Duration,
-    /// The reconnection delay sent to SSE clients (`retry:`), plus up to 1 s of jitter (3 s).
+    /// Reconnection delay sent to SSE clients (`retry:`), plus up to 1 s of random jitter so a
+    /// restart does not bring every client back at once. Default: 3 s.
     pub sse_retry: Duration,
-    /// SSE resume history: most events (10 000), bytes (8 MiB) and age (5 min) kept.
+    /// Most events kept for SSE clients that resume with `Last-Event-ID`. Default: 10 000.
     pub sse_history_events: usize,
+    /// Most bytes of events kept for SSE resume. Default: 8 MiB.
     pub sse_history_bytes: usize,
+    /// Oldest event kept for SSE resume. Default: 5 minutes.
     pub sse_history_age: Duration,
-    /// Static pages served as they are (a demo page, a health check).
+    /// Fixed pages to serve (a demo page, a health check). Default: none.
     pub pages: Vec<Page>,
-    /// Most rooms one user may be in (1 024), and most (user, room) memberships in all (1 000 000):
-    /// `join_room` past either is refused with an error.
+    /// Most rooms one user may be in; `join_room` past it is refused with an error.
+    /// Default: 1 024.
     pub max_rooms_per_user: usize,
+    /// Most (user, room) memberships over all users; `join_room` past it is refused with an
+    /// error. Default: 1 000 000.
     pub max_room_memberships: usize,
 }
 
-/// A static page: served on GET/HEAD of exactly `path`.
+/// A fixed body served at a path: a `GET` of exactly `path` returns it, for a demo page, a health
+/// check, anything that needs no handler.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Page {
+    /// The exact request path, e.g. `/health`; no query string.
     pub path: String,
+    /// The `Content-Type` sent with the body, e.g. `text/html; charset=utf-8`.
     pub content_type: &'static str,
+    /// The body, sent as it is.
     pub body: std::borrow::Cow<'static, str>,
 }
 

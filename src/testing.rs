@@ -1,23 +1,34 @@
-//! Test doubles, so applications can unit-test code that broadcasts without a server (the seed's
-//! "easy testing: mock the interface").
+//! Test doubles for the broadcast traits, so code that broadcasts can be unit-tested without a
+//! server or network.
+//!
+//! Write the application code against [`RealtimeBroadcast`] (or [`RealtimeProvider`] /
+//! [`SocketIoFeatures`]); in tests pass a [`RecordingBroadcast`] and assert on the [`Call`]s it
+//! recorded.
 //!
 //! ```
 //! use serde_json::json;
 //! use tidings::testing::{Call, RecordingBroadcast};
-//! use tidings::{Identity, RealtimeBroadcast};
+//! use tidings::{BroadcastError, Identity, RealtimeBroadcast};
 //!
-//! fn notify(b: &dyn RealtimeBroadcast, user: &Identity) {
-//!     b.to_user(user, "notification", &json!({"subject": "Hello"})).unwrap();
+//! // Application code: tell a user their order shipped.
+//! fn order_shipped(
+//!     b: &dyn RealtimeBroadcast,
+//!     user: &Identity,
+//!     order: u64,
+//! ) -> Result<(), BroadcastError> {
+//!     b.to_user(user, "order-shipped", &json!({ "order": order }))
 //! }
 //!
+//! // Its unit test.
 //! let rec = RecordingBroadcast::new();
-//! notify(&rec, &Identity::new("acme", "alice"));
+//! let alice = Identity::new("acme", "alice");
+//! order_shipped(&rec, &alice, 42).unwrap();
 //! assert_eq!(
 //!     rec.calls(),
 //!     vec![Call::ToUser {
-//!         user: Identity::new("acme", "alice"),
-//!         event: "notification".into(),
-//!         data: json!({"subject": "Hello"}),
+//!         user: alice,
+//!         event: "order-shipped".into(),
+//!         data: json!({ "order": 42 }),
 //!     }]
 //! );
 //! ```
@@ -35,40 +46,68 @@ use crate::engine::Identity;
 use crate::error::BroadcastError;
 use crate::validate::{validate_event, validate_room, validate_tenant, validate_user};
 
-/// One recorded call.
+/// One call recorded by [`RecordingBroadcast`], with its arguments. Only calls that passed
+/// validation are recorded.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Call {
+    /// [`RealtimeBroadcast::to_user`].
     ToUser {
+        /// The recipient.
         user: Identity,
+        /// The event name.
         event: String,
+        /// The event's data.
         data: Value,
     },
+    /// [`RealtimeBroadcast::to_tenant`].
     ToTenant {
+        /// The recipient tenant.
         tenant: String,
+        /// The event name.
         event: String,
+        /// The event's data.
         data: Value,
     },
+    /// [`RealtimeBroadcast::to_all`].
     ToAll {
+        /// The event name.
         event: String,
+        /// The event's data.
         data: Value,
     },
+    /// [`RealtimeBroadcast::to_room`].
     ToRoom {
+        /// The recipient room.
         room: String,
+        /// The event name.
         event: String,
+        /// The event's data.
         data: Value,
     },
+    /// [`SocketIoFeatures::to_user_with_ack`] (also recorded for
+    /// [`SocketIoFeatures::to_user_with_ack_callback`]).
     ToUserWithAck {
+        /// The recipient.
         user: Identity,
+        /// The event name.
         event: String,
+        /// The event's data.
         data: Value,
+        /// How long the caller would wait for acknowledgements.
         timeout: Duration,
     },
+    /// [`SocketIoFeatures::join_room`].
     JoinRoom {
+        /// The user joining.
         user: Identity,
+        /// The room joined.
         room: String,
     },
+    /// [`SocketIoFeatures::leave_room`].
     LeaveRoom {
+        /// The user leaving.
         user: Identity,
+        /// The room left.
         room: String,
     },
 }

@@ -1,4 +1,4 @@
-//! Replays every seed under `fuzz/corpus/<target>/` through the same checks as the cargo-fuzz
+//! Replays every input file under `fuzz/corpus/<target>/` through the same checks as the cargo-fuzz
 //! targets (`fuzz/checks.rs`), so plain `cargo test` exercises the corpora without nightly.
 //! A missing or empty corpus directory fails: the replay can never pass by finding nothing.
 #![allow(

@@ -1,4 +1,4 @@
-//! Hostile input over real sockets (DESIGN §7, HTTP / WebSocket / Engine.IO items). Each test
+//! Hostile input over real sockets: malformed or abusive HTTP, WebSocket and Engine.IO. Each test
 //! asserts the exact outcome (a status code, a close frame, a closed connection) and then that a
 //! well-behaved session on the same server still works. Every loop is bounded in count, every
 //! socket read has a timeout.
@@ -416,7 +416,7 @@ fn websocket_client_that_never_reads_is_closed_at_the_cap() {
 
 #[test]
 fn websocket_ping_flood_from_a_client_that_never_reads_is_closed() {
-    // DESIGN §7: "ping floods from a client that never reads". Every ping makes the server queue a
+    // A ping flood from a client that never reads. Every ping makes the server queue a
     // pong for a client that never takes it: the queue must hit its cap and the connection close.
     let srv = TestServer::start(Config {
         max_outbound_bytes: 1 << 20,

@@ -1,5 +1,5 @@
 //! Socket.IO v5 over a real WebSocket on 127.0.0.1 (issue 3): auth and rejection, events and acks
-//! both ways with binary attachments, ack timeouts and disconnects, the DESIGN §7 hostile list
+//! both ways with binary attachments, ack timeouts and disconnects, hostile Socket.IO input
 //! (each closes only its own connection, cleanly), panicking handlers and room limits.
 #![allow(
     clippy::unwrap_used,
@@ -448,7 +448,7 @@ fn to_user_with_ack_without_socketio_connections_is_no_recipients() {
     srv.shutdown();
 }
 
-/// Every DESIGN §7 Socket.IO input that must close the connection. Each is sent as one Engine.IO
+/// Every hostile Socket.IO input that must close the connection. Each is sent as one Engine.IO
 /// message (`4` + the text) on a fresh connection.
 fn closing_inputs() -> Vec<(String, String)> {
     let ph = |n: usize| placeholder(n).to_string();

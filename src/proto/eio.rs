@@ -25,12 +25,19 @@ const BINARY_PREFIX: u8 = b'b';
 /// The seven packet types, encoded as the ASCII digits `'0'..='6'`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PacketType {
+    /// `0`: the server's handshake.
     Open,
+    /// `1`: the transport is closing.
     Close,
+    /// `2`: heartbeat request (the server pings in v4), or the upgrade probe.
     Ping,
+    /// `3`: heartbeat answer, or the upgrade probe's answer.
     Pong,
+    /// `4`: application data.
     Message,
+    /// `5`: the client switches to the probed WebSocket.
     Upgrade,
+    /// `6`: does nothing; ends a pending poll during an upgrade.
     Noop,
 }
 
@@ -66,7 +73,9 @@ impl PacketType {
 /// The payload of a message packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Data {
+    /// UTF-8 text.
     Text(String),
+    /// Raw bytes.
     Binary(Vec<u8>),
 }
 
@@ -79,11 +88,17 @@ pub enum Data {
 pub enum Packet {
     /// Handshake; the data is the JSON from [`Handshake::to_json`].
     Open(String),
+    /// Closes the session.
     Close,
+    /// Heartbeat or upgrade probe, with its optional text.
     Ping(String),
+    /// Answer to a [`Packet::Ping`], echoing its text.
     Pong(String),
+    /// Application data.
     Message(Data),
+    /// Completes a polling→WebSocket upgrade.
     Upgrade,
+    /// A packet with no effect.
     Noop,
 }
 
@@ -299,11 +314,15 @@ pub fn decode_payload(body: &[u8], max_packets: usize) -> Result<Vec<Packet>, De
 /// The data of the OPEN packet that answers a handshake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Handshake {
+    /// The session id the client sends back on every polling request.
     pub sid: String,
     /// `["websocket"]` on a polling handshake, empty on a WebSocket one.
     pub upgrades: Vec<String>,
+    /// `pingInterval`: how often the server pings, in milliseconds.
     pub ping_interval_ms: u64,
+    /// `pingTimeout`: how long the server waits for a pong, in milliseconds.
     pub ping_timeout_ms: u64,
+    /// `maxPayload`: the most bytes the server accepts in one polling body.
     pub max_payload: u64,
 }
 
@@ -345,11 +364,17 @@ fn push_json_string(out: &mut String, s: &str) {
 /// Engine.IO error answers to HTTP requests, with the reference server's codes and messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
+    /// `transport` is missing or not `polling`/`websocket`.
     UnknownTransport = 0,
+    /// `sid` names no live session.
     UnknownSid = 1,
+    /// A handshake with a method other than GET.
     BadHandshakeMethod = 2,
+    /// Anything else malformed.
     BadRequest = 3,
+    /// The connection is refused (403).
     Forbidden = 4,
+    /// `EIO` is not `4`.
     UnsupportedProtocolVersion = 5,
 }
 

@@ -201,13 +201,21 @@ impl HeadScanner {
 /// Request method. Methods are case-sensitive (RFC 9110 §9.1), so `get` is `Other`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Method {
+    /// `GET`
     Get,
+    /// `POST`
     Post,
+    /// `OPTIONS` (CORS preflight)
     Options,
+    /// `HEAD`
     Head,
+    /// `PUT`
     Put,
+    /// `DELETE`
     Delete,
+    /// `PATCH`
     Patch,
+    /// Any other token, `get` included.
     Other,
 }
 
@@ -230,6 +238,7 @@ impl Method {
 /// A parsed request head. Owns its strings so the read buffer can be reused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestHead {
+    /// The request method.
     pub method: Method,
     /// Request target before '?', raw (not percent-decoded).
     pub path: String,
@@ -566,8 +575,10 @@ fn is_token(s: &str) -> bool {
 /// ever written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
+    /// Status code, e.g. `200`.
     pub status: u16,
     headers: Vec<(String, String)>,
+    /// The body; `Content-Length` is derived from it.
     pub body: Vec<u8>,
 }
 

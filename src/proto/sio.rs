@@ -945,7 +945,7 @@ mod tests {
         }
     }
 
-    // ---- DESIGN §7 hostile inputs and shape rules ----
+    // ---- hostile inputs and shape rules ----
 
     #[test]
     fn kinds_and_empty() {

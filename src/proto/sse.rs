@@ -191,7 +191,9 @@ pub fn normalize_newlines(data: &str) -> String {
 /// restarts, so an id from another epoch can be told apart from a gap in this one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EventId {
+    /// Which run of the server's history the event belongs to.
     pub epoch: u64,
+    /// Broadcast sequence number within the epoch: later events have larger numbers.
     pub seq: u64,
 }
 

@@ -1,5 +1,5 @@
 // Interop: the official engine.io-client 6.x against the raw Engine.IO v4 echo endpoint of
-// `examples/conformance.rs` (DESIGN §5). Run through scripts/interop.sh, or by hand:
+// `examples/conformance.rs`. Run through scripts/interop.sh, or by hand:
 //   TIDINGS_URL=http://127.0.0.1:3000 node --test tests/interop/
 //
 // Every wait is bounded (TIMEOUT) so a hung server fails fast instead of stalling CI, and every

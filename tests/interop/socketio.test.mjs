@@ -1,4 +1,4 @@
-// Interop: the official socket.io-client 4.8 against `examples/interop.rs` (DESIGN §2, §3, §6).
+// Interop: the official socket.io-client 4.8 against `examples/interop.rs`.
 // Every scenario runs over websocket only, polling only, and the default transport (polling, then
 // the upgrade to websocket). Run through scripts/interop.sh, or by hand against a running example:
 //   TIDINGS_URL=http://127.0.0.1:3000 node --test tests/interop/socketio.test.mjs

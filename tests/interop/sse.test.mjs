@@ -1,7 +1,7 @@
 // Interop: the npm `eventsource` 4.x client (WHATWG EventSource for Node) and raw `fetch` against
-// the SSE endpoint (/events) of `examples/interop.rs` (DESIGN §2, §3, §6). Broadcasts go through
-// the unified API by `ctl:*` events on a Socket.IO control socket. Run through scripts/interop.sh,
-// or by hand against a running example:
+// the SSE endpoint (/events) of `examples/interop.rs`. Broadcasts go through the unified API by
+// `ctl:*` events on a Socket.IO control socket. Run through scripts/interop.sh, or by hand against
+// a running example:
 //   TIDINGS_URL=http://127.0.0.1:3000 node --test tests/interop/sse.test.mjs
 //
 // Every wait is bounded (at most 5 s) so a hung server fails fast; every client and stream is

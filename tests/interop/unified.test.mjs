@@ -1,5 +1,5 @@
-// Interop: the unified API (DESIGN §2, §3) seen by real clients at once: socket.io-client 4.8
-// sockets and `eventsource` 4.x streams of the same users, against `examples/interop.rs`.
+// Interop: the unified API seen by real clients at once: socket.io-client 4.8 sockets and
+// `eventsource` 4.x streams of the same users, against `examples/interop.rs`.
 // Broadcasts, joins and user acks go through the `ctl:*` events of an anonymous control socket.
 // Run through scripts/interop.sh, or by hand against a running example:
 //   TIDINGS_URL=http://127.0.0.1:3000 node --test tests/interop/unified.test.mjs
