@@ -143,12 +143,7 @@ impl OutQueue {
         }
     }
 
-    /// Drops everything still queued and frees its memory.
-    pub fn clear(&mut self) {
-        self.chunks = VecDeque::new();
-        self.front_written = 0;
-        self.queued = 0;
-    }
+
 }
 
 #[cfg(test)]
