@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-use tidings::{AppEvent, Config, Server};
+use tidings::{Config, EngineIoEvent, Server};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let port: u16 = match std::env::var("PORT") {
@@ -32,7 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let server = Server::builder(config)
         .allow_anonymous()
         .on_engineio(|handle, event| {
-            if let AppEvent::EioMessage { session, data } = event {
+            if let EngineIoEvent::Message { session, data } = event {
                 let _ = handle.eio_send(session, data);
             }
         })

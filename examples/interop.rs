@@ -96,7 +96,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             })
         })
         .on_engineio(|handle, event| {
-            if let tidings::AppEvent::EioMessage { session, data } = event {
+            if let tidings::EngineIoEvent::Message { session, data } = event {
                 let _ = handle.eio_send(session, data);
             }
         })

@@ -1,35 +1,78 @@
-//! tidings: one broadcast API over Server-Sent Events and Socket.IO, on a hand-rolled mio event
-//! loop.
+//! One broadcast API over **Server-Sent Events** and **Socket.IO**, on a small event loop of its
+//! own. The application says "send event E with data D to user U / tenant T / everyone / room
+//! R", and every connection that should get it does — a browser `EventSource`, a
+//! `socket.io-client` on a phone, both. Socket.IO clients also talk back: events, acks in both
+//! directions, rooms.
 //!
-//! Layers, with one-way dependencies: [`proto`] (pure codecs) → `engine` (sans-IO state machines,
-//! time is an input) → `io` (the only place with sockets, mio and the clock) → [`Server`] /
-//! [`Handle`] (a thread-safe handle that reaches the loop through a channel and a `mio::Waker`).
+//! # Quick start
+//!
+//! Start a [`Server`] with an authentication hook (who is each connection?) and handlers for
+//! client events, then push from any thread through a [`NotificationService`]:
 //!
 //! ```no_run
 //! use serde_json::json;
 //! use tidings::{Config, Identity, NotificationService, Rejection, Server, Transport};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let server = Server::builder(Config::default())
-//!     // Who is this connection? Headers, cookies, query, and Socket.IO's CONNECT payload.
+//! let server = Server::builder(Config::default()) // 127.0.0.1:3000; see `Config`
+//!     // Socket.IO clients send a token in their `auth` payload; an EventSource in a cookie.
 //!     .authenticate(|req| {
-//!         let user = req.info.cookie("user").ok_or(Rejection::unauthorized("log in"))?;
-//!         Ok(Some(Identity::new("acme", user)))
+//!         let token = req.auth.and_then(|a| a.get("token")).and_then(|t| t.as_str());
+//!         let token = token.map(str::to_string).or_else(|| req.info.cookie("token"));
+//!         match token.as_deref() {
+//!             Some("t-alice") => Ok(Some(Identity::new("acme", "alice"))),
+//!             _ => Err(Rejection::unauthorized("log in first")),
+//!         }
 //!     })
+//!     // A chat line reaches the whole room, on both transports.
 //!     .on_event("/", "chat", |socket, ev| {
 //!         let _ = socket.to_room("lobby", "chat", ev.args);
 //!     })
 //!     .start()?;
 //! let service = NotificationService::new(server.handle());
 //! let alice = Identity::new("acme", "alice");
-//! service.broadcast_to_user(Transport::Both, &alice, "notification", &json!({"subject": "Hello"}))?;
-//! if let Some(f) = service.provider(Transport::SocketIo).socketio_features() {
-//!     f.join_room(&alice, "support-chat")?; // every transport, now and after reconnects
-//! }
-//! service.broadcast_to_room("support-chat", "message", &json!({"text": "Welcome!"}))?;
+//! service.join_room(&alice, "lobby")?; // alice's connections, now and after reconnects
+//! service.broadcast_to_user(Transport::Both, &alice, "notification", &json!({"subject": "Hi"}))?;
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! [`client_guide`] says how browsers, Node and curl connect, where identity comes from on each
+//! transport, CORS, what the data looks like, and how resume works.
+//!
+//! # The API
+//!
+//! - [`NotificationService`]: a provider per [`Transport`] ([`RealtimeProvider`], whose
+//!   [`RealtimeBroadcast`] has `to_user`, `to_tenant`, `to_all`, `to_room`, and whose
+//!   [`SocketIoFeatures`] add acks and rooms), the `broadcast_to_*` shortcuts, `join_room`,
+//!   `leave_room`, `user_rooms` and [`NotificationService::send_counted`].
+//! - [`ServerBuilder`]: the authentication hook ([`AuthRequest`] → [`Identity`] or
+//!   [`Rejection`]) and handlers, which run on one dispatcher thread and get a [`Socket`] and an
+//!   [`Event`] (with its [`AckResponder`]).
+//! - [`Handle`]: the thread-safe handle behind it all; [`Config`]: every limit, validated at start.
+//! - [`testing::RecordingBroadcast`]: the traits' test double; [`validate`]: the rules for names.
+//!
+//! # Semantics
+//!
+//! - **One room model.** In the main namespace a room's audience is every connection (both
+//!   transports) of the users joined with `join_room`, plus the sockets joined with
+//!   [`Socket::join`]; every `to_room` reaches exactly that audience, each connection once. A
+//!   user's membership survives reconnects; a socket's ends with it. Rooms never fall back to
+//!   "everyone".
+//! - **Tenants are their own key**: the same user id in two tenants are two users.
+//! - **Acks** yield one [`AckOutcome`] per Socket.IO connection, or [`AckOutcomes::NoRecipients`].
+//! - **Resume**: SSE clients get what they missed (bounded history) or a [`RESET_EVENT`].
+//! - **Every call validates** its input: a [`BroadcastError`], and nothing sent.
+//!
+//! # Layout
+//!
+//! Layers with one-way dependencies: `proto` (pure codecs: bytes in, values out, no clock, no
+//! sockets) → `engine` (sans-IO state machines: Engine.IO sessions, Socket.IO sockets, SSE
+//! streams, the index of users, tenants and rooms, acks; time is an input, so tests drive it on
+//! a simulated clock) → `io` (the mio loop: the only place with sockets and the clock) →
+//! `server` and `api` (the thread-safe handle, the dispatcher thread that runs handlers, the
+//! provider traits). [`validate`] and the errors sit below `server` and `api`.
+#![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
 mod api;
@@ -44,17 +87,22 @@ mod server;
 pub mod testing;
 pub mod validate;
 
+/// How clients connect: URLs, identity, CORS, data, resume, and copy-paste snippets.
+#[doc = include_str!("client_guide.md")]
+pub mod client_guide {}
+
 pub use api::{
     AckCallback, AckOutcomes, NotificationService, RealtimeBroadcast, RealtimeProvider,
     SocketIoFeatures, Transport, TransportProvider, UnknownTransport,
 };
 pub use config::{Config, ConfigError, Cors, Page};
 pub use engine::{
-    AckOutcome, AckResult, AppEvent, CloseReason, Data, DisconnectReason, Identity, Reach,
-    Rejection, RequestInfo, RoomLimit, SessionId, SocketId, Stats, StreamId, Target, RESET_EVENT,
+    AckOutcome, AckResult, CloseReason, Data, DisconnectReason, Identity, Reach, Rejection,
+    RequestInfo, RoomLimit, SessionId, SocketId, Stats, StreamId, Target, RESET_EVENT,
 };
 pub use error::{BroadcastError, ServerClosed};
 pub use proto::sio::placeholder;
 pub use server::{
-    AckResponder, AuthRequest, Event, Handle, Server, ServerBuilder, Socket, StartError,
+    AckResponder, AuthRequest, EngineIoEvent, Event, Handle, Server, ServerBuilder, Socket,
+    StartError,
 };

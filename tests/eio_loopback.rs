@@ -16,7 +16,7 @@ use std::time::Duration;
 use support::eio::*;
 use support::http::{Http, Wire};
 use support::ws::{Frame, WsClient};
-use tidings::{AppEvent, CloseReason, Config, Data};
+use tidings::{CloseReason, Config, Data, EngineIoEvent};
 
 // ---------------------------------------------------------------------------------------------
 // Tests
@@ -296,7 +296,7 @@ fn shutdown_closes_everything_and_joins() {
     // Every session was closed with ServerShutdown, and the event stream ended.
     let mut closes = Vec::new();
     for ev in events {
-        if let AppEvent::EioClose { session, reason } = ev {
+        if let EngineIoEvent::Close { session, reason } = ev {
             closes.push((session, reason));
         }
     }

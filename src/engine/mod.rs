@@ -31,18 +31,18 @@ use serde_json::Value;
 
 /// The io layer's name for a TCP connection. Opaque here; io makes it unique over the connection's
 /// lifetime (slot index plus generation), so a late output for a closed connection is harmless.
-pub type ConnId = u64;
+pub(crate) type ConnId = u64;
 
 /// Fills a buffer with cryptographically secure random bytes (session ids). An input, so that the
 /// engine stays deterministic under test.
-pub type RandomSource = Box<dyn FnMut(&mut [u8]) + Send>;
+pub(crate) type RandomSource = Box<dyn FnMut(&mut [u8]) + Send>;
 
 /// A complete HTTP request as io read it: the head and a body of exactly Content-Length bytes.
 #[derive(Debug)]
-pub struct Request {
-    pub head: RequestHead,
-    pub body: Vec<u8>,
-    pub remote: Option<SocketAddr>,
+pub(crate) struct Request {
+    pub(crate) head: RequestHead,
+    pub(crate) body: Vec<u8>,
+    pub(crate) remote: Option<SocketAddr>,
 }
 
 /// The request that opened a connection, as the authentication hook sees it: headers, cookies,
@@ -88,14 +88,14 @@ impl RequestInfo {
 /// A WebSocket message from a client (tungstenite has already checked framing, masking, UTF-8 and
 /// size limits).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WsMessage {
+pub(crate) enum WsMessage {
     Text(String),
     Binary(Vec<u8>),
 }
 
 /// What the engine asks io to do.
 #[derive(Debug)]
-pub enum Output {
+pub(crate) enum Output {
     /// Queue bytes on a connection.
     Write { conn: ConnId, chunk: Chunk },
     /// The response to the request being served on `conn` is complete. io reads the next request
@@ -113,7 +113,7 @@ pub enum Output {
 
 /// Events delivered to the application (off the io thread).
 #[derive(Debug)]
-pub enum AppEvent {
+pub(crate) enum AppEvent {
     /// A raw Engine.IO session opened.
     EioOpen {
         session: SessionId,
@@ -178,7 +178,7 @@ pub enum AppEvent {
 
 /// Which transports a broadcast reaches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Transports {
+pub(crate) enum Transports {
     Sse,
     SocketIo,
     Both,
@@ -194,18 +194,23 @@ impl Transports {
     }
 }
 
-/// A broadcast's audience, as the application names it.
+/// A broadcast's audience, as the application names it (for
+/// [`crate::NotificationService::send_counted`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Target {
+    /// Every connection of one user.
     User(Identity),
+    /// Every connection of every user of one tenant.
     Tenant(String),
+    /// The room's audience: its users' connections and its joined sockets.
     Room(String),
+    /// Every connection.
     All,
 }
 
 /// What the application asks the engine to do (through the handle's channel).
 #[derive(Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// Send a message on a raw Engine.IO session.
     EioSend {
         session: SessionId,
@@ -340,15 +345,25 @@ impl Reach {
 /// Counters, for tests and monitoring.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
+    /// Engine.IO sessions (Socket.IO connections and raw Engine.IO ones).
     pub eio_sessions: usize,
+    /// Socket.IO sockets, every namespace.
     pub sio_sockets: usize,
+    /// Open SSE streams.
     pub sse_streams: usize,
+    /// Acks waiting for an answer, plus ack requests waiting for their outcomes.
     pub pending_acks: usize,
+    /// Connections a broadcast can reach (SSE streams and sockets of the main namespace).
     pub index_recipients: usize,
+    /// Users with a connection or a room.
     pub index_users: usize,
+    /// Tenants with a connection.
     pub index_tenants: usize,
+    /// Rooms with a member.
     pub index_rooms: usize,
+    /// Events kept for SSE resume.
     pub sse_history: usize,
+    /// Timer entries (sessions, acks, heartbeats).
     pub timer_entries: usize,
 }
 
@@ -368,7 +383,7 @@ enum ConnRole {
 }
 
 /// The engine. See the module docs.
-pub struct Engine {
+pub(crate) struct Engine {
     cfg: Arc<Config>,
     random: RandomSource,
     outputs: VecDeque<Output>,

@@ -75,8 +75,11 @@ impl fmt::Display for DisconnectReason {
 /// this message (and data), an SSE client as `status` (401 or 403).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Rejection {
+    /// The text: `err.message` in the client's `connect_error`, the body of the SSE answer.
     pub message: String,
+    /// Extra JSON for Socket.IO clients (`err.data`); SSE clients never see it.
     pub data: Option<Value>,
+    /// The HTTP status of an SSE refusal.
     pub status: u16,
 }
 
@@ -99,6 +102,7 @@ impl Rejection {
         }
     }
 
+    /// Adds `err.data` for Socket.IO clients (a reason code, a login URL…).
     pub fn with_data(mut self, data: Value) -> Rejection {
         self.data = Some(data);
         self
@@ -110,7 +114,9 @@ impl Rejection {
 pub enum AckOutcome {
     /// The client answered with these arguments (binary attachments, if any, separately).
     Ok {
+        /// The arguments of the client's ack callback.
         args: Vec<Value>,
+        /// Its binary attachments (`args` hold placeholders for them).
         attachments: Vec<Vec<u8>>,
     },
     /// No answer within the timeout.
@@ -124,7 +130,9 @@ pub enum AckOutcome {
 /// One socket's outcome.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AckResult {
+    /// The socket that was asked.
     pub socket: SocketId,
+    /// What it answered, or why it did not.
     pub outcome: AckOutcome,
 }
 

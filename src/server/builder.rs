@@ -6,8 +6,8 @@ use std::sync::Arc;
 use serde_json::Value;
 
 use crate::config::Config;
-use crate::engine::{AppEvent, DisconnectReason, Identity, Rejection, RequestInfo, StreamId};
-use crate::server::{Event, Handle, Server, Socket, StartError};
+use crate::engine::{DisconnectReason, Identity, Rejection, RequestInfo, StreamId};
+use crate::server::{EngineIoEvent, Event, Handle, Server, Socket, StartError};
 
 /// What an authentication hook is asked about.
 #[derive(Debug)]
@@ -24,7 +24,7 @@ type AuthHook = Arc<dyn Fn(&AuthRequest<'_>) -> Result<Option<Identity>, Rejecti
 type ConnectHandler = Arc<dyn Fn(&Socket, &Value) + Send + Sync>;
 type EventHandler = Arc<dyn Fn(&Socket, Event) + Send + Sync>;
 type DisconnectHandler = Arc<dyn Fn(&Socket, DisconnectReason) + Send + Sync>;
-type EioHandler = Arc<dyn Fn(&Handle, AppEvent) + Send + Sync>;
+type EioHandler = Arc<dyn Fn(&Handle, EngineIoEvent) + Send + Sync>;
 type SseOpenHandler = Arc<dyn Fn(StreamId, Option<&Identity>) + Send + Sync>;
 type SseCloseHandler = Arc<dyn Fn(StreamId) + Send + Sync>;
 
@@ -106,7 +106,7 @@ impl ServerBuilder {
     /// `Server::take_events`.
     pub fn on_engineio(
         mut self,
-        handler: impl Fn(&Handle, AppEvent) + Send + Sync + 'static,
+        handler: impl Fn(&Handle, EngineIoEvent) + Send + Sync + 'static,
     ) -> Self {
         self.handlers.eio = Some(Arc::new(handler));
         self
@@ -121,6 +121,8 @@ impl ServerBuilder {
         self
     }
 
+    /// Called when an SSE stream ends (the client left, a slow consumer was closed, or
+    /// [`Handle::sse_close`]).
     pub fn on_sse_close(mut self, handler: impl Fn(StreamId) + Send + Sync + 'static) -> Self {
         self.handlers.sse_close = Some(Arc::new(handler));
         self

@@ -12,14 +12,14 @@ use serde_json::Value;
 
 use crate::engine::{AppEvent, Command, RandomSource, Rejection, RequestInfo, SocketId};
 use crate::server::builder::{AuthRequest, Handlers};
-use crate::server::{AckResponder, Event, Handle, Socket};
+use crate::server::{AckResponder, EngineIoEvent, Event, Handle, Socket};
 
 /// The dispatcher thread: runs the application's hooks and handlers, in event order.
 pub(super) fn dispatch(
     events: Receiver<AppEvent>,
     handle: Handle,
     handlers: Handlers,
-    raw: Sender<AppEvent>,
+    raw: Sender<EngineIoEvent>,
     backlog: Arc<AtomicUsize>,
 ) {
     let mut sockets: HashMap<SocketId, Socket> = HashMap::new();
@@ -40,7 +40,7 @@ fn dispatch_one(
     event: AppEvent,
     handle: &Handle,
     handlers: &Handlers,
-    raw: &Sender<AppEvent>,
+    raw: &Sender<EngineIoEvent>,
     sockets: &mut HashMap<SocketId, Socket>,
 ) {
     let decide = |namespace: Option<&str>, info: &RequestInfo, auth: Option<&Value>| {
@@ -55,6 +55,13 @@ fn dispatch_one(
         .ok()
     };
     let refused = || Rejection::unauthorized("authentication is not configured");
+    // Raw Engine.IO events go to the handler, or else to `Server::take_events`.
+    let raw_event = |ev: EngineIoEvent| match &handlers.eio {
+        Some(h) => h(handle, ev),
+        None => {
+            let _ = raw.send(ev);
+        }
+    };
     {
         match event {
             AppEvent::SioConnectRequest {
@@ -83,10 +90,11 @@ fn dispatch_one(
                 nsp,
                 identity,
                 auth,
-                ..
+                sid,
             } => {
                 let s = Socket {
                     id: socket,
+                    sid,
                     nsp: nsp.clone(),
                     identity,
                     handle: handle.clone(),
@@ -144,14 +152,21 @@ fn dispatch_one(
                     h(stream);
                 }
             }
-            ev @ (AppEvent::EioOpen { .. }
-            | AppEvent::EioMessage { .. }
-            | AppEvent::EioClose { .. }) => match &handlers.eio {
-                Some(h) => h(handle, ev),
-                None => {
-                    let _ = raw.send(ev);
-                }
-            },
+            AppEvent::EioOpen {
+                session,
+                sid,
+                remote,
+            } => raw_event(EngineIoEvent::Open {
+                session,
+                sid,
+                remote,
+            }),
+            AppEvent::EioMessage { session, data } => {
+                raw_event(EngineIoEvent::Message { session, data })
+            }
+            AppEvent::EioClose { session, reason } => {
+                raw_event(EngineIoEvent::Close { session, reason })
+            }
         }
     }
 }

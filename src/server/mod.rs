@@ -24,15 +24,46 @@ pub use handle::Handle;
 pub use socket::{AckResponder, Event, Socket};
 
 use crate::config::{Config, ConfigError};
-use crate::engine::{AppEvent, Engine};
+use crate::engine::{CloseReason, Data, Engine, SessionId};
 use crate::io::{EventLoop, LoopCommand};
 use builder::Handlers;
 use dispatch::{dispatch, os_random};
 
+/// What a raw Engine.IO session (`Config::engineio_path`) does, for `on_engineio` or
+/// [`Server::take_events`]. Socket.IO and SSE have handlers of their own.
+#[derive(Debug)]
+pub enum EngineIoEvent {
+    /// A session opened.
+    Open {
+        /// The session, for [`Handle::eio_send`] and [`Handle::eio_close`].
+        session: SessionId,
+        /// The Engine.IO session id the client was given.
+        sid: Arc<str>,
+        /// The peer's address.
+        remote: Option<SocketAddr>,
+    },
+    /// The client sent a message.
+    Message {
+        /// The session.
+        session: SessionId,
+        /// Text or binary, as the client sent it.
+        data: Data,
+    },
+    /// The session closed.
+    Close {
+        /// The session.
+        session: SessionId,
+        /// Why.
+        reason: CloseReason,
+    },
+}
+
 /// Why a server could not start.
 #[derive(Debug)]
 pub enum StartError {
+    /// A `Config` value cannot work (the message says which).
     Config(ConfigError),
+    /// Binding the address or starting a thread failed.
     Io(std::io::Error),
 }
 
@@ -66,7 +97,7 @@ pub struct Server {
     local_addr: SocketAddr,
     thread: Option<JoinHandle<std::io::Result<()>>>,
     dispatcher: Option<JoinHandle<()>>,
-    events: Mutex<Option<Receiver<AppEvent>>>,
+    events: Mutex<Option<Receiver<EngineIoEvent>>>,
 }
 
 impl Server {
@@ -133,7 +164,7 @@ impl Server {
     }
 
     /// Raw Engine.IO events when no `on_engineio` handler is set. Can be taken once.
-    pub fn take_events(&self) -> Option<Receiver<AppEvent>> {
+    pub fn take_events(&self) -> Option<Receiver<EngineIoEvent>> {
         self.events.lock().ok().and_then(|mut e| e.take())
     }
 

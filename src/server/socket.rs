@@ -16,6 +16,7 @@ use crate::validate::{validate_event, validate_room};
 #[derive(Clone)]
 pub struct Socket {
     pub(super) id: SocketId,
+    pub(super) sid: Arc<str>,
     pub(super) nsp: Arc<str>,
     pub(super) identity: Option<Identity>,
     pub(super) handle: Handle,
@@ -25,6 +26,7 @@ impl fmt::Debug for Socket {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Socket")
             .field("id", &self.id)
+            .field("sid", &self.sid)
             .field("nsp", &self.nsp)
             .field("identity", &self.identity)
             .finish()
@@ -32,8 +34,14 @@ impl fmt::Debug for Socket {
 }
 
 impl Socket {
+    /// This server's name for the socket (unique while the server runs; a key for your maps).
     pub fn id(&self) -> SocketId {
         self.id
+    }
+
+    /// The Socket.IO id the client sees as `socket.id`.
+    pub fn sid(&self) -> &str {
+        &self.sid
     }
 
     /// The namespace (`/` for the main one).
@@ -46,16 +54,18 @@ impl Socket {
         self.identity.as_ref()
     }
 
+    /// The server's handle (to reach other connections from a handler).
     pub fn handle(&self) -> &Handle {
         &self.handle
     }
 
-    /// Emits `event` with `args` to this socket.
+    /// Emits `event` with `args` to this socket: the client's `socket.on(event, (...args) => …)`.
     pub fn emit(&self, event: &str, args: Vec<Value>) -> Result<(), BroadcastError> {
         self.emit_binary(event, args, Vec::new())
     }
 
-    /// Emits with binary attachments; `args` refer to them with `tidings::proto::sio::placeholder(n)`.
+    /// Emits with binary attachments; `args` refer to them with [`crate::placeholder`]`(n)`, and
+    /// the client receives each as a `Buffer` / `ArrayBuffer` in its place.
     pub fn emit_binary(
         &self,
         event: &str,
@@ -124,7 +134,13 @@ impl Socket {
             .map_or(AckOutcome::Disconnected, |r| r.outcome))
     }
 
-    /// Joins a per-socket room of this namespace (socket.io's `socket.join`).
+    /// Joins `room` until [`Socket::leave`] or the socket's end (socket.io's `socket.join`).
+    ///
+    /// In the main namespace this is the same room as [`crate::SocketIoFeatures::join_room`]'s:
+    /// a room's audience is its users' connections plus its joined sockets. Use `join_room` for
+    /// a membership that should outlive this connection; other namespaces have rooms of their
+    /// own sockets only. Past `max_rooms_per_user` rooms for this socket the join is dropped
+    /// (and logged).
     pub fn join(&self, room: &str) -> Result<(), BroadcastError> {
         validate_room(room)?;
         self.handle
@@ -135,6 +151,7 @@ impl Socket {
             .map_err(BroadcastError::from)
     }
 
+    /// Leaves a room joined with [`Socket::join`] (a `join_room` membership of the user stays).
     pub fn leave(&self, room: &str) -> Result<(), BroadcastError> {
         validate_room(room)?;
         self.handle
@@ -145,7 +162,13 @@ impl Socket {
             .map_err(BroadcastError::from)
     }
 
-    /// Emits to every socket in a room of this socket's namespace.
+    /// Emits to the room's whole audience, this socket included if it is in the room.
+    ///
+    /// In the main namespace that is the audience of every `to_room` (users joined with
+    /// `join_room` on both transports, plus sockets joined with [`Socket::join`]): Socket.IO
+    /// clients get `args`; SSE streams get the single argument as `data` (the JSON array of
+    /// `args` when there are zero or several). In other namespaces: the namespace's sockets in
+    /// the room. Unlike socket.io's `socket.to(room)`, the sender is not left out.
     pub fn to_room(&self, room: &str, event: &str, args: Vec<Value>) -> Result<(), BroadcastError> {
         validate_room(room)?;
         validate_event(event)?;
@@ -175,7 +198,9 @@ impl Socket {
 /// A client event, as handlers see it.
 #[derive(Debug)]
 pub struct Event {
+    /// The event name the client emitted.
     pub name: String,
+    /// Its arguments, JSON as the client sent them (the ack callback is not among them).
     pub args: Vec<Value>,
     /// Binary attachments; `args` hold `{"_placeholder":true,"num":n}` where they belong.
     pub attachments: Vec<Vec<u8>>,
@@ -192,10 +217,12 @@ pub struct AckResponder {
 }
 
 impl AckResponder {
+    /// Answers: the client's ack callback is called with `args`.
     pub fn send(self, args: Vec<Value>) -> Result<(), ServerClosed> {
         self.send_binary(args, Vec::new())
     }
 
+    /// Answers with binary attachments (referred to by [`crate::placeholder`] in `args`).
     pub fn send_binary(
         self,
         args: Vec<Value>,

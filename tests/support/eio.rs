@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tidings::{AppEvent, CloseReason, Config, Data, Handle, Server, SessionId};
+use tidings::{CloseReason, Config, Data, EngineIoEvent, Handle, Server, SessionId};
 
 use super::http::Http;
 use super::ws::WsClient;
@@ -27,7 +27,7 @@ pub struct TestServer {
     server: Option<Server>,
     pub addr: SocketAddr,
     pub handle: Handle,
-    events: Receiver<AppEvent>,
+    events: Receiver<EngineIoEvent>,
     echo: Option<JoinHandle<()>>,
 }
 
@@ -45,7 +45,7 @@ impl TestServer {
         let echo = std::thread::spawn(move || {
             // Ends when the server shuts down (the sender side is dropped).
             for ev in rx {
-                if let AppEvent::EioMessage { session, data } = &ev {
+                if let EngineIoEvent::Message { session, data } = &ev {
                     let _ = h.eio_send(*session, data.clone());
                 }
                 if tx.send(ev).is_err() {
@@ -63,7 +63,7 @@ impl TestServer {
     }
 
     /// The next event that `pick` accepts (others are skipped), or a failure after [`WAIT`].
-    pub fn wait<T>(&self, what: &str, mut pick: impl FnMut(&AppEvent) -> Option<T>) -> T {
+    pub fn wait<T>(&self, what: &str, mut pick: impl FnMut(&EngineIoEvent) -> Option<T>) -> T {
         let deadline = Instant::now() + WAIT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -83,7 +83,7 @@ impl TestServer {
 
     pub fn wait_open(&self, sid: &str) -> SessionId {
         self.wait("EioOpen", |e| match e {
-            AppEvent::EioOpen {
+            EngineIoEvent::Open {
                 session, sid: s, ..
             } if s.as_ref() == sid => Some(*session),
             _ => None,
@@ -92,14 +92,14 @@ impl TestServer {
 
     pub fn wait_close(&self, session: SessionId) -> CloseReason {
         self.wait("EioClose", |e| match e {
-            AppEvent::EioClose { session: s, reason } if *s == session => Some(*reason),
+            EngineIoEvent::Close { session: s, reason } if *s == session => Some(*reason),
             _ => None,
         })
     }
 
     pub fn wait_message(&self, session: SessionId) -> Data {
         self.wait("EioMessage", |e| match e {
-            AppEvent::EioMessage { session: s, data } if *s == session => Some(data.clone()),
+            EngineIoEvent::Message { session: s, data } if *s == session => Some(data.clone()),
             _ => None,
         })
     }
@@ -116,7 +116,7 @@ impl TestServer {
 
     /// Shuts down (which must return Ok and join the threads), then returns the events that had
     /// not been consumed.
-    pub fn shutdown_collect(mut self) -> Vec<AppEvent> {
+    pub fn shutdown_collect(mut self) -> Vec<EngineIoEvent> {
         let server = self.server.take().unwrap();
         server.shutdown(Duration::from_secs(2)).unwrap();
         // The echo thread ends once the server's event stream ends.
