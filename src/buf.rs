@@ -142,8 +142,6 @@ impl OutQueue {
             self.chunks = VecDeque::new();
         }
     }
-
-
 }
 
 #[cfg(test)]
