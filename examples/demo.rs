@@ -2,27 +2,36 @@
 //! Socket.IO panel (a tiny Socket.IO client written in plain JS inside the page) and a control
 //! form that drives the unified API ([`NotificationService`]) through `demo:*` events.
 //!
-//! Run: `cargo run --example demo`, then open the printed URL (`PORT` overrides 3000). Open it in
-//! two tabs as different users (`/?user=bob&tenant=acme`) to see who receives what.
+//! Run: `cargo run --example demo`, then open the printed URL (`PORT` overrides 3000). The page
+//! suggests a second tab in another tenant (`/?user=bob&tenant=globex`): send to a user, a tenant,
+//! a room or everyone and watch who receives what, and how many connections each send reached.
 //!
 //! Control events (sent by the page's Socket.IO panel, each answered by ack with
-//! `{"ok": true, ...}` or `{"ok": false, "error": {"kind", "message"}}`):
-//! - `demo:send {transport, kind: user|tenant|all|room, user, tenant, room, event, data}`
-//! - `demo:join` / `demo:leave {user, tenant, room}`, `demo:rooms {user, tenant}`
-//! - `demo:ask {user, tenant, event, data}`: `to_user_with_ack`, 5 s timeout, one outcome per socket.
+//! `{"ok": true, "result": ...}` or `{"ok": false, "error": {"kind", "message"}}`):
+//! - `demo:send {transport, kind: user|tenant|all|room, user, tenant, room, event, data}` →
+//!   `{sse, socketio, total}`: the connections the send reached ([`NotificationService::send_counted`]);
+//! - `demo:join` / `demo:leave {user, tenant, room}` → `{rooms}`: the user's rooms afterwards;
+//!   `demo:rooms {user, tenant}` → the user's rooms;
+//! - `demo:ask {user, tenant, event, data}`: `to_user_with_ack`, 5 s timeout, one outcome per socket;
+//! - `demo:stats {}` → the presence below, now.
+//!
+//! Presence: whenever a connection opens or closes, every Socket.IO socket gets
+//! `demo:presence {sse, socketio, online: [{who, sse, socketio}]}`: the open SSE streams and
+//! Socket.IO sockets ([`tidings::Handle::stats`]) and who holds them.
 //!
 //! DEMO ONLY: anyone can drive the controls and claim to be anyone (see `authenticate` below).
 //! A real application authenticates with a session cookie or a signed token and checks that the
 //! caller may send what it asks to send.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use tidings::{
-    AckOutcome, AckOutcomes, BroadcastError, Config, Identity, NotificationService, Page, Server,
-    Transport,
+    AckOutcome, AckOutcomes, BroadcastError, Config, Handle, Identity, NotificationService, Page,
+    Server, SocketId, StreamId, Target, Transport,
 };
 
 /// The page, compiled into the binary: nothing is read from disk or the network at run time.
@@ -55,29 +64,95 @@ fn reply(result: Result<Value, BroadcastError>) -> Value {
     }
 }
 
-/// `demo:send`: the seed's four pushes, through the unified API.
-fn send(service: &NotificationService, req: &Value) -> Result<Value, BroadcastError> {
+/// What the demo server keeps: the service, the handle (for stats) and who is connected.
+struct App {
+    service: NotificationService,
+    handle: Handle,
+    online: Arc<Mutex<Online>>,
+}
+
+/// Who holds each open connection (from the open / close hooks; `None`: anonymous).
+#[derive(Default)]
+struct Online {
+    sse: BTreeMap<StreamId, Option<Identity>>,
+    sio: BTreeMap<SocketId, Option<Identity>>,
+}
+
+/// `alice@acme`, `alice` (default tenant) or `anonymous`.
+fn who(identity: Option<&Identity>) -> String {
+    match identity {
+        None => "anonymous".into(),
+        Some(i) if i.tenant.is_empty() => i.user.clone(),
+        Some(i) => format!("{}@{}", i.user, i.tenant),
+    }
+}
+
+/// The presence the page shows: connections per transport, and who holds them.
+fn presence(app: &App) -> Value {
+    let mut people: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    let (mut sse, mut socketio) = (0, 0);
+    if let Ok(online) = app.online.lock() {
+        for i in online.sse.values() {
+            people.entry(who(i.as_ref())).or_default().0 += 1;
+        }
+        for i in online.sio.values() {
+            people.entry(who(i.as_ref())).or_default().1 += 1;
+        }
+        (sse, socketio) = (online.sse.len(), online.sio.len());
+    }
+    // The engine's own counters, when it answers: they are the truth (the map follows the hooks).
+    if let Ok(stats) = app.handle.stats() {
+        (sse, socketio) = (stats.sse_streams, stats.sio_sockets);
+    }
+    let online: Vec<Value> = people
+        .into_iter()
+        .map(|(who, (sse, socketio))| json!({"who": who, "sse": sse, "socketio": socketio}))
+        .collect();
+    json!({"sse": sse, "socketio": socketio, "online": online})
+}
+
+type Cell = Arc<OnceLock<App>>;
+
+/// Tells every Socket.IO socket who is connected now (called on each open and close).
+fn push_presence(cell: &Cell) {
+    if let Some(app) = cell.get() {
+        let _ = app
+            .service
+            .provider(Transport::SocketIo)
+            .broadcast()
+            .to_all("demo:presence", &presence(app));
+    }
+}
+
+/// `demo:send`: one push through the unified API, answered with the connections it reached.
+fn send(app: &App, req: &Value) -> Result<Value, BroadcastError> {
     let transport: Transport = str_field(req, "transport")
         .parse()
         .unwrap_or(Transport::Both);
-    let event = str_field(req, "event");
-    let data = req.get("data").cloned().unwrap_or(Value::Null);
-    match str_field(req, "kind") {
-        "user" => service.broadcast_to_user(transport, &identity_of(req), event, &data),
-        "tenant" => service.broadcast_to_tenant(transport, str_field(req, "tenant"), event, &data),
+    let target = match str_field(req, "kind") {
+        "user" => Target::User(identity_of(req)),
+        "tenant" => Target::Tenant(str_field(req, "tenant").to_string()),
         // Rooms are real on every transport: a non-member never receives a room event.
-        "room" if transport == Transport::Both => {
-            service.broadcast_to_room(str_field(req, "room"), event, &data)
-        }
-        "room" => {
-            service
-                .provider(transport)
-                .broadcast()
-                .to_room(str_field(req, "room"), event, &data)
-        }
-        _ => service.provider(transport).broadcast().to_all(event, &data),
-    }?;
-    Ok(Value::Null)
+        "room" => Target::Room(str_field(req, "room").to_string()),
+        _ => Target::All,
+    };
+    let data = req.get("data").cloned().unwrap_or(Value::Null);
+    let reach = app
+        .service
+        .send_counted(transport, &target, str_field(req, "event"), &data)?;
+    Ok(json!({"sse": reach.sse, "socketio": reach.socketio, "total": reach.total()}))
+}
+
+/// `demo:join` / `demo:leave`: the membership change, answered with the user's rooms afterwards.
+fn membership(app: &App, req: &Value, join: bool) -> Result<Value, BroadcastError> {
+    let user = identity_of(req);
+    let room = str_field(req, "room");
+    if join {
+        app.service.join_room(&user, room)?;
+    } else {
+        app.service.leave_room(&user, room)?;
+    }
+    Ok(json!({"rooms": app.service.user_rooms(&user)?}))
 }
 
 fn outcome_json(o: &AckOutcome) -> Value {
@@ -89,20 +164,18 @@ fn outcome_json(o: &AckOutcome) -> Value {
     }
 }
 
-type Service = Arc<OnceLock<NotificationService>>;
-
 /// Registers a `demo:*` control event: parse the request, call the API, answer the ack.
 fn control(
     builder: tidings::ServerBuilder,
     event: &str,
-    service: &Service,
-    call: fn(&NotificationService, &Value) -> Result<Value, BroadcastError>,
+    cell: &Cell,
+    call: fn(&App, &Value) -> Result<Value, BroadcastError>,
 ) -> tidings::ServerBuilder {
-    let service = service.clone();
+    let cell = cell.clone();
     builder.on_event("/", event, move |_, ev| {
         let req = ev.args.first().cloned().unwrap_or(Value::Null);
-        let result = match service.get() {
-            Some(s) => call(s, &req),
+        let result = match cell.get() {
+            Some(app) => call(app, &req),
             None => Err(BroadcastError::ServerClosed),
         };
         if let Some(ack) = ev.ack {
@@ -136,7 +209,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..Config::default()
     };
     // The service needs the running server's handle; handlers reach it through this cell.
-    let service: Service = Arc::default();
+    let cell: Cell = Arc::default();
+    let online: Arc<Mutex<Online>> = Arc::default();
 
     let builder = Server::builder(config)
         // DEMO ONLY: the connection says who it is — SSE in the query (`/events?user=&tenant=`,
@@ -157,19 +231,50 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .filter(|u| !u.is_empty())
                 .map(|u| Identity::new(tenant, u)))
         });
-    let builder = control(builder, "demo:send", &service, send);
-    let builder = control(builder, "demo:join", &service, |s, req| {
-        features(s)?.join_room(&identity_of(req), str_field(req, "room"))?;
-        Ok(Value::Null)
+
+    // Presence: keep who holds each connection, and tell everyone on each change. The hooks run
+    // on the dispatcher thread, one at a time and in event order, so the pushes are in order too.
+    let (on, c) = (online.clone(), cell.clone());
+    let builder = builder.on_sse_open(move |stream, identity| {
+        if let Ok(mut o) = on.lock() {
+            o.sse.insert(stream, identity.cloned());
+        }
+        push_presence(&c);
     });
-    let builder = control(builder, "demo:leave", &service, |s, req| {
-        features(s)?.leave_room(&identity_of(req), str_field(req, "room"))?;
-        Ok(Value::Null)
+    let (on, c) = (online.clone(), cell.clone());
+    let builder = builder.on_sse_close(move |stream| {
+        if let Ok(mut o) = on.lock() {
+            o.sse.remove(&stream);
+        }
+        push_presence(&c);
     });
-    let builder = control(builder, "demo:rooms", &service, |s, req| {
-        Ok(json!(features(s)?.user_rooms(&identity_of(req))?))
+    let (on, c) = (online.clone(), cell.clone());
+    let builder = builder.on_connect("/", move |socket, _| {
+        if let Ok(mut o) = on.lock() {
+            o.sio.insert(socket.id(), socket.identity().cloned());
+        }
+        push_presence(&c);
     });
-    let ask_service = service.clone();
+    let (on, c) = (online.clone(), cell.clone());
+    let builder = builder.on_disconnect("/", move |socket, _| {
+        if let Ok(mut o) = on.lock() {
+            o.sio.remove(&socket.id());
+        }
+        push_presence(&c);
+    });
+
+    let builder = control(builder, "demo:send", &cell, send);
+    let builder = control(builder, "demo:join", &cell, |app, req| {
+        membership(app, req, true)
+    });
+    let builder = control(builder, "demo:leave", &cell, |app, req| {
+        membership(app, req, false)
+    });
+    let builder = control(builder, "demo:rooms", &cell, |app, req| {
+        Ok(json!(app.service.user_rooms(&identity_of(req))?))
+    });
+    let builder = control(builder, "demo:stats", &cell, |app, _| Ok(presence(app)));
+    let ask_cell = cell.clone();
     let server = builder
         // `to_user_with_ack` with a callback: handlers must not block (the blocking form would
         // hold up every other handler until the browsers answer).
@@ -184,10 +289,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 }
             };
             let cb_slot = slot.clone();
-            let result = ask_service
+            let result = ask_cell
                 .get()
                 .ok_or(BroadcastError::ServerClosed)
-                .and_then(features)
+                .and_then(|app| features(&app.service))
                 .and_then(|f| {
                     f.to_user_with_ack_callback(
                         &identity_of(&req),
@@ -196,7 +301,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         Duration::from_secs(5),
                         Box::new(move |outcomes| {
                             let v = match outcomes {
-                                AckOutcomes::NoRecipients => json!("no Socket.IO connection"),
+                                AckOutcomes::NoRecipients => json!([]),
                                 AckOutcomes::Outcomes(list) => json!(list
                                     .iter()
                                     .map(|r| outcome_json(&r.outcome))
@@ -211,7 +316,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         })
         .start()?;
-    let _ = service.set(NotificationService::new(server.handle()));
+    let handle = server.handle();
+    let _ = cell.set(App {
+        service: NotificationService::new(handle.clone()),
+        handle,
+        online,
+    });
     println!("tidings demo on http://{}/", server.local_addr());
     loop {
         std::thread::park();

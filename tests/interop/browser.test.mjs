@@ -1,7 +1,9 @@
-// Browser checks (DESIGN §6): Debian's Chromium, driven by playwright-core, against
+// Browser checks: Debian's Chromium, driven by playwright-core, against
 //   (a) the demo (`examples/demo.rs` + `examples/demo/index.html`): both panels of the page (SSE
-//       and the page's own tiny Socket.IO client) receive what is sent to their user, and a room
-//       message reaches only the member's page;
+//       and the page's own tiny Socket.IO client) receive what is sent to their user, a room
+//       message reaches only the member's page, each send says how many connections it reached
+//       (per transport; "nobody is in this room" for an empty room), and the live presence follows
+//       connections as they come and go;
 //   (b) the `interop` example: a real EventSource survives a server-side drop (`ctl:drop-sse`) and
 //       resumes with Last-Event-ID, without gaps or duplicates.
 //
@@ -9,7 +11,10 @@
 // `cargo build --examples` builds (scripts/interop.sh does that first), and kills them at the end;
 // TIDINGS_URL is not used. By hand:
 //   cargo build --examples && node --test tests/interop/browser.test.mjs
-// Environment: CARGO_TARGET_DIR (where the binaries are), CHROMIUM (default /usr/bin/chromium).
+// Environment: CARGO_TARGET_DIR (where the binaries are), CHROMIUM (default /usr/bin/chromium),
+//   DEMO_SCREENSHOT=path.png: also stage the demo (two tenants, a few sends, a room send to
+//   nobody) and save a 1280×900 screenshot there (examples/demo/screenshot.png in the README).
+//   Without it nothing is written.
 // Without Chromium the suite is skipped with a message; nothing ever downloads a browser.
 //
 // Every wait is bounded (at most 10 s) and every browser, client and server is closed in `after`.
@@ -143,7 +148,11 @@ function waitLog(page, panel, event, data) {
   );
 }
 
-/** Fills the control form, clicks `button` and returns the result line {ok, text}. */
+/**
+ * Fills the control form, clicks `button` and returns the result line: {ok, text, tone (ok |
+ * none | error)} plus, after a send, the connections it reached {total, sse, socketio}, and after
+ * join / leave / rooms, the user's `rooms`.
+ */
 async function control(page, button, fields = {}) {
   for (const [id, value] of Object.entries(fields)) await page.fill(`#ctl-${id}`, value);
   await page.$eval("#result", (el) => {
@@ -152,7 +161,31 @@ async function control(page, button, fields = {}) {
   });
   await page.click(`#${button}`);
   await page.waitForSelector("#result[data-ok]", { timeout: WAIT });
-  return page.$eval("#result", (el) => ({ ok: el.dataset.ok === "true", text: el.textContent }));
+  const r = await page.$eval("#result", (el) => ({ text: el.textContent, ...el.dataset }));
+  const num = (v) => (v === undefined ? undefined : Number(v));
+  return {
+    ...r,
+    ok: r.ok === "true",
+    total: num(r.total),
+    sse: num(r.sse),
+    socketio: num(r.socketio),
+    rooms: r.rooms === undefined ? undefined : JSON.parse(r.rooms),
+  };
+}
+
+/** Asserts a send worked and reached exactly `sse` SSE streams and `socketio` sockets. */
+function assertReached(r, sse, socketio) {
+  assert.ok(r.ok, r.text);
+  assert.deepEqual({ total: r.total, sse: r.sse, socketio: r.socketio }, { total: sse + socketio, sse, socketio }, r.text);
+  const parts = [sse && `${sse} SSE`, socketio && `${socketio} Socket.IO`].filter(Boolean).join(", ");
+  const n = sse + socketio;
+  assert.ok(r.text.includes(`reached ${n} connection${n === 1 ? "" : "s"}: ${parts}`), r.text);
+  assert.equal(r.tone, "ok", r.text);
+}
+
+/** Waits until the page's live presence shows these counts. */
+function waitPresence(page, sse, socketio) {
+  return page.waitForSelector(`#presence[data-sse="${sse}"][data-socketio="${socketio}"]`, { timeout: WAIT });
 }
 
 const pairs = (log) => log.map((e) => [e.event, e.data]);
@@ -172,8 +205,8 @@ describe("browser: the demo page", { skip: SKIP }, () => {
     await server?.stop();
   });
 
-  async function open(query) {
-    const page = await browser.newPage();
+  async function open(query, viewport = null) {
+    const page = await browser.newPage(viewport ? { viewport } : {});
     page.setDefaultTimeout(WAIT);
     page.on("pageerror", (e) => errors.push(`${query}: ${e.message}`));
     const response = await page.goto(`${server.url}/${query}`, { timeout: WAIT });
@@ -187,12 +220,18 @@ describe("browser: the demo page", { skip: SKIP }, () => {
     const bob = await open("?user=bob&tenant=acme");
     assert.match(await alice.textContent("#sse-state"), /alice@acme/);
     assert.match(await bob.textContent("#sio-state"), /bob@acme/);
+    // The suggested second tab is another user in another tenant.
+    assert.equal(await alice.getAttribute("#second-tab", "href"), "/?user=bob&tenant=globex");
+    // Live presence: both pages, each with one SSE stream and one Socket.IO socket.
+    await waitPresence(alice, 2, 2);
+    await waitPresence(bob, 2, 2);
 
-    // To a user, from either page's controls (they go over that page's Socket.IO panel).
+    // To a user, from either page's controls (they go over that page's Socket.IO panel); each
+    // reaches that user's two connections: the page's SSE panel and its Socket.IO panel.
     let r = await control(alice, "to-user", { user: "alice", tenant: "acme", event: "notification", data: '{"to":"alice"}' });
-    assert.ok(r.ok, r.text);
+    assertReached(r, 1, 1);
     r = await control(bob, "to-user", { user: "bob", tenant: "acme", event: "notification", data: '{"to":"bob"}' });
-    assert.ok(r.ok, r.text);
+    assertReached(r, 1, 1);
     for (const panel of ["sse", "sio"]) {
       await waitLog(alice, panel, "notification", { to: "alice" });
       await waitLog(bob, panel, "notification", { to: "bob" });
@@ -201,24 +240,43 @@ describe("browser: the demo page", { skip: SKIP }, () => {
     // Bob joins a room (membership belongs to the user: all his connections, both transports).
     r = await control(alice, "join", { user: "bob", tenant: "acme", room: "support-chat" });
     assert.ok(r.ok, r.text);
+    assert.ok(r.text.includes("bob@acme joined support-chat"), r.text);
+    assert.deepEqual(r.rooms, ["support-chat"], r.text);
     r = await control(alice, "rooms");
-    assert.ok(r.ok && r.text.includes('["support-chat"]'), r.text);
-    r = await control(alice, "to-room", { event: "message", data: '{"text":"hi room"}' });
     assert.ok(r.ok, r.text);
+    assert.deepEqual(r.rooms, ["support-chat"], r.text);
+    assert.ok(r.text.includes("bob@acme is in: support-chat"), r.text);
+    r = await control(alice, "to-room", { event: "message", data: '{"text":"hi room"}' });
+    assertReached(r, 1, 1);
+    // A room nobody is in, and a tenant nobody is connected in: sent, reached nobody, and the page
+    // says so differently from a send that reached someone.
+    r = await control(alice, "to-room", { room: "nobody-here", event: "message", data: '{"text":"anyone?"}' });
+    assert.ok(r.ok && r.tone === "none" && r.total === 0, r.text);
+    assert.ok(r.text.includes("nobody is in this room"), r.text);
+    r = await control(alice, "to-tenant", { tenant: "initech", event: "message", data: '{"text":"anyone?"}' });
+    assert.ok(r.ok && r.tone === "none" && r.total === 0, r.text);
+    assert.ok(r.text.includes("nobody received it"), r.text);
+    // One transport only: just the SSE streams of tenant acme.
+    await alice.selectOption("#ctl-transport", "sse");
+    r = await control(alice, "to-tenant", { tenant: "acme", event: "message", data: '{"sse":"only"}' });
+    assertReached(r, 2, 0);
+    await alice.selectOption("#ctl-transport", "both");
     // A marker to everyone after the room message: once it has arrived, anything addressed to a
     // panel earlier has arrived too (one connection keeps order), so the logs below are final.
     r = await control(alice, "to-all", { event: "notification", data: '{"marker":true}' });
-    assert.ok(r.ok, r.text);
+    assertReached(r, 2, 2);
     for (const page of [alice, bob]) {
       for (const panel of ["sse", "sio"]) await waitLog(page, panel, "notification", { marker: true });
     }
 
     const marker = ["notification", { marker: true }];
+    const sseOnly = ["message", { sse: "only" }];
     for (const panel of ["sse", "sio"]) {
-      assert.deepEqual(pairs(await logOf(alice, panel)), [["notification", { to: "alice" }], marker], `alice ${panel}`);
+      const only = panel === "sse" ? [sseOnly] : [];
+      assert.deepEqual(pairs(await logOf(alice, panel)), [["notification", { to: "alice" }], ...only, marker], `alice ${panel}`);
       assert.deepEqual(
         pairs(await logOf(bob, panel)),
-        [["notification", { to: "bob" }], ["message", { text: "hi room" }], marker],
+        [["notification", { to: "bob" }], ["message", { text: "hi room" }], ...only, marker],
         `bob ${panel}`,
       );
     }
@@ -229,6 +287,24 @@ describe("browser: the demo page", { skip: SKIP }, () => {
       const seqs = ids.map((id) => BigInt(id.split(":")[1]));
       assert.ok(seqs.every((s, i) => i === 0 || s > seqs[i - 1]), `ids increase: ${ids}`);
     }
+    // Every log line has a time stamp; the SSE id is not part of the visible text; JSON wraps at
+    // word boundaries (never mid-word).
+    const look = await alice.evaluate(() => {
+      const lis = [...document.querySelectorAll("#sse-log li, #sio-log li, #activity-log li")];
+      const pre = document.querySelector("#sse-log pre.json");
+      return {
+        lines: lis.length,
+        stamped: lis.filter((li) => /^\d\d:\d\d:\d\d\.\d{3}$/.test(li.querySelector("time")?.textContent ?? "")).length,
+        idShown: [...document.querySelectorAll("#sse-log li")].some((li) => li.innerText.includes(li.dataset.id)),
+        wordBreak: getComputedStyle(pre).wordBreak,
+        whiteSpace: getComputedStyle(pre).whiteSpace,
+      };
+    });
+    assert.ok(look.lines > 0);
+    assert.equal(look.stamped, look.lines, "every log line has a time stamp");
+    assert.equal(look.idShown, false, "SSE ids are not shown in the text");
+    assert.notEqual(look.wordBreak, "break-all");
+    assert.equal(look.whiteSpace, "pre-wrap");
 
     // An ack request to bob: his Socket.IO panel answers; the outcome shows on alice's page.
     r = await control(alice, "ask", { user: "bob", event: "notification", data: '{"q":1}' });
@@ -236,7 +312,7 @@ describe("browser: the demo page", { skip: SKIP }, () => {
 
     // Typed errors reach the page; nothing is sent.
     r = await control(alice, "to-room", { room: "", event: "message", data: "{}" });
-    assert.ok(!r.ok && r.text.includes("InvalidRoom"), r.text);
+    assert.ok(!r.ok && r.tone === "error" && r.text.includes("InvalidRoom"), r.text);
     r = await control(alice, "to-user", { user: "bob", event: "connect", data: "{}" });
     assert.ok(!r.ok && r.text.includes("InvalidEvent"), r.text);
     r = await control(alice, "to-user", { event: "notification", data: "{not json" });
@@ -245,9 +321,55 @@ describe("browser: the demo page", { skip: SKIP }, () => {
     // Leaving works, and read-your-writes: the next `rooms` no longer lists it.
     r = await control(alice, "leave", { user: "bob", room: "support-chat" });
     assert.ok(r.ok, r.text);
+    assert.ok(r.text.includes("bob@acme left support-chat"), r.text);
+    assert.deepEqual(r.rooms, [], r.text);
     r = await control(alice, "rooms");
-    assert.ok(r.ok && r.text.includes("[]"), r.text);
+    assert.ok(r.ok, r.text);
+    assert.deepEqual(r.rooms, [], r.text);
+    assert.ok(r.text.includes("bob@acme is in no rooms"), r.text);
 
+    // Clear empties a log.
+    await alice.click("button[data-clear=sse-log]");
+    assert.equal(await alice.$$eval("#sse-log li", (lis) => lis.length), 0);
+
+    // Bob's tab closes: alice's presence follows.
+    await bob.close();
+    await waitPresence(alice, 1, 1);
+    await alice.close();
+
+    assert.deepEqual(errors, [], "no page errors");
+  });
+
+  const SHOT = process.env.DEMO_SCREENSHOT;
+  test("screenshot of the demo", { ...T, skip: SHOT ? false : "set DEMO_SCREENSHOT=path.png to write one" }, async () => {
+    const viewport = { width: 1280, height: 900 };
+    const alice = await open("", viewport);
+    const bob = await open("?user=bob&tenant=globex", viewport);
+    await waitPresence(alice, 2, 2);
+    const steps = [
+      ["to-user", { user: "alice", tenant: "acme", event: "notification", data: '{"subject": "Welcome back", "unread": 3}' }],
+      ["to-tenant", { event: "announcement", data: '{"text": "Release 2.4 goes out at 17:00, please wrap up your reviews before then"}' }],
+      ["join", { room: "support-chat" }],
+      ["to-room", { event: "message", data: '{"from": "carol", "text": "Can someone look at ticket 4521?"}' }],
+      ["to-all", { event: "system:alert", data: '{"level": "info", "text": "Maintenance tonight, 22:00 to 23:00 UTC"}' }],
+      ["to-room", { room: "billing", event: "message", data: '{"text": "anyone here?"}' }],
+    ];
+    for (const [button, fields] of steps) {
+      const r = await control(alice, button, fields);
+      assert.ok(r.ok, r.text);
+    }
+    for (const panel of ["sse", "sio"]) {
+      await waitLog(alice, panel, "system:alert", { level: "info", text: "Maintenance tonight, 22:00 to 23:00 UTC" });
+    }
+    await alice.fill("#ctl-room", "support-chat");
+    await alice.fill("#ctl-data", '{"subject": "Hello", "body": "World"}');
+    await alice.fill("#ctl-event", "notification");
+    await alice.evaluate(() => document.activeElement?.blur());
+    await alice.mouse.move(0, 0);
+    await alice.waitForTimeout(700); // the arrival highlight fades
+    await alice.screenshot({ path: path.resolve(SHOT), timeout: WAIT });
+    await bob.close();
+    await alice.close();
     assert.deepEqual(errors, [], "no page errors");
   });
 });
