@@ -64,7 +64,7 @@ class Log {
 }
 
 // --- clients -------------------------------------------------------------------------------------
-const EVENTS = ["u-sse", "u-socket", "u-both", "room-ev", "leak", "ok", "sentinel", "after"];
+const EVENTS = ["u-sse", "u-socket", "u-both", "room-ev", "room-message", "leak", "ok", "sentinel", "after"];
 
 /** A socket.io-client socket with identity `{user, tenant}`, logging the events above. */
 async function sock(user, tenant, opts = {}) {
@@ -158,6 +158,42 @@ describe("unified API with real clients", () => {
       for (const u of [member, outsider]) await broadcast("both", user(u, tenant), "sentinel", null);
       assert.deepEqual(await mEs.log.settle(), [["room-ev", "sse"], ["room-ev", "both"]]);
       assert.deepEqual(await mSock.log.settle(), [["room-ev", "socket"], ["room-ev", "both"]]);
+      assert.deepEqual(await oEs.log.settle(), []);
+      assert.deepEqual(await oSock.log.settle(), []);
+    } finally {
+      closeAll(...clients);
+    }
+  });
+
+  test("one room model: join_room users and Socket::join sockets are one audience for every to_room", T, async () => {
+    const tenant = "acme";
+    const member = uid("member");
+    const joiner = uid("joiner");
+    const outsider = uid("outsider");
+    const room = uid("room");
+    const clients = [];
+    try {
+      const mEs = await stream(member, tenant);
+      const mSock = await sock(member, tenant);
+      // The joiner's socket joins by itself (Socket::join); its SSE stream is not in the room.
+      const jEs = await stream(joiner, tenant);
+      const jSock = await sock(joiner, tenant, { transports: ["websocket"] });
+      const oEs = await stream(outsider, tenant);
+      const oSock = await sock(outsider, tenant);
+      clients.push(mEs, mSock, jEs, jSock, oEs, oSock);
+      await join(member, tenant, room);
+      assert.deepEqual(await jSock.timeout(TIMEOUT).emitWithAck("join-socket-room", room), true);
+      // A socket's `to_room` (the outsider says it, and is not in the room) ...
+      oSock.emit("to-socket-room", room, { from: "socket" });
+      await mSock.log.until(() => mSock.log.items.length > 0, "the socket's room message");
+      // ... and the unified API's reach the same audience.
+      await broadcast("both", { kind: "room", room }, "room-ev", "unified");
+      for (const u of [member, joiner, outsider]) await broadcast("both", user(u, tenant), "sentinel", null);
+      const both = [["room-message", { from: "socket" }], ["room-ev", "unified"]];
+      assert.deepEqual(await mEs.log.settle(), both);
+      assert.deepEqual(await mSock.log.settle(), both);
+      assert.deepEqual(await jSock.log.settle(), both);
+      assert.deepEqual(await jEs.log.settle(), [], "a socket's join is not its user's");
       assert.deepEqual(await oEs.log.settle(), []);
       assert.deepEqual(await oSock.log.settle(), []);
     } finally {
