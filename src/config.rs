@@ -105,6 +105,10 @@ pub struct Config {
     /// Most (user, room) memberships over all users; `join_room` past it is refused with an
     /// error. Default: 1 000 000.
     pub max_room_memberships: usize,
+    /// Most bytes of a request body under an application route
+    /// ([`crate::ServerBuilder::route`]); a larger declared `Content-Length` is refused with
+    /// `413` before the body is read. Default: 1 000 000.
+    pub max_request_body: usize,
 }
 
 /// A fixed body served at a path: a `GET` of exactly `path` returns it, for a demo page, a health
@@ -148,6 +152,7 @@ impl Default for Config {
             pages: Vec::new(),
             max_rooms_per_user: 1024,
             max_room_memberships: 1_000_000,
+            max_request_body: 1_000_000,
         }
     }
 }
@@ -216,6 +221,9 @@ impl Config {
         }
         if self.max_payload < 64 || self.max_payload > (1 << 30) {
             return err("max_payload must be between 64 bytes and 1 GiB");
+        }
+        if self.max_request_body > (1 << 30) {
+            return err("max_request_body must be at most 1 GiB");
         }
         if self.max_outbound_bytes < self.max_payload {
             return err("max_outbound_bytes must be at least max_payload");

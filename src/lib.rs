@@ -81,6 +81,7 @@ mod config;
 mod engine;
 mod error;
 mod io;
+mod metrics;
 #[doc(hidden)]
 pub mod proto;
 mod server;
@@ -101,8 +102,10 @@ pub use engine::{
     RequestInfo, RoomLimit, SessionId, SocketId, Stats, StreamId, Target, RESET_EVENT,
 };
 pub use error::{BroadcastError, ServerClosed};
+pub use metrics::Metrics;
+pub use proto::http::Method;
 pub use proto::sio::placeholder;
 pub use server::{
-    AckResponder, AuthRequest, EngineIoEvent, Event, Handle, Server, ServerBuilder, Socket,
-    StartError,
+    AckResponder, AuthRequest, ConnectDecision, EngineIoEvent, Event, Handle, HttpRequest,
+    HttpResponse, Responder, Server, ServerBuilder, Socket, StartError,
 };

@@ -5,6 +5,7 @@
 
 mod eio;
 pub(crate) mod index;
+mod route;
 mod sio;
 mod sse;
 pub(crate) mod timers;
@@ -21,6 +22,7 @@ use crate::proto::http::{self, RequestHead, Response};
 pub use eio::{CloseReason, Data, SessionId};
 use index::{Audience, Index};
 pub use index::{Identity, RecipientKind, RoomLimit};
+pub(crate) use route::json_error;
 pub use sio::{
     AckCallback, AckOutcome, AckReply, AckResult, DisconnectReason, Rejection, SocketId,
 };
@@ -174,6 +176,14 @@ pub(crate) enum AppEvent {
     },
     /// An SSE stream ended.
     SseClosed { stream: StreamId },
+    /// A request under an application route: answer with `Command::HttpRespond`.
+    HttpRequest {
+        request: u64,
+        prefix: Arc<str>,
+        head: RequestHead,
+        body: Vec<u8>,
+        remote: Option<SocketAddr>,
+    },
 }
 
 /// Which transports a broadcast reaches.
@@ -323,6 +333,11 @@ pub(crate) enum Command {
     Stats {
         reply: std::sync::mpsc::Sender<Stats>,
     },
+    /// The answer to `AppEvent::HttpRequest`.
+    HttpRespond {
+        request: u64,
+        response: Response,
+    },
 }
 
 /// How many connections a broadcast reached, per transport (Socket.IO: sockets of the main
@@ -380,6 +395,8 @@ enum ConnRole {
     SsePending(u64),
     /// An open SSE stream.
     Sse(u64),
+    /// A request under an application route, waiting for the application's answer.
+    Route(u64),
 }
 
 /// The engine. See the module docs.
@@ -399,6 +416,10 @@ pub(crate) struct Engine {
     seq: u64,
     epoch: u64,
     scratch_recipients: Vec<(u64, RecipientKind)>,
+    /// Application routes and their requests waiting for an answer.
+    routes: route::Routes,
+    /// Counters shared with io and the handle (deliveries).
+    counters: Arc<crate::metrics::Counters>,
 }
 
 impl Engine {
@@ -422,6 +443,8 @@ impl Engine {
             seq: 0,
             epoch,
             scratch_recipients: Vec::new(),
+            routes: route::Routes::default(),
+            counters: Arc::default(),
         }
     }
 
@@ -440,6 +463,11 @@ impl Engine {
             sse_history: self.sse.history_len(),
             timer_entries: self.timers.len(),
         }
+    }
+
+    /// The counters this engine (and the io loop and handle around it) add to.
+    pub fn counters(&self) -> Arc<crate::metrics::Counters> {
+        self.counters.clone()
     }
 
     /// The next output, if any. Call until `None` after every input.
@@ -509,6 +537,9 @@ impl Engine {
             self.respond(conn, &req.head, resp);
             return;
         }
+        let Some(req) = self.route_request(now, conn, req) else {
+            return;
+        };
         let resp = Response::new(404).with_body("text/plain; charset=utf-8", "Not Found");
         self.respond(conn, &req.head, resp);
     }
@@ -542,6 +573,7 @@ impl Engine {
                 self.roles.insert(conn, ConnRole::Sse(stream));
                 self.sse_stream_gone(now, stream);
             }
+            ConnRole::Route(request) => self.route_conn_closed(request),
         }
     }
 
@@ -647,6 +679,7 @@ impl Engine {
             Command::Stats { reply } => {
                 let _ = reply.send(self.stats());
             }
+            Command::HttpRespond { request, response } => self.route_respond(request, response),
         }
     }
 
@@ -765,6 +798,7 @@ impl Engine {
         }
         recipients.clear();
         self.scratch_recipients = recipients;
+        self.counters.delivered(reach);
         reach
     }
 
@@ -808,16 +842,29 @@ impl Engine {
                 TimerKey::EioSession(k) => self.eio_timer(now, k, at),
                 TimerKey::Ack(c) => self.ack_timer(now, c, at),
                 TimerKey::SseHeartbeat => self.sse_heartbeat(now, at),
+                TimerKey::Route(id) => self.route_timer(id, at),
             }
         }
     }
 
-    /// Closes everything (graceful shutdown): sessions are closed with `ServerShutdown`.
+    /// Closes everything (graceful shutdown): sessions are closed with `ServerShutdown`; SSE
+    /// streams get a last `retry:` hint (the configured delay plus up to 1 s of jitter, so the
+    /// clients do not all come back at once) before they end.
     pub fn shutdown(&mut self, now: Instant) {
         for key in self.eio.keys() {
             self.eio_close(now, key, CloseReason::ServerShutdown);
         }
+        let retry = self.cfg.sse_retry.as_millis() as u64;
         for stream in self.sse_stream_ids() {
+            let jitter = u64::from(u16::from_le_bytes(self.random_bytes::<2>())) % 1000;
+            if let Some(conn) = self.sse.conn_of(stream) {
+                let mut hint = Vec::new();
+                crate::proto::sse::encode_retry(&mut hint, retry + jitter);
+                self.push(Output::Write {
+                    conn,
+                    chunk: Chunk::Owned(hint),
+                });
+            }
             self.sse_close(now, stream);
         }
     }

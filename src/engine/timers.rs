@@ -17,6 +17,8 @@ pub enum TimerKey {
     Ack(u64),
     /// The next SSE heartbeat (one timer for every stream).
     SseHeartbeat,
+    /// A route request's answer deadline.
+    Route(u64),
 }
 
 #[derive(Debug, Default)]

@@ -66,6 +66,9 @@ pub(crate) struct Conn {
     pub(crate) request_started: bool,
     /// Already listed in the loop's `dirty` list this turn.
     pub(crate) queued_dirty: bool,
+    /// Bytes read and written since the loop last collected them (for the metrics).
+    bytes_read: u64,
+    bytes_written: u64,
 }
 
 fn ws_config(cfg: &Config) -> WebSocketConfig {
@@ -101,7 +104,17 @@ impl Conn {
             deadline: None,
             request_started: false,
             queued_dirty: false,
+            bytes_read: 0,
+            bytes_written: 0,
         }
+    }
+
+    /// Bytes read and written since the last call (the loop adds them to the metrics).
+    pub(crate) fn take_io_counts(&mut self) -> (u64, u64) {
+        (
+            std::mem::take(&mut self.bytes_read),
+            std::mem::take(&mut self.bytes_written),
+        )
     }
 
     /// True while a request is partly received (a timeout then deserves a 408).
@@ -150,7 +163,10 @@ impl Conn {
             };
             match written {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => self.out.advance(n),
+                Ok(n) => {
+                    self.bytes_written += n as u64;
+                    self.out.advance(n)
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
@@ -179,6 +195,7 @@ impl Conn {
             match self.stream.read(scratch) {
                 Ok(0) => return ReadOutcome::Close,
                 Ok(n) => {
+                    self.bytes_read += n as u64;
                     *budget = budget.saturating_sub(n);
                     if *budget == 0 {
                         return ReadOutcome::BudgetSpent;
@@ -211,6 +228,7 @@ impl Conn {
                 Err(_) => return ReadOutcome::Close,
             };
             *budget = budget.saturating_sub(n);
+            self.bytes_read += n as u64;
             let Mode::Http { inbuf, state, .. } = &mut self.mode else {
                 return ReadOutcome::Continue;
             };
@@ -220,7 +238,7 @@ impl Conn {
             inbuf.extend_from_slice(scratch.get(..n).unwrap_or(&[]));
             // Bytes pipelined behind a parked request are kept, but only up to one more request.
             if matches!(state, HttpState::AwaitingResponse)
-                && inbuf.len() > cfg.max_head_bytes + cfg.max_payload
+                && inbuf.len() > cfg.max_head_bytes + cfg.max_payload.max(cfg.max_request_body)
             {
                 return ReadOutcome::Close;
             }
@@ -275,8 +293,22 @@ impl Conn {
                 Ok(n) => n.unwrap_or(0),
                 Err(e) => return Some(self.refuse(e.status())),
             };
-            if need > cfg.max_payload as u64 {
-                return Some(self.refuse(413));
+            // Routes have their own limit (`max_request_body`), Engine.IO bodies `max_payload`.
+            if need > engine.max_body(&head) as u64 {
+                let resp = engine.body_too_large(&head);
+                return Some(self.refuse_with(resp));
+            }
+            // `Expect: 100-continue` (curl sends it for bodies over 1 KiB): the body is within
+            // the limit, so say so instead of letting the client wait.
+            if need > 0
+                && inbuf.len() < need as usize
+                && head.minor_version >= 1
+                && head
+                    .header("expect")
+                    .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
+            {
+                self.out
+                    .push(Chunk::inline(b"HTTP/1.1 100 Continue\r\n\r\n"));
             }
             *state = HttpState::ReadingBody {
                 head,
@@ -305,6 +337,11 @@ impl Conn {
     fn refuse(&mut self, status: u16) -> ReadOutcome {
         let resp = Response::new(status)
             .with_body("text/plain; charset=utf-8", http::reason_phrase(status));
+        self.refuse_with(resp)
+    }
+
+    /// Like [`Conn::refuse`], with a response of the engine's.
+    fn refuse_with(&mut self, resp: Response) -> ReadOutcome {
         self.out.push(Chunk::Owned(resp.encode(false)));
         self.mode = Mode::Closing;
         ReadOutcome::CloseAfterFlush
@@ -325,6 +362,7 @@ impl Conn {
             tcp: &mut self.stream,
             out: &mut self.out,
             read_bytes: 0,
+            total_read: &mut self.bytes_read,
         };
         // Bounded: each iteration consumes input or returns.
         for _ in 0..1024 {

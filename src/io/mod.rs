@@ -152,6 +152,8 @@ pub(crate) struct EventLoop {
     scratch: Vec<u8>,
     accept_paused_until: Option<Instant>,
     shutdown_deadline: Option<Instant>,
+    /// Shared with the engine and the handle.
+    counters: Arc<crate::metrics::Counters>,
 }
 
 impl EventLoop {
@@ -163,6 +165,7 @@ impl EventLoop {
         app_events: Sender<AppEvent>,
         app_backlog: Arc<AtomicUsize>,
     ) -> io::Result<(EventLoop, Arc<Waker>)> {
+        let counters = engine.counters();
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
         listener.set_nonblocking(true)?;
@@ -189,6 +192,7 @@ impl EventLoop {
                 app_backlog,
                 more_commands: false,
                 writes_this_turn: 0,
+                counters,
                 scratch: vec![0u8; 64 * 1024],
                 accept_paused_until: None,
                 shutdown_deadline: None,
@@ -338,7 +342,10 @@ impl EventLoop {
                 return;
             };
             match listener.accept() {
-                Ok((stream, remote)) => self.register(now, stream, Some(remote)),
+                Ok((stream, remote)) => {
+                    self.counters.accepted();
+                    self.register(now, stream, Some(remote))
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if is_resource_exhaustion(&e) => {
@@ -402,6 +409,9 @@ impl EventLoop {
                 now,
                 &self.cfg,
             );
+            let (read, written) = conn.take_io_counts();
+            self.counters.bytes_in(read);
+            self.counters.bytes_out(written);
             self.apply_outputs(now);
             match outcome {
                 ReadOutcome::Blocked => return,
@@ -479,7 +489,11 @@ impl EventLoop {
                     // clients resume with Last-Event-ID).
                     let over = c.out.queued_bytes() > cap
                         && (c.write_queued().is_err() || c.out.queued_bytes() > cap);
+                    let (read, written) = c.take_io_counts();
+                    self.counters.bytes_in(read);
+                    self.counters.bytes_out(written);
                     if over {
+                        self.counters.slow_consumer_closed();
                         log::debug!(
                             "connection {conn:#x}: outbound queue over {cap} bytes, closing"
                         );
@@ -563,7 +577,11 @@ impl EventLoop {
             return;
         };
         c.queued_dirty = false;
-        match c.write_queued() {
+        let result = c.write_queued();
+        let (read, written) = c.take_io_counts();
+        self.counters.bytes_in(read);
+        self.counters.bytes_out(written);
+        match result {
             Ok(()) => {
                 if c.out.is_empty() && c.close_after_flush {
                     let _ = c.stream.flush();
@@ -601,12 +619,15 @@ pub(crate) struct WsStream<'a> {
     pub(crate) tcp: &'a mut TcpStream,
     pub(crate) out: &'a mut crate::buf::OutQueue,
     pub(crate) read_bytes: usize,
+    /// The connection's running count of bytes read (for the metrics).
+    pub(crate) total_read: &'a mut u64,
 }
 
 impl Read for WsStream<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.tcp.read(buf)?;
         self.read_bytes += n;
+        *self.total_read += n as u64;
         Ok(n)
     }
 }

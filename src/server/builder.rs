@@ -7,7 +7,10 @@ use serde_json::Value;
 
 use crate::config::Config;
 use crate::engine::{DisconnectReason, Identity, Rejection, RequestInfo, StreamId};
-use crate::server::{EngineIoEvent, Event, Handle, Server, Socket, StartError};
+use crate::server::{
+    ConnectDecision, EngineIoEvent, Event, Handle, HttpRequest, Responder, Server, Socket,
+    StartError,
+};
 
 /// What an authentication hook is asked about.
 #[derive(Debug)]
@@ -27,6 +30,8 @@ type DisconnectHandler = Arc<dyn Fn(&Socket, DisconnectReason) + Send + Sync>;
 type EioHandler = Arc<dyn Fn(&Handle, EngineIoEvent) + Send + Sync>;
 type SseOpenHandler = Arc<dyn Fn(StreamId, Option<&Identity>) + Send + Sync>;
 type SseCloseHandler = Arc<dyn Fn(StreamId) + Send + Sync>;
+type DeferredAuthHook = Arc<dyn Fn(&AuthRequest<'_>, ConnectDecision) + Send + Sync>;
+pub(super) type RouteHandler = Arc<dyn Fn(HttpRequest, Responder) + Send + Sync>;
 
 #[derive(Default, Clone)]
 pub(super) struct Handlers {
@@ -37,6 +42,9 @@ pub(super) struct Handlers {
     pub(super) eio: Option<EioHandler>,
     pub(super) sse_open: Option<SseOpenHandler>,
     pub(super) sse_close: Option<SseCloseHandler>,
+    pub(super) auth_deferred: Option<DeferredAuthHook>,
+    pub(super) any_event: HashMap<String, EventHandler>,
+    pub(super) routes: HashMap<String, RouteHandler>,
 }
 
 /// Configures handlers, then starts the server.
@@ -53,6 +61,20 @@ impl ServerBuilder {
         hook: impl Fn(&AuthRequest<'_>) -> Result<Option<Identity>, Rejection> + Send + Sync + 'static,
     ) -> Self {
         self.handlers.auth = Some(Arc::new(hook));
+        self.handlers.auth_deferred = None;
+        self
+    }
+
+    /// Like [`ServerBuilder::authenticate`], for a decision that takes time (asking another
+    /// service): the hook gets a [`ConnectDecision`] to answer with later, from any thread, and
+    /// returns at once so other handlers are not held up. A decision dropped unanswered refuses
+    /// the connection. Replaces `authenticate` (the one registered last wins).
+    pub fn authenticate_deferred(
+        mut self,
+        hook: impl Fn(&AuthRequest<'_>, ConnectDecision) + Send + Sync + 'static,
+    ) -> Self {
+        self.handlers.auth = None;
+        self.handlers.auth_deferred = Some(Arc::new(hook));
         self
     }
 
@@ -86,6 +108,41 @@ impl ServerBuilder {
             (namespace.to_string(), event.to_string()),
             Arc::new(handler),
         );
+        self
+    }
+
+    /// Called for every client event in `namespace` that no [`ServerBuilder::on_event`] handler
+    /// names (a catch-all, e.g. to forward events elsewhere).
+    pub fn on_any_event(
+        mut self,
+        namespace: &str,
+        handler: impl Fn(&Socket, Event) + Send + Sync + 'static,
+    ) -> Self {
+        self.register_namespace(namespace);
+        self.handlers
+            .any_event
+            .insert(namespace.to_string(), Arc::new(handler));
+        self
+    }
+
+    /// Answers HTTP requests whose path is under `prefix` on tidings' own port: `/api` takes
+    /// `/api` and `/api/…` (not `/apix`), `/` takes every path nothing else serves. The
+    /// Socket.IO, SSE and Engine.IO endpoints and [`crate::Page`]s come first; the longest prefix
+    /// wins.
+    ///
+    /// The handler runs on the dispatcher thread, like every handler: it must not block. It gets
+    /// the [`HttpRequest`] (head and body, within the same limits as every request; the body at
+    /// most `Config::max_request_body`) and a [`Responder`] to answer with, now or later from any
+    /// thread. Unanswered after `Config::request_timeout` the client gets `503`; a responder
+    /// dropped unanswered answers `500`. CORS follows `Config::cors`, preflights included.
+    pub fn route(
+        mut self,
+        prefix: &str,
+        handler: impl Fn(HttpRequest, Responder) + Send + Sync + 'static,
+    ) -> Self {
+        self.handlers
+            .routes
+            .insert(prefix.to_string(), Arc::new(handler));
         self
     }
 

@@ -12,7 +12,9 @@ use serde_json::Value;
 
 use crate::engine::{AppEvent, Command, RandomSource, Rejection, RequestInfo, SocketId};
 use crate::server::builder::{AuthRequest, Handlers};
-use crate::server::{AckResponder, EngineIoEvent, Event, Handle, Socket};
+use crate::server::route::{HttpRequest, HttpResponse, Responder};
+use crate::server::socket::Pending;
+use crate::server::{AckResponder, ConnectDecision, EngineIoEvent, Event, Handle, Socket};
 
 /// The dispatcher thread: runs the application's hooks and handlers, in event order.
 pub(super) fn dispatch(
@@ -55,6 +57,29 @@ fn dispatch_one(
         .ok()
     };
     let refused = || Rejection::unauthorized("authentication is not configured");
+    // A deferred hook gets the request now and a decision to answer with later.
+    let deferred =
+        |pending: Pending, namespace: Option<&str>, info: &RequestInfo, auth: Option<&Value>| {
+            let Some(hook) = &handlers.auth_deferred else {
+                return false;
+            };
+            let decision = ConnectDecision {
+                pending,
+                handle: Some(handle.clone()),
+            };
+            // A panic drops the decision, which refuses the connection.
+            let _ = catch_unwind(AssertUnwindSafe(|| {
+                hook(
+                    &AuthRequest {
+                        namespace,
+                        info,
+                        auth,
+                    },
+                    decision,
+                )
+            }));
+            true
+        };
     // Raw Engine.IO events go to the handler, or else to `Server::take_events`.
     let raw_event = |ev: EngineIoEvent| match &handlers.eio {
         Some(h) => h(handle, ev),
@@ -70,6 +95,9 @@ fn dispatch_one(
                 auth,
                 info,
             } => {
+                if deferred(Pending::SocketIo(request), Some(&nsp), &info, Some(&auth)) {
+                    return;
+                }
                 let decision = match &handlers.auth {
                     None => Err(refused()),
                     Some(_) => decide(Some(&nsp), &info, Some(&auth))
@@ -78,6 +106,9 @@ fn dispatch_one(
                 let _ = handle.command(Command::SioConnectDecision { request, decision });
             }
             AppEvent::SseConnectRequest { request, info } => {
+                if deferred(Pending::Sse(request), None, &info, None) {
+                    return;
+                }
                 let decision = match &handlers.auth {
                     None => Err(refused()),
                     Some(_) => decide(None, &info, None)
@@ -112,11 +143,16 @@ fn dispatch_one(
                 attachments,
                 ack,
             } => {
+                handle.counters().event_in();
                 let Some(s) = sockets.get(&socket) else {
                     return;
                 };
                 let key = (nsp.to_string(), event);
-                if let Some(h) = handlers.events.get(&key) {
+                let h = handlers
+                    .events
+                    .get(&key)
+                    .or_else(|| handlers.any_event.get(nsp.as_ref()));
+                if let Some(h) = h {
                     let ev = Event {
                         name: key.1.clone(),
                         args,
@@ -166,6 +202,26 @@ fn dispatch_one(
             }
             AppEvent::EioClose { session, reason } => {
                 raw_event(EngineIoEvent::Close { session, reason })
+            }
+            AppEvent::HttpRequest {
+                request,
+                prefix,
+                head,
+                body,
+                remote,
+            } => {
+                handle.counters().route_request();
+                let responder = Responder::new(request, handle.clone());
+                match handlers.routes.get(prefix.as_ref()) {
+                    // A panicking handler drops the responder: the client gets 500.
+                    Some(h) => h(
+                        HttpRequest::from_parts(prefix, head, body, remote),
+                        responder,
+                    ),
+                    None => {
+                        let _ = responder.send(HttpResponse::error(404, "not_found", "no route"));
+                    }
+                }
             }
         }
     }

@@ -1,6 +1,7 @@
 //! [`Handle`]: how any application thread reaches the loop (a command channel and a waker).
 
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,8 @@ pub struct Handle {
     pub(super) commands: Sender<LoopCommand>,
     pub(super) waker: Arc<Waker>,
     pub(super) max_payload: usize,
+    pub(super) counters: Arc<crate::metrics::Counters>,
+    pub(super) backlog: Arc<AtomicUsize>,
 }
 
 impl fmt::Debug for Handle {
@@ -79,6 +82,16 @@ impl Handle {
     /// Ends an SSE stream.
     pub fn sse_close(&self, stream: StreamId) -> Result<(), ServerClosed> {
         self.command(Command::SseClose { stream })
+    }
+
+    /// Totals since start (bytes, deliveries, client events, slow-consumer closes, route
+    /// requests) and the dispatcher's backlog. Reads atomics: no round trip to the loop.
+    pub fn metrics(&self) -> crate::Metrics {
+        self.counters.snapshot(self.backlog.load(Ordering::Relaxed))
+    }
+
+    pub(crate) fn counters(&self) -> &crate::metrics::Counters {
+        &self.counters
     }
 
     /// Engine counters (sessions, sockets, streams, pending acks, index sizes).

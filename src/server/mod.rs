@@ -9,6 +9,7 @@
 mod builder;
 mod dispatch;
 mod handle;
+mod route;
 mod socket;
 
 use std::fmt;
@@ -21,7 +22,8 @@ use std::time::Duration;
 
 pub use builder::{AuthRequest, ServerBuilder};
 pub use handle::Handle;
-pub use socket::{AckResponder, Event, Socket};
+pub use route::{HttpRequest, HttpResponse, Responder};
+pub use socket::{AckResponder, ConnectDecision, Event, Socket};
 
 use crate::config::{Config, ConfigError};
 use crate::engine::{CloseReason, Data, Engine, SessionId};
@@ -117,6 +119,16 @@ impl Server {
 
     fn start_with(config: Config, handlers: Handlers) -> Result<Server, StartError> {
         config.validate()?;
+        for prefix in handlers.routes.keys() {
+            let valid = prefix.starts_with('/')
+                && prefix.len() <= 256
+                && prefix.bytes().all(|b| b.is_ascii_graphic() && b != b'?');
+            if !valid {
+                return Err(StartError::Config(ConfigError(format!(
+                    "route prefix {prefix:?} must start with '/' and be printable ASCII without '?'"
+                ))));
+            }
+        }
         let random = os_random()?;
         let max_payload = config.max_payload;
         let cfg = Arc::new(config);
@@ -124,7 +136,9 @@ impl Server {
         let local_addr = listener.local_addr()?;
         let (cmd_tx, cmd_rx) = mpsc::channel();
         let (ev_tx, ev_rx) = mpsc::channel();
-        let engine = Engine::new(cfg.clone(), random);
+        let mut engine = Engine::new(cfg.clone(), random);
+        engine.set_routes(handlers.routes.keys().cloned().collect());
+        let counters = engine.counters();
         let backlog = Arc::new(AtomicUsize::new(0));
         let (event_loop, waker) =
             EventLoop::new(cfg, listener, engine, cmd_rx, ev_tx, backlog.clone())?;
@@ -132,6 +146,8 @@ impl Server {
             commands: cmd_tx,
             waker,
             max_payload,
+            counters,
+            backlog: backlog.clone(),
         };
         let (raw_tx, raw_rx) = mpsc::channel();
         let dispatcher = {

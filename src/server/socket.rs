@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::engine::{AckOutcome, AckReply, AckResult, Command, Identity, SocketId};
+use crate::engine::{AckOutcome, AckReply, AckResult, Command, Identity, Rejection, SocketId};
 use crate::error::{BroadcastError, ServerClosed};
 use crate::server::Handle;
 use crate::validate::{validate_event, validate_room};
@@ -234,5 +234,59 @@ impl AckResponder {
             args,
             attachments,
         })
+    }
+}
+
+/// Which of the two pending connection kinds a [`ConnectDecision`] answers.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Pending {
+    SocketIo(u64),
+    Sse(u64),
+}
+
+/// The answer to one connection's authentication, for
+/// [`crate::ServerBuilder::authenticate_deferred`]: decide once, from any thread. Dropped
+/// undecided, it refuses the connection ("internal error").
+pub struct ConnectDecision {
+    pub(super) pending: Pending,
+    pub(super) handle: Option<Handle>,
+}
+
+impl fmt::Debug for ConnectDecision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectDecision")
+            .field("pending", &self.pending)
+            .finish()
+    }
+}
+
+impl ConnectDecision {
+    /// Accepts the connection as `identity` (`None`: anonymous) or refuses it.
+    pub fn decide(
+        mut self,
+        decision: Result<Option<Identity>, Rejection>,
+    ) -> Result<(), ServerClosed> {
+        match self.handle.take() {
+            Some(handle) => handle.command(self.pending.command(decision)),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Pending {
+    fn command(self, decision: Result<Option<Identity>, Rejection>) -> Command {
+        match self {
+            Pending::SocketIo(request) => Command::SioConnectDecision { request, decision },
+            Pending::Sse(request) => Command::SseDecision { request, decision },
+        }
+    }
+}
+
+impl Drop for ConnectDecision {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            let refused = Err(Rejection::unauthorized("internal error"));
+            let _ = handle.command(self.pending.command(refused));
+        }
     }
 }
