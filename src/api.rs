@@ -98,6 +98,19 @@ impl AckOutcomes {
     }
 }
 
+/// The reach of a send queued with `send_counted_deferred`, to be read once the loop has sent it.
+#[derive(Debug)]
+pub struct PendingReach {
+    rx: mpsc::Receiver<Reach>,
+}
+
+impl PendingReach {
+    /// Waits until the loop has queued the event; how many connections it reached.
+    pub fn wait(self) -> Result<Reach, BroadcastError> {
+        self.rx.recv().map_err(|_| BroadcastError::ServerClosed)
+    }
+}
+
 /// A callback for the outcomes of `to_user_with_ack_callback` (run on the dispatcher thread).
 pub type AckCallback = Box<dyn FnOnce(AckOutcomes) + Send>;
 
@@ -217,9 +230,20 @@ impl TransportProvider {
         event: &str,
         data: &Value,
     ) -> Result<Reach, BroadcastError> {
+        self.send_counted_deferred(target, event, data)?.wait()
+    }
+
+    /// Broadcasts without waiting; the count can be read later from the [`PendingReach`] (so
+    /// several sends can be queued before waiting for the first count).
+    pub fn send_counted_deferred(
+        &self,
+        target: &Target,
+        event: &str,
+        data: &Value,
+    ) -> Result<PendingReach, BroadcastError> {
         let (tx, rx) = mpsc::channel();
         self.send(target.clone(), event, data, Some(tx))?;
-        rx.recv().map_err(|_| BroadcastError::ServerClosed)
+        Ok(PendingReach { rx })
     }
 
     fn ack_command(
@@ -466,6 +490,19 @@ impl NotificationService {
     ) -> Result<Reach, BroadcastError> {
         self.provider_of(transport)
             .send_counted(target, event, data)
+    }
+
+    /// [`NotificationService::send_counted`] without the wait: queue several sends, then read
+    /// each one's reach (one round trip to the loop for the lot instead of one per send).
+    pub fn send_counted_deferred(
+        &self,
+        transport: Transport,
+        target: &Target,
+        event: &str,
+        data: &Value,
+    ) -> Result<PendingReach, BroadcastError> {
+        self.provider_of(transport)
+            .send_counted_deferred(target, event, data)
     }
 
     /// The user joins `room` on every transport, now and after reconnects, until

@@ -93,8 +93,8 @@ pub mod validate;
 pub mod client_guide {}
 
 pub use api::{
-    AckCallback, AckOutcomes, NotificationService, RealtimeBroadcast, RealtimeProvider,
-    SocketIoFeatures, Transport, TransportProvider, UnknownTransport,
+    AckCallback, AckOutcomes, NotificationService, PendingReach, RealtimeBroadcast,
+    RealtimeProvider, SocketIoFeatures, Transport, TransportProvider, UnknownTransport,
 };
 pub use config::{Config, ConfigError, Cors, Page};
 pub use engine::{
