@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Run the Node interop tests (tests/interop/*.test.mjs: official engine.io / socket.io / eventsource
 # clients) against the `interop` example (examples/interop.rs: Socket.IO, SSE on /events, the unified
-# API through `ctl:*` events, and the raw /engine.io/ echo), on 127.0.0.1 and a free port.
+# API through `ctl:*` events, and the raw /engine.io/ echo), on 127.0.0.1 and a free port. Some
+# files start servers of their own: browser.test.mjs (the demo, from the example and from the
+# gateway's --demo) and gateway.test.mjs (the tidings-gateway binary, built here too).
 #
 # Usage: scripts/interop.sh [extra `node --test` arguments, e.g. tests/interop/engineio.test.mjs]
 # Environment: SERVER_CMD overrides the server command (it gets PORT; must listen on 127.0.0.1).
@@ -25,6 +27,8 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+# The gateway binary is for tests/interop/gateway.test.mjs and the browser test of its --demo.
+cargo build --features gateway --bin tidings-gateway
 if [[ -z "${SERVER_CMD:-}" ]]; then
     cargo build --example interop --example demo
     SERVER_CMD="${CARGO_TARGET_DIR:-$repo_root/target}/debug/examples/interop"

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Every test, on a fresh machine: installs what it needs (npm packages, Debian's Chromium), then
 # runs formatting and lint checks, the Rust tests (unit, scenario, loopback, hostile input, fuzz
-# corpora, doc tests), compiles the benches and fuzz-free examples, and runs the interop suite with
-# real clients (socket.io-client, engine.io-client, eventsource, Chromium via playwright-core).
+# corpora, doc tests, the gateway binary's unit tests), compiles the benches and fuzz-free examples,
+# and runs the interop suite with real clients (socket.io-client, engine.io-client, eventsource,
+# Chromium via playwright-core), which also drives the gateway binary as a process.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -25,8 +26,8 @@ step "npm ci (interop clients)"
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
-step "cargo clippy -D warnings"
-cargo clippy --all-targets -- -D warnings
+step "cargo clippy -D warnings (every feature: the gateway binary too)"
+cargo clippy --all-targets --all-features -- -D warnings
 
 step "cargo build --examples, cargo bench --no-run"
 cargo build --examples
@@ -34,6 +35,9 @@ cargo bench --no-run --quiet
 
 step "cargo test"
 cargo test
+
+step "cargo test: the gateway binary's unit tests"
+cargo test --features gateway --bin tidings-gateway
 
 step "interop: real clients against examples/interop.rs"
 bash scripts/interop.sh

@@ -78,14 +78,20 @@ function portOpen(port) {
   });
 }
 
-/** Starts `target/debug/examples/<name>` on a free port; resolves once it accepts connections. */
+/**
+ * Starts `target/debug/examples/<name>` on a free port, or with `name` "gateway" the gateway
+ * binary with `--demo` (`cargo build --features gateway --bin tidings-gateway`); resolves once it
+ * accepts connections.
+ */
 async function startServer(name) {
-  const bin = path.join(TARGET, "debug", "examples", name);
+  const gateway = name === "gateway";
+  const bin = gateway ? path.join(TARGET, "debug", "tidings-gateway") : path.join(TARGET, "debug", "examples", name);
   if (!existsSync(bin)) {
-    throw new Error(`${bin} is missing: run \`cargo build --examples\` first (scripts/interop.sh does)`);
+    throw new Error(`${bin} is missing: run scripts/interop.sh (it builds the examples and the gateway)`);
   }
   const port = await freePort();
-  const child = spawn(bin, [], {
+  const args = gateway ? ["--demo", "--bind", `127.0.0.1:${port}`, "--api-bind", "off"] : [];
+  const child = spawn(bin, args, {
     env: { ...process.env, PORT: String(port) },
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -190,13 +196,17 @@ function waitPresence(page, sse, socketio) {
 
 const pairs = (log) => log.map((e) => [e.event, e.data]);
 
-describe("browser: the demo page", { skip: SKIP }, () => {
+// The same page and checks twice: from `examples/demo.rs`, and from the gateway's `--demo`.
+for (const [title, serverName] of [
+  ["browser: the demo page", "demo"],
+  ["browser: the demo page served by tidings-gateway --demo", "gateway"],
+]) describe(title, { skip: SKIP }, () => {
   let server;
   let browser;
   const errors = [];
 
   before(async () => {
-    server = await startServer("demo");
+    server = await startServer(serverName);
     browser = await launchBrowser();
   });
 
@@ -340,8 +350,8 @@ describe("browser: the demo page", { skip: SKIP }, () => {
     assert.deepEqual(errors, [], "no page errors");
   });
 
-  const SHOT = process.env.DEMO_SCREENSHOT;
-  test("screenshot of the demo", { ...T, skip: SHOT ? false : "set DEMO_SCREENSHOT=path.png to write one" }, async () => {
+  const SHOT = serverName === "demo" ? process.env.DEMO_SCREENSHOT : undefined;
+  test("screenshot of the demo", { ...T, skip: SHOT ? false : "set DEMO_SCREENSHOT=path.png to write one (examples/demo only)" }, async () => {
     const viewport = { width: 1280, height: 900 };
     const alice = await open("", viewport);
     const bob = await open("?user=bob&tenant=globex", viewport);
