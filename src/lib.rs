@@ -49,7 +49,10 @@
 //! - [`ServerBuilder`]: the authentication hook ([`AuthRequest`] → [`Identity`] or
 //!   [`Rejection`]) and handlers, which run on one dispatcher thread and get a [`Socket`] and an
 //!   [`Event`] (with its [`AckResponder`]).
-//! - [`Handle`]: the thread-safe handle behind it all; [`Config`]: every limit, validated at start.
+//! - [`ServerBuilder::route`]: the application's own HTTP requests on the same port (its page, a
+//!   small REST API), answered through a [`Responder`] from any thread, under the same limits.
+//! - [`Handle`]: the thread-safe handle behind it all ([`Handle::metrics`] for monitoring);
+//!   [`Config`]: every limit, validated at start.
 //! - [`testing::RecordingBroadcast`]: the traits' test double; [`validate`]: the rules for names.
 //!
 //! # Semantics

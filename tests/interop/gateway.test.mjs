@@ -342,6 +342,9 @@ describe("gateway: publish API to real clients", () => {
     r = await api(g.api, "POST", "/api/v1/nope", ok);
     assert.equal(r.status, 404);
     assert.equal(r.body.error.code, "not_found");
+    r = await api(g.api, "GET", "/elsewhere");
+    assert.equal(r.status, 404);
+    assert.equal(r.body.error.code, "not_found");
     // The main port serves no API unless asked to (and then only with a key).
     r = await api(g.main, "POST", "/api/v1/send", ok);
     assert.equal(r.status, 404);

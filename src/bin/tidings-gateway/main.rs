@@ -346,7 +346,15 @@ fn run(s: &Settings) -> Result<(), BoxError> {
             };
             let m = shared.clone();
             let b = add_health(add_api(Server::builder(api_config), &shared), &shared)
-                .route("/metrics", move |req, res| m.metrics(req, res));
+                .route("/metrics", move |req, res| m.metrics(req, res))
+                // Anything else on this listener: a JSON 404 like every API error.
+                .route("/", |_, res| {
+                    let _ = res.send(HttpResponse::error(
+                        404,
+                        "not_found",
+                        "no such endpoint: the API is under /api/v1/",
+                    ));
+                });
             Some(b.start()?)
         }
     };

@@ -63,7 +63,7 @@ const SPECS: &[Spec] = &[
     s("webhook_queue", "256", "backend calls waiting beyond those; more are refused at once (backend_busy)"),
     s("shutdown_grace_ms", "10000", "on SIGTERM / SIGINT: time clients get to drain before the process exits"),
     s("log_level", "info", "error, warn, info, debug or trace (JSON lines on stderr)"),
-    s("demo", "false", "also serve the demo page at / and its demo:* control events"),
+    s("demo", "false", "also serve the demo page at / and its demo:* control events (DEMO ONLY: without jwt_* settings clients claim who they are)"),
 ];
 
 /// A setting that cannot be used.
