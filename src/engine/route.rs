@@ -33,6 +33,8 @@ struct Pending {
     origin: Option<String>,
     deadline: Instant,
     armed: Option<Instant>,
+    /// A `HEAD` request: the answer goes without its body (RFC 9110 §9.3.2).
+    head_only: bool,
 }
 
 /// Whether `path` is under `prefix`: `/api` matches `/api` and `/api/…` (not `/apix`); `/api/`
@@ -130,6 +132,7 @@ impl Engine {
             origin: self.allowed_origin(&req.head),
             deadline,
             armed: None,
+            head_only: req.head.method == crate::proto::http::Method::Head,
         };
         self.timers
             .schedule(TimerKey::Route(id), Some(deadline), &mut pending.armed);
@@ -181,9 +184,14 @@ impl Engine {
         if let Some(origin) = &p.origin {
             super::apply_cors(&mut resp, origin, self.cfg.cors.allow_credentials);
         }
+        let mut bytes = resp.encode(p.keep_alive);
+        if p.head_only {
+            // The head as a GET would have it (Content-Length included), without the body.
+            bytes.truncate(bytes.len().saturating_sub(resp.body.len()));
+        }
         self.push(Output::Write {
             conn: p.conn,
-            chunk: Chunk::Owned(resp.encode(p.keep_alive)),
+            chunk: Chunk::Owned(bytes),
         });
         self.push(Output::ResponseDone {
             conn: p.conn,
@@ -300,6 +308,24 @@ mod tests {
             },
         );
         assert!(drain(&mut e).1.is_empty());
+    }
+
+    #[test]
+    fn a_head_request_gets_the_head_without_the_body() {
+        let mut e = engine(1000);
+        let t0 = Instant::now();
+        e.handle_request(t0, 7, request("HEAD /api HTTP/1.1\r\nHost: a\r\n\r\n"));
+        let (reqs, _) = drain(&mut e);
+        e.handle_command(
+            t0,
+            Command::HttpRespond {
+                request: reqs[0].0,
+                response: Response::new(200).with_body("text/plain", "12345"),
+            },
+        );
+        let (_, writes) = drain(&mut e);
+        assert!(writes[0].1.contains("Content-Length: 5\r\n"));
+        assert!(writes[0].1.ends_with("\r\n\r\n"), "{:?}", writes[0].1);
     }
 
     #[test]
