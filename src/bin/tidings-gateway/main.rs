@@ -280,6 +280,9 @@ fn run(s: &Settings) -> Result<(), BoxError> {
             .into())
         }
     };
+    if demo_on && matches!(mode, Mode::Jwt(_)) {
+        log::warn!("--demo with JWT settings: the demo page's connections need tokens too");
+    }
     let mode_name = match &mode {
         Mode::Jwt(_) => "jwt",
         Mode::Demo => "demo (clients claim who they are)",
