@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
 # Every test, on a fresh machine: installs what it needs (npm packages, Debian's Chromium), then
 # runs formatting and lint checks, the Rust tests (unit, scenario, loopback, hostile input, fuzz
-# corpora, doc tests), compiles the benches and fuzz-free examples, and runs the interop suite with
-# real clients (socket.io-client, engine.io-client, eventsource, Chromium via playwright-core).
+# corpora, doc tests; `cargo test` also builds every example), compiles and links the benches, and
+# runs the interop suite with real clients (socket.io-client, engine.io-client, eventsource,
+# Chromium via playwright-core) against the examples `cargo test` built.
+#
+# Everything builds in the dev/test profile, once: the benches are checked with `cargo build
+# --benches`, which reuses the test build's dependencies, instead of `cargo bench --no-run`, which
+# would build everything again under the release profile's fat LTO for minutes. Real benchmark
+# runs (`cargo bench`) keep the release profile.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -28,12 +34,11 @@ cargo fmt --all -- --check
 step "cargo clippy -D warnings"
 cargo clippy --all-targets -- -D warnings
 
-step "cargo build --examples, cargo bench --no-run"
-cargo build --examples
-cargo bench --no-run --quiet
-
-step "cargo test"
+step "cargo test (and build every example)"
 cargo test
+
+step "cargo build --benches (compile and link them, test profile)"
+cargo build --benches
 
 step "interop: real clients against examples/interop.rs"
 bash scripts/interop.sh

@@ -908,4 +908,14 @@ mod test_support;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
-mod tests_sio_sse;
+mod tests_index_model;
+#[cfg(test)]
+mod tests_sio_connect;
+#[cfg(test)]
+mod tests_sio_events;
+#[cfg(test)]
+mod tests_sio_hostile;
+#[cfg(test)]
+mod tests_sse;
+#[cfg(test)]
+mod tests_unified;
