@@ -95,7 +95,7 @@ pub use api::{
     AckCallback, AckOutcomes, NotificationService, RealtimeBroadcast, RealtimeProvider,
     SocketIoFeatures, Transport, TransportProvider, UnknownTransport,
 };
-pub use config::{Config, ConfigError, Cors, Page};
+pub use config::{Config, ConfigError, Cors, Page, Recovery};
 pub use engine::{
     AckOutcome, AckResult, CloseReason, Data, DisconnectReason, Identity, Reach, Rejection,
     RequestInfo, RoomLimit, SessionId, SocketId, Stats, StreamId, Target, RESET_EVENT,

@@ -138,6 +138,11 @@ pub(super) struct H {
     /// Connections written to since the last `take_fresh`.
     fresh: BTreeSet<ConnId>,
     pub(super) app: VecDeque<AppEvent>,
+    /// Connections whose io queue is past the low-water mark: volatile writes are dropped.
+    pub(super) backlogged: BTreeSet<ConnId>,
+    /// Volatile writes io would have dropped (`backlogged`) and those it would have queued.
+    pub(super) volatile_dropped: usize,
+    pub(super) volatile_written: usize,
 }
 
 impl H {
@@ -168,6 +173,9 @@ impl H {
             done: HashMap::new(),
             fresh: BTreeSet::new(),
             app: VecDeque::new(),
+            backlogged: BTreeSet::new(),
+            volatile_dropped: 0,
+            volatile_written: 0,
         }
     }
 
@@ -181,7 +189,20 @@ impl H {
         loop {
             let mut gone = Vec::new();
             while let Some(o) = self.e.poll_output() {
+                let o = match o {
+                    // What io does: drop past the low-water mark, else queue like any write.
+                    Output::WriteVolatile { conn, chunk } => {
+                        if self.backlogged.contains(&conn) {
+                            self.volatile_dropped += 1;
+                            continue;
+                        }
+                        self.volatile_written += 1;
+                        Output::Write { conn, chunk }
+                    }
+                    o => o,
+                };
                 match o {
+                    Output::WriteVolatile { .. } => {}
                     Output::Write { conn, chunk } => {
                         assert!(!self.closed.contains(&conn), "write after close on {conn}");
                         self.out
@@ -283,6 +304,18 @@ impl H {
         let frames = parse_frames(&buf[*pos..]);
         *pos = buf.len();
         frames
+    }
+
+    /// The next WebSocket frame on `conn`, which must be text; later ones stay unread.
+    pub(super) fn next_text(&mut self, conn: ConnId) -> String {
+        let buf = self.out.get(&conn).map(Vec::as_slice).unwrap_or(&[]);
+        let pos = self.ws_pos.get_mut(&conn).expect("not a WebSocket");
+        let (frame, n) = parse_frame(&buf[*pos..]).expect("a frame");
+        *pos += n;
+        match frame {
+            Frame::Text(t) => t,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
     }
 
     /// New frames, all of which must be text.
@@ -475,6 +508,7 @@ impl H {
             transports,
             event: Arc::from(event),
             data: Arc::from(data),
+            volatile: false,
             reply: None,
         });
     }
@@ -492,6 +526,7 @@ impl H {
             args: vec![json!(1)],
             attachments: Vec::new(),
             ack: Some((timeout, AckReply::Channel(tx))),
+            volatile: false,
         });
         rx
     }

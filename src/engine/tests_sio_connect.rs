@@ -58,7 +58,9 @@ fn sio_connect_accepted_sends_sid_and_reports_identity() {
             sid: s,
             identity,
             auth,
+            recovered,
         } => {
+            assert!(!recovered, "recovery is off");
             assert_eq!(&*nsp, "/");
             assert_eq!(&*s, sid);
             assert_eq!(identity, Some(alice.clone()));
@@ -92,6 +94,7 @@ fn sio_connect_accepted_sends_sid_and_reports_identity() {
         args: vec![json!("x"), json!(null)],
         attachments: Vec::new(),
         ack: None,
+        volatile: false,
     });
     assert_eq!(h.texts(conn), vec![r#"42["direct","x",null]"#]);
 }

@@ -136,6 +136,7 @@ fn sio_app_answers_client_acks_text_and_binary() {
         args: vec![json!("f"), placeholder(0)],
         attachments: vec![vec![0, 255]],
         ack: None,
+        volatile: false,
     });
     assert_eq!(
         h.frames(conn),
@@ -150,6 +151,7 @@ fn sio_app_answers_client_acks_text_and_binary() {
         args: vec![],
         attachments: vec![],
         ack: None,
+        volatile: false,
     });
     assert_eq!(h.texts(conn), vec![r#"42/admin,["adm"]"#]);
     // An ack for a socket that is gone is dropped.
@@ -205,6 +207,7 @@ fn sio_server_ack_reply_is_ok_and_table_empties() {
             Duration::from_secs(5),
             AckReply::Callback(Box::new(move |r| tx.send(r).unwrap())),
         )),
+        volatile: false,
     });
     assert_eq!(h.texts(conn), vec![r#"422["cb"]"#]);
     h.send(conn, "432[true]");
@@ -386,6 +389,7 @@ fn sio_socket_rooms_reach_members_only() {
         room: room.into(),
         event: "ev".into(),
         args: vec![json!(1)],
+        volatile: false,
     };
     h.take_fresh();
     h.cmd(emit("/", "r"));

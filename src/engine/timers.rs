@@ -17,6 +17,8 @@ pub enum TimerKey {
     Ack(u64),
     /// The next SSE heartbeat (one timer for every stream).
     SseHeartbeat,
+    /// The next parked socket whose recovery window ends (one timer for all).
+    Recovery,
 }
 
 #[derive(Debug, Default)]
