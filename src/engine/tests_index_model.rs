@@ -1,5 +1,7 @@
-//! Property test: random connects, disconnects, joins, leaves and broadcasts over both transports
-//! reach exactly the recipients a simple model of users, tenants and rooms predicts.
+//! Property test: random connects, disconnects, joins, leaves (of users with `join_room` and of
+//! sockets with `Socket::join`) and broadcasts over both transports reach exactly the recipients
+//! a simple model of users, tenants and rooms predicts: one room model, whose audience is its
+//! users' connections plus its joined sockets.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -28,6 +30,9 @@ enum Op {
     ClientLeave(usize),
     Reconnect(usize),
     Join(usize, usize, usize),
+    /// A live Socket.IO socket joins / leaves a room itself.
+    SocketJoin(usize, usize),
+    SocketLeave(usize, usize),
     Leave(usize, usize, usize),
     Broadcast {
         kind: usize,
@@ -47,6 +52,8 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::Reconnect),
         2 => (0..3usize, 0..2usize, 0..2usize).prop_map(|(u, t, r)| Op::Join(u, t, r)),
         1 => (0..3usize, 0..2usize, 0..3usize).prop_map(|(u, t, r)| Op::Leave(u, t, r)),
+        2 => (any::<usize>(), 0..2usize).prop_map(|(i, r)| Op::SocketJoin(i, r)),
+        1 => (any::<usize>(), 0..3usize).prop_map(|(i, r)| Op::SocketLeave(i, r)),
         4 => (0..4usize, 0..3usize, 0..2usize, 0..3usize)
             .prop_map(|(kind, a, t, tr)| Op::Broadcast { kind, a, t, tr }),
     ]
@@ -62,6 +69,8 @@ struct Live {
     who: Option<Identity>,
     stream: Option<StreamId>,
     socket: Option<SocketId>,
+    /// Rooms the socket joined itself (Socket.IO only).
+    rooms: BTreeSet<String>,
 }
 
 fn connect(h: &mut H, sse: bool, who: Option<Identity>) -> Live {
@@ -73,6 +82,7 @@ fn connect(h: &mut H, sse: bool, who: Option<Identity>) -> Live {
             who,
             stream: Some(s),
             socket: None,
+            rooms: BTreeSet::new(),
         }
     } else {
         let (conn, s) = h.sio_connect(who.clone());
@@ -82,6 +92,7 @@ fn connect(h: &mut H, sse: bool, who: Option<Identity>) -> Live {
             who,
             stream: None,
             socket: Some(s),
+            rooms: BTreeSet::new(),
         }
     };
     h.app.clear();
@@ -104,10 +115,12 @@ fn model_reaches(
             Target::All => true,
             Target::User(i) => l.who.as_ref() == Some(i),
             Target::Tenant(t) => l.who.as_ref().is_some_and(|w| &w.tenant == t),
-            Target::Room(r) => l
-                .who
-                .as_ref()
-                .is_some_and(|w| rooms.get(w).is_some_and(|s| s.contains(r))),
+            Target::Room(r) => {
+                l.rooms.contains(r)
+                    || l.who
+                        .as_ref()
+                        .is_some_and(|w| rooms.get(w).is_some_and(|s| s.contains(r)))
+            }
         }
 }
 
@@ -183,6 +196,31 @@ fn run_index_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     }
                 }
             }
+            Op::SocketJoin(i, r) | Op::SocketLeave(i, r) if live.is_empty() => {
+                let _ = (i, r);
+            }
+            Op::SocketJoin(i, r) => {
+                let n = live.len();
+                let l = &mut live[i % n];
+                if let Some(socket) = l.socket {
+                    h.cmd(Command::SioJoin {
+                        socket,
+                        room: ROOMS[r].into(),
+                    });
+                    l.rooms.insert(ROOMS[r].into());
+                }
+            }
+            Op::SocketLeave(i, r) => {
+                let n = live.len();
+                let l = &mut live[i % n];
+                if let Some(socket) = l.socket {
+                    h.cmd(Command::SioLeave {
+                        socket,
+                        room: ROOMS[r].into(),
+                    });
+                    l.rooms.remove(ROOMS[r]);
+                }
+            }
             Op::Broadcast { kind, a, t, tr } => {
                 let target = match kind {
                     0 => Target::User(ident(a, t)),
@@ -214,7 +252,11 @@ fn run_index_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
             .iter()
             .filter_map(|l| l.who.as_ref().map(|w| w.tenant.as_str()))
             .collect();
-        let room_names: BTreeSet<&String> = rooms.values().flatten().collect();
+        let room_names: BTreeSet<&String> = rooms
+            .values()
+            .flatten()
+            .chain(live.iter().flat_map(|l| l.rooms.iter()))
+            .collect();
         let st = h.e.stats();
         prop_assert_eq!(st.index_recipients, live.len());
         prop_assert_eq!(st.index_users, users.len());
