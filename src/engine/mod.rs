@@ -377,6 +377,8 @@ pub struct Stats {
     pub sse_history: usize,
     /// Timer entries (sessions, acks, heartbeats).
     pub timer_entries: usize,
+    /// Socket.IO sockets waiting for their client to recover them.
+    pub parked_sockets: usize,
 }
 
 /// A broadcast's content in each wire form's terms.
@@ -464,6 +466,7 @@ impl Engine {
             index_rooms: rooms,
             sse_history: self.history.len(),
             timer_entries: self.timers.len(),
+            parked_sockets: self.sio.parked.len(),
         }
     }
 
