@@ -61,7 +61,9 @@
 //!   "everyone".
 //! - **Tenants are their own key**: the same user id in two tenants are two users.
 //! - **Acks** yield one [`AckOutcome`] per Socket.IO connection, or [`AckOutcomes::NoRecipients`].
-//! - **Resume**: SSE clients get what they missed (bounded history) or a [`RESET_EVENT`].
+//! - **Resume**: SSE clients (`Last-Event-ID`) and, with [`Config::connection_state_recovery`],
+//!   Socket.IO clients get what they missed from one bounded history — or, when the gap cannot be
+//!   filled, a [`RESET_EVENT`] / a fresh session. Volatile sends are never replayed.
 //! - **Every call validates** its input: a [`BroadcastError`], and nothing sent.
 //!
 //! # Layout
