@@ -120,8 +120,8 @@ impl Client {
         assert!(open.starts_with('0'), "{open}");
         c.ws.send(Message::text(format!("40{auth}"))).expect("send");
         let reply = c.text();
-        let body: Value = serde_json::from_str(reply.strip_prefix("40").expect("CONNECT"))
-            .expect("CONNECT JSON");
+        let body: Value =
+            serde_json::from_str(reply.strip_prefix("40").expect("CONNECT")).expect("CONNECT JSON");
         (c, body)
     }
 
@@ -176,7 +176,14 @@ fn memory(n: usize) -> Option<(f64, u64, u64)> {
     let mut growth = [0u64; 2];
     for (k, side) in ["off", "on"].iter().enumerate() {
         let out = std::process::Command::new(&exe)
-            .args(["--sessions", &n.to_string(), "--events", "1", "--phase", side])
+            .args([
+                "--sessions",
+                &n.to_string(),
+                "--events",
+                "1",
+                "--phase",
+                side,
+            ])
             .output()
             .ok()?;
         let text = String::from_utf8_lossy(&out.stdout);
@@ -206,7 +213,12 @@ fn replay(m: usize) {
     let offset = v[2].as_str().expect("offset").to_string();
     c.kill();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while server.handle().stats().map(|s| s.parked_sockets).unwrap_or(0) == 0
+    while server
+        .handle()
+        .stats()
+        .map(|s| s.parked_sockets)
+        .unwrap_or(0)
+        == 0
         && Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(10));

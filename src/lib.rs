@@ -82,6 +82,8 @@ pub(crate) mod buf;
 mod config;
 mod engine;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod io;
 #[doc(hidden)]
 pub mod proto;

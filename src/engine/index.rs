@@ -367,9 +367,7 @@ impl Index {
         )
     }
 
-    /// Checks that the forward and reverse maps agree (used by property tests).
-    #[cfg(test)]
-    #[allow(dead_code)]
+    /// Checks that the forward and reverse maps agree (property tests and the engine fuzz target).
     pub(crate) fn check_invariants(&self) -> Result<(), String> {
         for (id, r) in &self.recipients {
             if let Some(key) = &r.user {

@@ -452,6 +452,11 @@ impl Engine {
         }
     }
 
+    /// The index's own consistency check (for the engine fuzz target).
+    pub(crate) fn check_index(&self) -> Result<(), String> {
+        self.index.check_invariants()
+    }
+
     /// Counters for tests and monitoring.
     pub fn stats(&self) -> Stats {
         let (r, u, t, rooms) = self.index.sizes();
