@@ -561,7 +561,8 @@ impl Engine {
             return;
         };
         match role {
-            // "an aborted GET closes the session" (DESIGN §5): the client is gone or misbehaving.
+            // An aborted GET closes the session (the official Engine.IO suite checks it): the client
+            // is gone or misbehaving.
             ConnRole::PollGet(key) => {
                 self.eio_forget_get(key, conn);
                 self.eio_close(now, key, CloseReason::TransportClose);
