@@ -15,6 +15,10 @@
 //! - `demo:ask {user, tenant, event, data}`: `to_user_with_ack`, 5 s timeout, one outcome per socket;
 //! - `demo:stats {}` → the presence below, now.
 //!
+//! Connection state recovery is on (60 s): each panel's "go offline" closes its connection, and
+//! "back online" shows what came back (Socket.IO: the session recovered and the missed events
+//! replayed; SSE: the stream resumed from its last id).
+//!
 //! Presence: whenever a connection opens or closes, every Socket.IO socket gets
 //! `demo:presence {sse, socketio, online: [{who, sse, socketio}]}`: the open SSE streams and
 //! Socket.IO sockets ([`tidings::Handle::stats`]) and who holds them.
@@ -31,7 +35,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tidings::{
     AckOutcome, AckOutcomes, BroadcastError, Config, Handle, Identity, NotificationService, Page,
-    Server, SocketId, StreamId, Target, Transport,
+    Recovery, Server, SocketId, StreamId, Target, Transport,
 };
 
 /// The page, compiled into the binary: nothing is read from disk or the network at run time.
@@ -116,8 +120,10 @@ type Cell = Arc<OnceLock<App>>;
 /// Tells every Socket.IO socket who is connected now (called on each open and close).
 fn push_presence(cell: &Cell) {
     if let Some(app) = cell.get() {
+        // Volatile: a presence is stale once the next one is out, so it is never replayed.
         let _ = app
             .service
+            .volatile()
             .provider(Transport::SocketIo)
             .broadcast()
             .to_all("demo:presence", &presence(app));
@@ -206,6 +212,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             content_type: "text/html; charset=utf-8",
             body: Cow::Borrowed(INDEX_HTML),
         }],
+        // Connection state recovery, so the page's "go offline" shows it: a socket that lost its
+        // connection waits 60 s (the page says so) and, back in time, gets what it missed.
+        connection_state_recovery: Some(Recovery {
+            max_disconnection_duration: Duration::from_secs(60),
+            ..Recovery::default()
+        }),
         ..Config::default()
     };
     // The service needs the running server's handle; handlers reach it through this cell.
