@@ -439,6 +439,23 @@ impl H {
         (conn, socket)
     }
 
+    /// A plain HTTP request (a polling GET or POST) on a new connection; returns the conn and
+    /// every byte written to it so far.
+    pub(super) fn http(&mut self, raw_head: &str, body: &[u8]) -> (ConnId, String) {
+        let conn = self.new_conn();
+        let mut req = request(raw_head);
+        req.body = body.to_vec();
+        self.e.handle_request(self.now, conn, req);
+        self.pump();
+        let out = String::from_utf8_lossy(self.out.get(&conn).map_or(&[][..], |v| v)).into_owned();
+        (conn, out)
+    }
+
+    /// Everything written to `conn` so far, as text.
+    pub(super) fn written(&self, conn: ConnId) -> String {
+        String::from_utf8_lossy(self.out.get(&conn).map_or(&[][..], |v| v)).into_owned()
+    }
+
     /// A GET on the SSE path; returns the conn, the request id and the request info.
     pub(super) fn sse_get(
         &mut self,

@@ -580,3 +580,64 @@ fn volatile_events_are_neither_stamped_nor_replayed_and_dropped_when_backlogged(
     assert_eq!(t.len(), 1, "only the normal event: {t:?}");
     assert!(t[0].starts_with(r#"42["normal""#));
 }
+
+#[test]
+fn volatile_on_polling_is_dropped_past_the_low_water_mark() {
+    let mut h = H::with(Config {
+        volatile_low_water: 40,
+        ..test_config()
+    });
+    let get = |sid: &str| {
+        format!("GET /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: t\r\n\r\n")
+    };
+    let (_, open) = h.http(
+        "GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"",
+    );
+    let body = &open[open.find("\r\n\r\n").unwrap() + 4..];
+    let handshake: Value = serde_json::from_str(body.strip_prefix('0').unwrap()).unwrap();
+    let sid = handshake["sid"].as_str().unwrap().to_string();
+    let post = format!(
+        "POST /socket.io/?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: t\r\nContent-Length: 2\r\n\r\n"
+    );
+    h.app.clear();
+    h.http(&post, b"40");
+    let AppEvent::SioConnectRequest { request, .. } = h.expect_app() else {
+        panic!("expected a connect request")
+    };
+    h.cmd(Command::SioConnectDecision {
+        request,
+        decision: Ok(Some(alice())),
+    });
+    let (c, _) = h.http(&get(&sid), b"");
+    assert!(
+        h.written(c).ends_with("}"),
+        "the CONNECT reply: {}",
+        h.written(c)
+    );
+    let volatile = |h: &mut H, event: &str| {
+        h.cmd(Command::Broadcast {
+            target: Target::User(alice()),
+            transports: Transports::SocketIo,
+            event: Arc::from(event),
+            data: Arc::from("1"),
+            volatile: true,
+            reply: None,
+        });
+    };
+    // No poll parked: the events wait in the session's buffer. Below the mark, kept.
+    volatile(&mut h, "v1");
+    // Past it (two normal events of ~25 bytes each), dropped.
+    bcast(&mut h, Target::User(alice()), "normal-1");
+    bcast(&mut h, Target::User(alice()), "normal-2");
+    volatile(&mut h, "v2");
+    let (c, _) = h.http(&get(&sid), b"");
+    let payload = h.written(c);
+    assert!(payload.contains(r#"42["v1",1]"#), "{payload}");
+    assert!(payload.contains(r#"42["normal-1",1]"#), "{payload}");
+    assert!(payload.contains(r#"42["normal-2",1]"#), "{payload}");
+    assert!(
+        !payload.contains("v2"),
+        "dropped past the low-water mark: {payload}"
+    );
+}
