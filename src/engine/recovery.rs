@@ -135,11 +135,20 @@ impl Engine {
         // Bounded: at most one waiting socket per connection the server may hold; past that the
         // oldest gives way.
         while self.sio.parked.len() >= self.cfg.max_connections {
-            let Some((_, pid, _)) = self.sio.parked.order.pop_front() else {
+            let Some((expires, pid, _)) = self.sio.parked.order.pop_front() else {
                 break;
             };
-            if let Some(p) = self.sio.parked.by_pid.remove(&pid) {
-                self.forget_parked(p);
+            // Skip stale entries (recovered since, perhaps parked again with a later expiry).
+            let current = self
+                .sio
+                .parked
+                .by_pid
+                .get(&pid)
+                .is_some_and(|p| p.expires == expires);
+            if current {
+                if let Some(p) = self.sio.parked.by_pid.remove(&pid) {
+                    self.forget_parked(p);
+                }
             }
         }
         let expires = now + cfg.max_disconnection_duration;
@@ -160,6 +169,15 @@ impl Engine {
                 expires,
             },
         );
+        // A client that drops and recovers over and over leaves stale entries behind: compact
+        // now and then, so the list stays within twice the sockets it stands for.
+        let parked = &mut self.sio.parked;
+        if parked.order.len() > 2 * parked.by_pid.len().max(1024) {
+            let by_pid = &parked.by_pid;
+            parked
+                .order
+                .retain(|(at, pid, _)| by_pid.get(pid).is_some_and(|p| p.expires == *at));
+        }
         self.arm_recovery_timer();
         true
     }
@@ -184,11 +202,11 @@ impl Engine {
             return;
         }
         self.sio.parked.timer_armed = None;
-        while let Some((expires, _, _)) = self.sio.parked.order.front() {
-            if *expires > now {
+        while let Some((first, _, _)) = self.sio.parked.order.front() {
+            if *first > now {
                 break;
             }
-            let Some((_, pid, socket)) = self.sio.parked.order.pop_front() else {
+            let Some((expires, pid, socket)) = self.sio.parked.order.pop_front() else {
                 break;
             };
             // The entry may be stale: the socket was recovered (and maybe parked again later).
@@ -197,7 +215,7 @@ impl Engine {
                 .parked
                 .by_pid
                 .get(&pid)
-                .is_some_and(|p| p.socket == socket && p.expires <= now);
+                .is_some_and(|p| p.socket == socket && p.expires == expires);
             if current {
                 if let Some(p) = self.sio.parked.by_pid.remove(&pid) {
                     self.forget_parked(p);
@@ -235,7 +253,15 @@ impl Engine {
         if p.expires <= now {
             return self.forget_parked(p);
         }
-        self.sio.parked.by_pid.insert(p.recovery.pid.clone(), p);
+        // Its expiry entry may have been compacted away meanwhile: queue it again (a duplicate
+        // is harmless; the second one finds nothing left to forget).
+        let pid = p.recovery.pid.clone();
+        let (expires, socket) = (p.expires, p.socket);
+        self.sio.parked.by_pid.insert(pid.clone(), p);
+        let order = &mut self.sio.parked.order;
+        let at = order.partition_point(|(t, _, _)| *t <= expires);
+        order.insert(at, (expires, pid, socket));
+        self.arm_recovery_timer();
     }
 
     /// Where a replay for `claim` would start: `Some(seq)` when the history holds everything
