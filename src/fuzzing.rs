@@ -96,6 +96,8 @@ struct ConnModel {
     socket: Option<SocketId>,
     /// Bytes written to it.
     written: Vec<u8>,
+    /// How much of `written` the audience check has looked at.
+    checked: usize,
     closed: bool,
 }
 
@@ -552,13 +554,17 @@ impl Driver {
         self.pump();
     }
 
-    /// Every broadcast reached only connections of its audience (as the model knew it when the
-    /// broadcast was sent: a replay to a recovered socket is judged by then).
-    fn check_audiences(&self) {
-        for sent in &self.sent {
-            let needle = sent.event.as_bytes();
-            for (c, m) in &self.conns {
-                if !m.written.windows(needle.len()).any(|w| w == needle) {
+    /// What was written since the last check reached only connections of its audience: who the
+    /// connection is now (a step changes it at most once, before anything it receives), against
+    /// the membership of when the broadcast was sent (a replay to a recovered socket is judged by
+    /// then).
+    fn check_audiences(&mut self) {
+        for (c, m) in self.conns.iter_mut() {
+            let new = m.written.get(m.checked..).unwrap_or(&[]);
+            m.checked = m.written.len();
+            for sent in &self.sent {
+                let needle = sent.event.as_bytes();
+                if !new.windows(needle.len()).any(|w| w == needle) {
                     continue;
                 }
                 let who = m.identity.clone().flatten();
@@ -605,6 +611,7 @@ fn run(data: &[u8]) -> usize {
         d.step(op, &mut inp);
         d.pump();
         d.acting = None;
+        d.check_audiences();
         if let Err(e) = d.engine.check_index() {
             panic!("index invariant: {e}");
         }
