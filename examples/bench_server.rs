@@ -1,5 +1,6 @@
-//! The tidings side of the peer benchmark (`scripts/bench-peers.sh`, DESIGN §8): the same small
-//! contract as `benches/peers/node/server.mjs` and `benches/peers/socketioxide/src/main.rs`.
+//! The tidings side of the peer benchmark (`scripts/bench-peers.sh`, which compares tidings with
+//! the official Node socket.io server and socketioxide): the same small contract as
+//! `benches/peers/node/server.mjs` and `benches/peers/socketioxide/src/main.rs`.
 //!
 //! - Socket.IO on `/socket.io/`, SSE on `/events`, every connection anonymous (so it receives
 //!   `to_all` and nothing else).

@@ -15,6 +15,10 @@
 //! - `demo:ask {user, tenant, event, data}`: `to_user_with_ack`, 5 s timeout, one outcome per socket;
 //! - `demo:stats {}` → the presence below, now.
 //!
+//! Connection state recovery is on (60 s): each panel's "go offline" closes its connection, and
+//! "back online" shows what came back (Socket.IO: the session recovered and the missed events
+//! replayed; SSE: the stream resumed from its last id).
+//!
 //! Presence: whenever a connection opens or closes, every Socket.IO socket gets
 //! `demo:presence {sse, socketio, online: [{who, sse, socketio}]}`: the open SSE streams and
 //! Socket.IO sockets ([`tidings::Handle::stats`]) and who holds them.
@@ -39,6 +43,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = Config {
         bind: ([127, 0, 0, 1], port).into(),
         pages: vec![app::page()],
+        // Connection state recovery, so the page's "go offline" shows it (see `app::recovery`).
+        connection_state_recovery: Some(app::recovery()),
         ..Config::default()
     };
     let builder = Server::builder(config).authenticate(|req| Ok(app::claimed_identity(req)));

@@ -1,15 +1,17 @@
-//! Load client of the peer benchmark (`scripts/bench-peers.sh`, DESIGN §8): N raw Socket.IO
-//! connections over WebSocket (or N SSE streams) on one mio thread, one control connection that
-//! asks the server for `bench:burst` runs, and the numbers: deliveries per second, delivery
-//! latency (p50 / p99 / max, from the `t` the server stamps into each `tick`, same machine clock),
-//! lost messages, and — given the server's pid — its RSS growth per idle connection and its CPU
-//! time per delivered message (from `/proc/<pid>/status` and `/proc/<pid>/stat`).
+//! Load client of the peer benchmark (`scripts/bench-peers.sh`, which compares tidings with the
+//! official Node socket.io server and socketioxide): N raw Socket.IO connections over WebSocket
+//! (or N SSE streams) on one mio thread, one control connection that asks the server for
+//! `bench:burst` runs, and the numbers: deliveries per second, delivery latency (p50 / p99 / max,
+//! from the `t` the server stamps into each `tick`, same machine clock), lost messages, and — given
+//! the server's pid — its RSS growth per idle connection and its CPU time per delivered message
+//! (from `/proc/<pid>/status` and `/proc/<pid>/stat`).
 //!
 //! ```text
-//! fanout_client --proto sio|sse --port P --clients N [--server-pid PID] [--label NAME]
+//! fanout_client --port P --clients N [--proto sio|sse] [--server-pid PID] [--label NAME]
 //!               [--hold SECS] [--run NAME:COUNT:SIZE:RATE]... [--deadline SECS]
 //! ```
 //!
+//! `--port` and `--clients` are required; `--help` prints every flag with its meaning and default.
 //! Works against any server with the `bench:burst {count, size, rate}` contract (see
 //! `examples/bench_server.rs`). Prints `IDLE ...` and `RESULT ...` lines of `key=value` pairs for
 //! the script. A run named `warmup` is executed but not reported. 127.0.0.1 only; every phase is
@@ -51,6 +53,51 @@ struct Run {
     rate: u64,
 }
 
+/// Most receivers (each one is a file descriptor here and one on the server).
+const MAX_CLIENTS: usize = 19_000;
+/// Longest `--hold` and `--deadline`: one hour.
+const MAX_SECS: u64 = 3600;
+
+const USAGE: &str = "\
+fanout_client: the load client of scripts/bench-peers.sh. Opens N receivers (Socket.IO over
+WebSocket, or SSE streams) to a server with the `bench:burst {count, size, rate}` contract (see
+examples/bench_server.rs), holds them idle, then asks for each --run over one extra Socket.IO
+control connection and measures deliveries/s, latency (p50/p99/max from the `t` stamped into each
+`tick`), losses and, with --server-pid, the server's RSS per idle connection and CPU per message.
+Connects to 127.0.0.1 only; the host cannot be changed.
+
+Usage: fanout_client --port P --clients N [--proto sio|sse] [--server-pid PID] [--label NAME]
+                     [--hold SECS] [--run NAME:COUNT:SIZE:RATE]... [--deadline SECS]
+
+  --port P          TCP port of the server on 127.0.0.1 (1-65535). Required.
+  --clients N       receivers to open (1-19000). Required.
+  --proto PROTO     what the receivers are (default: sio):
+                      sio  Socket.IO over WebSocket on /socket.io/, CONNECT to /
+                      sse  SSE streams on /events
+                    (the control connection is always Socket.IO)
+  --server-pid PID  the server's process id: read its RSS (VmRSS, VmHWM) and CPU time from
+                    /proc/PID to report bytes per idle connection and CPU per delivery
+                    (default: none, those figures are left out)
+  --label NAME      name of the server in the output lines (default: server)
+  --hold SECS       how long the receivers stay idle before the server's RSS is read
+                    (0-3600; default: 3)
+  --run NAME:COUNT:SIZE:RATE
+                    one `bench:burst` run, repeatable, done in order: COUNT broadcasts of a
+                    `tick` padded with SIZE bytes, RATE broadcasts per second (0: full speed).
+                    A run named `warmup` is done but not reported. (default: no run; only the
+                    connect and idle phases)
+  --deadline SECS   bound on the whole process, in seconds (1-3600; default: 300)
+  -h, --help        print this text and exit
+
+Prints `IDLE key=value...` after the idle phase (with --server-pid) and one `RESULT key=value...`
+line per reported run. Exit status: 0 done, 1 the control connection failed, 2 bad arguments.
+
+Example (the benchmark server, then 1000 Socket.IO receivers, one burst and one paced run):
+  PORT=3000 cargo run --release --example bench_server
+  cargo run --release --example fanout_client -- --proto sio --port 3000 --clients 1000 \\
+      --run warmup:20:64:0 --run burst:1000:64:0 --run paced:200:64:20
+";
+
 struct Args {
     proto: Proto,
     port: u16,
@@ -62,51 +109,112 @@ struct Args {
     deadline: Duration,
 }
 
-fn parse_args() -> Result<Args, String> {
+/// What the command line asks for: a run, or the usage text.
+enum Parsed {
+    Run(Args),
+    Help,
+}
+
+/// An unsigned number in `lo..=hi`, or a one-line message naming `what`.
+fn number(what: &str, v: &str, lo: u64, hi: u64) -> Result<u64, String> {
+    match v.parse::<u64>() {
+        Ok(n) if (lo..=hi).contains(&n) => Ok(n),
+        _ => Err(format!("{what} {v:?}: expected a number {lo}-{hi}")),
+    }
+}
+
+/// `NAME:COUNT:SIZE:RATE`.
+fn parse_run(v: &str) -> Result<Run, String> {
+    let bad = || format!("--run {v:?}: expected NAME:COUNT:SIZE:RATE, e.g. burst:1000:64:0");
+    let mut p = v.split(':');
+    let (Some(name), Some(count), Some(size), Some(rate), None) =
+        (p.next(), p.next(), p.next(), p.next(), p.next())
+    else {
+        return Err(bad());
+    };
+    if name.is_empty() {
+        return Err(bad());
+    }
+    // The same bounds as examples/bench_server.rs enforces.
+    Ok(Run {
+        name: name.to_string(),
+        count: number("--run COUNT", count, 0, 10_000_000)?,
+        size: number("--run SIZE", size, 0, 1_000_000)?,
+        rate: number("--run RATE", rate, 0, 1_000_000)?,
+    })
+}
+
+/// `Err` is a one-line message about the first bad argument.
+fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
+    let mut port: Option<u16> = None;
+    let mut clients: Option<usize> = None;
     let mut a = Args {
         proto: Proto::Sio,
-        port: 3000,
-        clients: 1000,
+        port: 0,
+        clients: 0,
         server_pid: None,
         label: "server".into(),
         hold: Duration::from_secs(3),
         runs: Vec::new(),
         deadline: Duration::from_secs(300),
     };
-    let mut it = std::env::args().skip(1);
+    let mut it = args.into_iter();
     while let Some(flag) = it.next() {
+        if flag == "-h" || flag == "--help" {
+            return Ok(Parsed::Help);
+        }
+        let known = [
+            "--proto",
+            "--port",
+            "--clients",
+            "--server-pid",
+            "--label",
+            "--hold",
+            "--deadline",
+            "--run",
+        ];
+        if !known.contains(&flag.as_str()) {
+            return Err(format!("unknown argument {flag:?}"));
+        }
         let val = it.next().ok_or(format!("{flag} needs a value"))?;
-        let num = |v: &str| v.parse::<u64>().map_err(|e| format!("{flag} {v}: {e}"));
         match flag.as_str() {
             "--proto" => {
                 a.proto = match val.as_str() {
                     "sio" => Proto::Sio,
                     "sse" => Proto::Sse,
-                    _ => return Err(format!("unknown proto {val}")),
+                    _ => return Err(format!("--proto {val:?}: expected sio or sse")),
                 }
             }
-            "--port" => a.port = num(&val)? as u16,
-            "--clients" => a.clients = num(&val)?.min(19_000) as usize,
-            "--server-pid" => a.server_pid = Some(num(&val)? as u32),
-            "--label" => a.label = val,
-            "--hold" => a.hold = Duration::from_secs(num(&val)?),
-            "--deadline" => a.deadline = Duration::from_secs(num(&val)?),
-            "--run" => {
-                let p: Vec<&str> = val.split(':').collect();
-                if p.len() != 4 {
-                    return Err(format!("--run NAME:COUNT:SIZE:RATE, got {val}"));
-                }
-                a.runs.push(Run {
-                    name: p[0].to_string(),
-                    count: num(p[1])?,
-                    size: num(p[2])?,
-                    rate: num(p[3])?,
-                });
+            "--port" => {
+                let p = number("--port", &val, 1, u64::from(u16::MAX))?;
+                port = u16::try_from(p).ok();
             }
-            _ => return Err(format!("unknown flag {flag}")),
+            "--clients" => {
+                let n = number("--clients", &val, 1, MAX_CLIENTS as u64)?;
+                clients = usize::try_from(n).ok();
+            }
+            "--server-pid" => {
+                let p = number("--server-pid", &val, 1, u64::from(u32::MAX))?;
+                a.server_pid = u32::try_from(p).ok();
+            }
+            "--label" => {
+                if val.is_empty() || val.contains(char::is_whitespace) {
+                    return Err(format!("--label {val:?}: expected a name without spaces"));
+                }
+                a.label = val;
+            }
+            "--hold" => a.hold = Duration::from_secs(number("--hold", &val, 0, MAX_SECS)?),
+            "--deadline" => {
+                a.deadline = Duration::from_secs(number("--deadline", &val, 1, MAX_SECS)?)
+            }
+            _ => a.runs.push(parse_run(&val)?),
         }
     }
-    Ok(a)
+    match (port, clients) {
+        (Some(port), Some(clients)) => Ok(Parsed::Run(Args { port, clients, ..a })),
+        (None, _) => Err("--port is required".into()),
+        (_, None) => Err("--clients is required".into()),
+    }
 }
 
 fn now_us() -> u64 {
@@ -660,10 +768,19 @@ fn pct(sorted: &[u32], p: usize) -> f64 {
 }
 
 fn main() {
-    let args = match parse_args() {
-        Ok(a) => a,
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    if argv.is_empty() {
+        eprint!("{USAGE}");
+        std::process::exit(2);
+    }
+    let args = match parse_args(argv) {
+        Ok(Parsed::Run(a)) => a,
+        Ok(Parsed::Help) => {
+            print!("{USAGE}");
+            return;
+        }
         Err(e) => {
-            eprintln!("fanout_client: {e}");
+            eprintln!("fanout_client: {e}; see --help");
             std::process::exit(2);
         }
     };

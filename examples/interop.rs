@@ -7,22 +7,31 @@
 //!
 //! Client events: `echo` (emits `echo` back, binary included), `echo-ack` (acks with the args),
 //! `ask` `{event, data, timeoutMs}` (the server emits `event` to this socket with an ack and reports
-//! the outcome as `ask-result`), `disconnect-me`, `drop-me` (closes the connection: the client
-//! reconnects), `join-socket-room` / `to-socket-room` (per-socket rooms).
+//! the outcome as `ask-result`), `emit-me {event, data, volatile}` (the server emits `event` to
+//! this socket, volatile when asked, then acks), `disconnect-me`, `drop-me` (closes the
+//! connection: the client reconnects), `join-socket-room` / `to-socket-room` (per-socket rooms).
 //!
 //! Control events (`ctl:*`, answered by ack) let a test broadcast through the unified API:
-//! `ctl:broadcast {transport, target:{kind,user,tenant,room}, event, data}`, `ctl:join`,
+//! `ctl:broadcast {transport, target:{kind,user,tenant,room}, event, data, volatile}`, `ctl:join`,
 //! `ctl:leave`, `ctl:rooms {user, tenant}`, `ctl:ack-user {user, tenant, event, data, timeoutMs}`,
 //! `ctl:stats`, `ctl:drop-sse {user, tenant}` (closes those SSE streams from the server side; the
-//! clients reconnect with `Last-Event-ID`). Namespace `/custom` emits `hello-custom` on connect.
+//! clients reconnect with `Last-Event-ID`), `ctl:socket-log {sid}` (what the server saw of that
+//! socket: `{connects: [recovered, ...], disconnects: [reason, ...]}`), `ctl:config` (this
+//! server's `{recoveryWindowMs, historyEvents}`). Namespace `/custom` emits `hello-custom` on
+//! connect.
 //!
-//! Listens on 127.0.0.1:$PORT (default 3000). Run: `cargo run --example interop`.
+//! Listens on 127.0.0.1:$PORT (default 3000). With `RECOVERY_PORT` set, a second server with the
+//! same handlers listens on 127.0.0.1:$RECOVERY_PORT with connection state recovery on (every
+//! event without ack then carries its offset as a last argument): window `RECOVERY_WINDOW_MS`
+//! (default 3000), history `RECOVERY_HISTORY_EVENTS` events (default 64).
+//! Run: `cargo run --example interop` (add `RECOVERY_PORT=3001` for both).
 
 use std::time::Duration;
 
 use serde_json::{json, Value};
 use tidings::{
-    AckOutcome, AckOutcomes, Config, Identity, NotificationService, Rejection, Server, Transport,
+    AckOutcome, AckOutcomes, Config, Identity, NotificationService, Recovery, Rejection, Server,
+    Transport,
 };
 
 fn identity_from(v: Option<&Value>) -> Option<Identity> {
@@ -45,12 +54,19 @@ fn str_field<'a>(v: &'a Value, k: &str) -> &'a str {
     v.get(k).and_then(Value::as_str).unwrap_or("")
 }
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let port: u16 = match std::env::var("PORT") {
-        Ok(p) => p.parse()?,
-        Err(_) => 3000,
-    };
-    let config = Config {
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Result<T, Box<dyn std::error::Error>>
+where
+    T::Err: std::error::Error + 'static,
+{
+    match std::env::var(name) {
+        Ok(v) => Ok(v.parse()?),
+        Err(_) => Ok(default),
+    }
+}
+
+/// The configuration of one interop server on 127.0.0.1:`port`.
+fn config_for(port: u16) -> Config {
+    Config {
         bind: ([127, 0, 0, 1], port).into(),
         engineio_path: Some("/engine.io/".into()),
         ping_interval: Duration::from_millis(500),
@@ -65,7 +81,50 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             allow_credentials: true,
         },
         ..Config::default()
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let port: u16 = env_or("PORT", 3000)?;
+    let server = start(config_for(port))?;
+    eprintln!("interop server on http://{}", server.local_addr());
+    // The recovery server: the same handlers, connection state recovery on, a short window and a
+    // small history (so a test can outlive the one and overflow the other).
+    let _recovery = match std::env::var("RECOVERY_PORT") {
+        Ok(p) => {
+            let window = Duration::from_millis(env_or("RECOVERY_WINDOW_MS", 3000)?);
+            let config = Config {
+                connection_state_recovery: Some(Recovery {
+                    max_disconnection_duration: window,
+                    ..Recovery::default()
+                }),
+                sse_history_events: env_or("RECOVERY_HISTORY_EVENTS", 64)?,
+                ..config_for(p.parse()?)
+            };
+            let server = start(config)?;
+            eprintln!(
+                "interop recovery server on http://{} (window {window:?})",
+                server.local_addr()
+            );
+            Some(server)
+        }
+        Err(_) => None,
     };
+    loop {
+        std::thread::park();
+    }
+}
+
+/// Starts a server on `config` with every handler of the interop tests.
+fn start(config: Config) -> Result<Server, Box<dyn std::error::Error>> {
+    // What `ctl:config` tells the tests about this server.
+    let described = json!({
+        "recoveryWindowMs": config
+            .connection_state_recovery
+            .as_ref()
+            .map(|r| r.max_disconnection_duration.as_millis() as u64),
+        "historyEvents": config.sse_history_events,
+    });
     // The service is created from the handle after start; handlers reach it through this cell.
     let service: std::sync::Arc<std::sync::OnceLock<NotificationService>> = Default::default();
     let svc = |s: &std::sync::Arc<std::sync::OnceLock<NotificationService>>| s.get().cloned();
@@ -79,6 +138,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     type Streams = std::sync::Arc<std::sync::Mutex<Vec<(tidings::StreamId, Option<Identity>)>>>;
     let streams: Streams = Default::default();
     let (st1, st2, st3) = (streams.clone(), streams.clone(), streams.clone());
+    // What the server saw of each main-namespace socket, by `socket.id`: `Socket::recovered()` of
+    // every connect and the reason of every disconnect (`ctl:socket-log`).
+    type SocketLog = std::sync::Arc<
+        std::sync::Mutex<std::collections::HashMap<String, (Vec<bool>, Vec<String>)>>,
+    >;
+    let socket_log: SocketLog = Default::default();
+    let (sl1, sl2, sl3) = (socket_log.clone(), socket_log.clone(), socket_log.clone());
     let server = Server::builder(config)
         .authenticate(|req| {
             let token = match req.auth {
@@ -125,6 +191,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let _ = ack.send(vec![json!({"dropped": victims.len()})]);
             }
         })
+        .on_connect("/", move |socket, _| {
+            if let Ok(mut log) = sl1.lock() {
+                if log.len() >= 10_000 {
+                    log.clear(); // bounded: the tests look at their own sockets only
+                }
+                log.entry(socket.sid().to_string()).or_default().0.push(socket.recovered());
+            }
+        })
+        .on_disconnect("/", move |socket, reason| {
+            if let Ok(mut log) = sl2.lock() {
+                log.entry(socket.sid().to_string()).or_default().1.push(reason.to_string());
+            }
+        })
+        .on_event("/", "ctl:socket-log", move |_, ev| {
+            let req = ev.args.first().cloned().unwrap_or(Value::Null);
+            let entry = sl3.lock().ok().and_then(|log| log.get(str_field(&req, "sid")).cloned());
+            let (connects, disconnects) = entry.unwrap_or_default();
+            if let Some(ack) = ev.ack {
+                let _ = ack.send(vec![json!({"connects": connects, "disconnects": disconnects})]);
+            }
+        })
+        .on_event("/", "ctl:config", move |_, ev| {
+            if let Some(ack) = ev.ack {
+                let _ = ack.send(vec![described.clone()]);
+            }
+        })
         .on_connect("/custom", |socket, _| {
             let _ = socket.emit("hello-custom", vec![json!(socket.namespace())]);
         })
@@ -146,6 +238,21 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let _ = reporter.emit("ask-result", vec![outcome_json(&outcome)]);
             });
         })
+        .on_event("/", "emit-me", |socket, ev| {
+            // `{event, data, volatile}`: the server emits `event` to this very socket, volatile
+            // (`Socket::volatile`) when asked.
+            let req = ev.args.first().cloned().unwrap_or(Value::Null);
+            let data = req.get("data").cloned().unwrap_or(Value::Null);
+            let s = if req.get("volatile").and_then(Value::as_bool) == Some(true) {
+                socket.volatile()
+            } else {
+                socket.clone()
+            };
+            let _ = s.emit(str_field(&req, "event"), vec![data]);
+            if let Some(ack) = ev.ack {
+                let _ = ack.send(vec![json!(true)]); // after the emit, on the same connection
+            }
+        })
         .on_event("/", "disconnect-me", |socket, _| {
             let _ = socket.disconnect();
         })
@@ -165,8 +272,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let _ = socket.to_room(&room, "room-message", vec![data]);
         })
         .on_event("/", "ctl:broadcast", move |_, ev| {
-            let Some(service) = svc(&s1) else { return };
+            let Some(mut service) = svc(&s1) else { return };
             let req = ev.args.first().cloned().unwrap_or(Value::Null);
+            if req.get("volatile").and_then(Value::as_bool) == Some(true) {
+                service = service.volatile();
+            }
             let transport: Transport = str_field(&req, "transport").parse().unwrap_or(Transport::Both);
             let target = req.get("target").cloned().unwrap_or(Value::Null);
             let event = str_field(&req, "event");
@@ -251,7 +361,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     Some(s) => json!({
                         "eioSessions": s.eio_sessions, "sioSockets": s.sio_sockets, "sseStreams": s.sse_streams,
                         "pendingAcks": s.pending_acks, "indexRecipients": s.index_recipients,
-                        "indexUsers": s.index_users, "indexRooms": s.index_rooms,
+                        "indexUsers": s.index_users, "indexRooms": s.index_rooms, "sseHistory": s.sse_history,
                     }),
                     None => Value::Null,
                 };
@@ -260,8 +370,5 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })
         .start()?;
     let _ = service.set(NotificationService::new(server.handle()));
-    eprintln!("interop server on http://{}", server.local_addr());
-    loop {
-        std::thread::park();
-    }
+    Ok(server)
 }

@@ -29,7 +29,15 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("sio_packet", sio_packet),
     ("sio_reassembler", sio_reassembler),
     ("sse_roundtrip", sse_roundtrip),
+    ("engine", engine),
 ];
+
+/// The whole engine: operation sequences on a simulated clock, with its invariants checked by
+/// the library's own driver (no write after close, no delivery outside the audience, everything
+/// drained at the end).
+pub fn engine(data: &[u8]) {
+    tidings::fuzzing::engine(data);
+}
 
 // ---------------------------------------------------------------------------------------------
 // HTTP heads

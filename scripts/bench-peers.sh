@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fan-out and latency, side by side on this machine in one run (DESIGN §8): tidings vs the official
+# Fan-out and latency, side by side on this machine in one run: tidings vs the official
 # Node socket.io 4.8 server vs socketioxide (Rust, tokio/axum), all with the same `bench:burst`
 # contract and the same load client (examples/fanout_client.rs):
 #   - fan-out: deliveries/s of a full-speed burst to N Socket.IO websocket clients (SSE: tidings only),
@@ -32,7 +32,10 @@ cargo build --release --quiet --example bench_server --example fanout_client --e
 cargo build --release --quiet --manifest-path benches/peers/socketioxide/Cargo.toml
 (cd benches/peers/node && npm ci --no-audit --no-fund --silent)
 
-client=target/release/examples/fanout_client
+# Where cargo put the binaries (CARGO_TARGET_DIR, when set, holds both crates' builds).
+bin=${CARGO_TARGET_DIR:-target}/release/examples
+peer_bin=${CARGO_TARGET_DIR:-benches/peers/socketioxide/target}/release/bench-peer-socketioxide
+client=$bin/fanout_client
 server_pid=
 stop_server() {
     if [ -n "$server_pid" ]; then
@@ -58,10 +61,10 @@ start_server() { # name
     next_free_port
     local log=$out/$1.server.log
     case $1 in
-        tidings) PORT=$port target/release/examples/bench_server >>"$log" 2>&1 & ;;
+        tidings) PORT=$port "$bin/bench_server" >>"$log" 2>&1 & ;;
         node) PORT=$port node benches/peers/node/server.mjs >>"$log" 2>&1 & ;;
         socketioxide)
-            PORT=$port benches/peers/socketioxide/target/release/bench-peer-socketioxide >>"$log" 2>&1 & ;;
+            PORT=$port "$peer_bin" >>"$log" 2>&1 & ;;
     esac
     server_pid=$!
     for _ in $(seq 100); do
@@ -118,9 +121,8 @@ echo "IDLE: server RSS growth / connections after 3 s idle. lost = expected - de
 echo
 echo "== stripped release binary sizes"
 size_of() { stat -c %s "$1" 2>/dev/null || echo "?"; }
-printf "%-40s %10s bytes\n" "tidings examples/demo" "$(size_of target/release/examples/demo)"
-printf "%-40s %10s bytes\n" "tidings examples/bench_server" "$(size_of target/release/examples/bench_server)"
-printf "%-40s %10s bytes\n" "socketioxide peer (same profile)" \
-    "$(size_of benches/peers/socketioxide/target/release/bench-peer-socketioxide)"
+printf "%-40s %10s bytes\n" "tidings examples/demo" "$(size_of "$bin/demo")"
+printf "%-40s %10s bytes\n" "tidings examples/bench_server" "$(size_of "$bin/bench_server")"
+printf "%-40s %10s bytes\n" "socketioxide peer (same profile)" "$(size_of "$peer_bin")"
 printf "%-40s %10s bytes (+ node_modules %s)\n" "node (runtime binary)" "$(size_of "$(command -v node)")" \
     "$(du -sh benches/peers/node/node_modules | cut -f1)"

@@ -56,7 +56,8 @@ echo "RSS idle: $(rss_kib $gateway) KiB"
 
 # Hold the clients for the whole run: connect time plus three load runs plus margin.
 hold=$((seconds * 3 + 60))
-IDLE_TOKENS=$tokens "$target/release/examples/idle_clients" sio "$clients" "$port" "$hold" >/tmp/tidings-gateway-bench-clients.out &
+"$target/release/examples/idle_clients" --mode sio --count "$clients" --port "$port" --hold "$hold" \
+    --tokens "$tokens" >/tmp/tidings-gateway-bench-clients.out &
 holder=$!
 for _ in $(seq 1200); do grep -q "open" /tmp/tidings-gateway-bench-clients.out 2>/dev/null && break; sleep 0.1; done
 cat /tmp/tidings-gateway-bench-clients.out

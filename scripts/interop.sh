@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Run the Node interop tests (tests/interop/*.test.mjs: official engine.io / socket.io / eventsource
 # clients) against the `interop` example (examples/interop.rs: Socket.IO, SSE on /events, the unified
-# API through `ctl:*` events, and the raw /engine.io/ echo), on 127.0.0.1 and a free port. Some
-# files start servers of their own: browser.test.mjs (the demo, from the example and from the
-# gateway's --demo) and gateway.test.mjs (the tidings-gateway binary, built here too).
+# API through `ctl:*` events, and the raw /engine.io/ echo), on 127.0.0.1 and a free port; and its
+# second server, the same with connection state recovery on (tests/interop/recovery.test.mjs), on
+# another free port. Some files start servers of their own: browser.test.mjs (the demo, from the
+# example and from the gateway's --demo) and gateway.test.mjs (the tidings-gateway binary, built
+# here too).
 #
 # Usage: scripts/interop.sh [extra `node --test` arguments, e.g. tests/interop/engineio.test.mjs]
-# Environment: SERVER_CMD overrides the server command (it gets PORT; must listen on 127.0.0.1).
+# Environment: SERVER_CMD overrides the server command (it gets PORT and RECOVERY_PORT; must listen
+#              on 127.0.0.1 on both, the recovery server on RECOVERY_PORT).
 #              INTEROP_TIMEOUT bounds the whole node run in seconds (default 600).
+# The tests get the servers' addresses as TIDINGS_URL and TIDINGS_RECOVERY_URL.
 # Exit status: node's (non-zero also when the build or the server start fails).
 set -euo pipefail
 
@@ -38,29 +42,41 @@ if [[ ! -d "$interop/node_modules" ]]; then
     (cd "$interop" && npm ci --no-audit --no-fund)
 fi
 
-# Ask the kernel for a free loopback port (bind to 0); there is a small window before the server
-# binds it, which is fine on a test machine.
-port=$(node -e '
-  const s = require("net").createServer();
-  s.listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });')
+# Ask the kernel for two free loopback ports (bind both to 0 at once, so they differ); there is a
+# small window before the server binds them, which is fine on a test machine.
+read -r port recovery_port < <(node -e '
+  const net = require("net");
+  const a = net.createServer(), b = net.createServer();
+  a.listen(0, "127.0.0.1", () => b.listen(0, "127.0.0.1", () => {
+    console.log(a.address().port, b.address().port);
+    a.close();
+    b.close();
+  }));') || true
+if [[ -z "${port:-}" || -z "${recovery_port:-}" ]]; then
+    echo "interop: could not pick two free ports" >&2
+    exit 1
+fi
 
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-PORT=$port bash -c "exec $SERVER_CMD" >"$log" 2>&1 &
+PORT=$port RECOVERY_PORT=$recovery_port bash -c "exec $SERVER_CMD" >"$log" 2>&1 &
 server_pid=$!
 deadline=$((SECONDS + 20))
-until port_open; do
-    if ! kill -0 "$server_pid" 2>/dev/null; then
-        echo "interop: server exited before listening on $port; its output:" >&2
-        cat "$log" >&2
-        exit 1
-    fi
-    if ((SECONDS >= deadline)); then
-        echo "interop: server did not listen on 127.0.0.1:$port within 20 s; its output:" >&2
-        cat "$log" >&2
-        exit 1
-    fi
-    sleep 0.1
+for p in "$port" "$recovery_port"; do
+    until port_open "$p"; do
+        if ! kill -0 "$server_pid" 2>/dev/null; then
+            echo "interop: server exited before listening on $p; its output:" >&2
+            cat "$log" >&2
+            exit 1
+        fi
+        if ((SECONDS >= deadline)); then
+            echo "interop: server did not listen on 127.0.0.1:$p within 20 s (PORT=$port," \
+                "RECOVERY_PORT=$recovery_port); its output:" >&2
+            cat "$log" >&2
+            exit 1
+        fi
+        sleep 0.1
+    done
 done
 
 if [[ $# -eq 0 ]]; then
@@ -70,9 +86,11 @@ status=0
 # --test-force-exit: a client stuck on a hung server (engine.io-client does not abort a pending
 # poll on close()) must not keep the run alive once every test has reported. `timeout` bounds the
 # whole run (every wait inside the tests is bounded too; this catches anything they miss).
-# --test-concurrency=1: the files share one server, and some checks read server-wide state
-# (`ctl:stats` pendingAcks must be 0 after the ack tests), so they run one file at a time.
-TIDINGS_URL="http://127.0.0.1:$port" timeout --kill-after=10 "${INTEROP_TIMEOUT:-600}" \
+# --test-concurrency=1: the files share one server (recovery.test.mjs has the other to itself),
+# and some checks read server-wide state (`ctl:stats` pendingAcks must be 0 after the ack tests),
+# so they run one file at a time.
+TIDINGS_URL="http://127.0.0.1:$port" TIDINGS_RECOVERY_URL="http://127.0.0.1:$recovery_port" \
+    timeout --kill-after=10 "${INTEROP_TIMEOUT:-600}" \
     node --test --test-force-exit --test-concurrency=1 "$@" || status=$?
 if [[ $status -eq 124 ]]; then
     echo "interop: node --test did not finish within ${INTEROP_TIMEOUT:-600} s" >&2

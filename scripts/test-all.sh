@@ -1,9 +1,15 @@
 #!/usr/bin/env bash
 # Every test, on a fresh machine: installs what it needs (npm packages, Debian's Chromium), then
 # runs formatting and lint checks, the Rust tests (unit, scenario, loopback, hostile input, fuzz
-# corpora, doc tests, the gateway binary's unit tests), compiles the benches and fuzz-free examples,
-# and runs the interop suite with real clients (socket.io-client, engine.io-client, eventsource,
-# Chromium via playwright-core), which also drives the gateway binary as a process.
+# corpora, doc tests; `cargo test` also builds every example; the gateway binary's unit tests),
+# compiles and links the benches, and runs the interop suite with real clients (socket.io-client,
+# engine.io-client, eventsource, Chromium via playwright-core) against the examples `cargo test`
+# built, which also drives the gateway binary (`--features gateway`) as a process.
+#
+# Everything builds in the dev/test profile, once: the benches are checked with `cargo build
+# --benches`, which reuses the test build's dependencies, instead of `cargo bench --no-run`, which
+# would build everything again under the release profile's fat LTO for minutes. Real benchmark
+# runs (`cargo bench`) keep the release profile.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -29,15 +35,14 @@ cargo fmt --all -- --check
 step "cargo clippy -D warnings (every feature: the gateway binary too)"
 cargo clippy --all-targets --all-features -- -D warnings
 
-step "cargo build --examples, cargo bench --no-run"
-cargo build --examples
-cargo bench --no-run --quiet
-
-step "cargo test"
+step "cargo test (and build every example)"
 cargo test
 
 step "cargo test: the gateway binary's unit tests"
 cargo test --features gateway --bin tidings-gateway
+
+step "cargo build --benches (compile and link them, test profile)"
+cargo build --benches
 
 step "interop: real clients against examples/interop.rs"
 bash scripts/interop.sh

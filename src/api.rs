@@ -182,12 +182,28 @@ pub trait RealtimeProvider: Send + Sync {
 pub struct TransportProvider {
     handle: Handle,
     transport: Transport,
+    volatile: bool,
 }
 
 impl TransportProvider {
     /// A provider for `transport` on the server behind `handle`.
     pub fn new(handle: Handle, transport: Transport) -> TransportProvider {
-        TransportProvider { handle, transport }
+        TransportProvider {
+            handle,
+            transport,
+            volatile: false,
+        }
+    }
+
+    /// The same provider, but its broadcasts are volatile (socket.io's `io.volatile.emit`):
+    /// dropped for a connection whose queue is past `Config::volatile_low_water` instead of
+    /// queued, never kept for SSE resume or Socket.IO recovery (no id, no offset). For events
+    /// that are stale when late: positions, typing indicators, live counters.
+    pub fn volatile(&self) -> TransportProvider {
+        TransportProvider {
+            volatile: true,
+            ..self.clone()
+        }
     }
 
     /// Validates, serialises once, and hands the broadcast to the loop.
@@ -217,6 +233,7 @@ impl TransportProvider {
             transports: self.transport.transports(),
             event: Arc::from(event),
             data: Arc::from(json),
+            volatile: self.volatile,
             reply,
         })?;
         Ok(())
@@ -430,6 +447,16 @@ impl NotificationService {
             sse: TransportProvider::new(handle.clone(), Transport::Sse),
             socket: TransportProvider::new(handle.clone(), Transport::SocketIo),
             both: TransportProvider::new(handle, Transport::Both),
+        }
+    }
+
+    /// The same service with volatile broadcasts (see [`TransportProvider::volatile`]); rooms
+    /// and acks are unchanged (acks are never volatile).
+    pub fn volatile(&self) -> NotificationService {
+        NotificationService {
+            sse: self.sse.volatile(),
+            socket: self.socket.volatile(),
+            both: self.both.volatile(),
         }
     }
 

@@ -91,11 +91,12 @@ pub struct Config {
     /// Reconnection delay sent to SSE clients (`retry:`), plus up to 1 s of random jitter so a
     /// restart does not bring every client back at once. Default: 3 s.
     pub sse_retry: Duration,
-    /// Most events kept for SSE clients that resume with `Last-Event-ID`. Default: 10 000.
+    /// Most events kept in the history that SSE resume (`Last-Event-ID`) and Socket.IO
+    /// connection state recovery replay from. Default: 10 000.
     pub sse_history_events: usize,
-    /// Most bytes of events kept for SSE resume. Default: 8 MiB.
+    /// Most bytes of events kept in that history (every wire form counts). Default: 8 MiB.
     pub sse_history_bytes: usize,
-    /// Oldest event kept for SSE resume. Default: 5 minutes.
+    /// Oldest event kept in that history. Default: 5 minutes.
     pub sse_history_age: Duration,
     /// Fixed pages to serve (a demo page, a health check). Default: none.
     pub pages: Vec<Page>,
@@ -109,6 +110,51 @@ pub struct Config {
     /// ([`crate::ServerBuilder::route`]); a larger declared `Content-Length` is refused with
     /// `413` before the body is read. Default: 1 000 000.
     pub max_request_body: usize,
+    /// Socket.IO connection state recovery (socket.io 4.6+ clients): a client that lost its
+    /// connection gets, on reconnecting within the window, the same socket id, its rooms, and
+    /// every event it missed, from the same history that backs SSE resume. Default: `None`, off
+    /// (as in socket.io): with it on, every event without an ack carries its offset as one more,
+    /// last argument, which the client's listeners see too.
+    pub connection_state_recovery: Option<Recovery>,
+    /// A connection whose outbound queue holds more than this many bytes drops volatile events
+    /// (`volatile()` sends) instead of queueing them. Default: 64 KiB; at most
+    /// `max_outbound_bytes`.
+    pub volatile_low_water: usize,
+}
+
+/// How Socket.IO connection state recovery behaves (see `Config::connection_state_recovery`).
+///
+/// ```
+/// use std::time::Duration;
+/// use tidings::{Config, Recovery};
+///
+/// let config = Config {
+///     connection_state_recovery: Some(Recovery {
+///         max_disconnection_duration: Duration::from_secs(30),
+///         ..Recovery::default()
+///     }),
+///     ..Config::default()
+/// };
+/// assert!(config.validate().is_ok());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Recovery {
+    /// How long a disconnected session waits for its client. Default: 2 minutes.
+    pub max_disconnection_duration: Duration,
+    /// Restore without asking the authentication hook again. Default: `false`: the hook runs on
+    /// every reconnect, and a session is restored only when the hook says the same identity
+    /// again (otherwise the client gets a fresh session), so a stolen or guessed session id never
+    /// opens someone else's session. socket.io's `skipMiddlewares` restores on the id alone.
+    pub skip_authentication: bool,
+}
+
+impl Default for Recovery {
+    fn default() -> Self {
+        Recovery {
+            max_disconnection_duration: Duration::from_secs(120),
+            skip_authentication: false,
+        }
+    }
 }
 
 /// A fixed body served at a path: a `GET` of exactly `path` returns it, for a demo page, a health
@@ -153,6 +199,8 @@ impl Default for Config {
             max_rooms_per_user: 1024,
             max_room_memberships: 1_000_000,
             max_request_body: 1_000_000,
+            connection_state_recovery: None,
+            volatile_low_water: 64 * 1024,
         }
     }
 }
@@ -205,6 +253,16 @@ impl Config {
         }
         if self.max_pending_acks == 0 {
             return err("max_pending_acks must be at least 1");
+        }
+        if self.volatile_low_water > self.max_outbound_bytes {
+            return err("volatile_low_water must be at most max_outbound_bytes");
+        }
+        if let Some(r) = &self.connection_state_recovery {
+            if r.max_disconnection_duration.is_zero()
+                || r.max_disconnection_duration > Duration::from_secs(24 * 3600)
+            {
+                return err("max_disconnection_duration must be between 1 ms and 24 h");
+            }
         }
         if self.max_rooms_per_user == 0 || self.max_room_memberships == 0 {
             return err("max_rooms_per_user and max_room_memberships must be at least 1");

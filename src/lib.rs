@@ -64,7 +64,9 @@
 //!   "everyone".
 //! - **Tenants are their own key**: the same user id in two tenants are two users.
 //! - **Acks** yield one [`AckOutcome`] per Socket.IO connection, or [`AckOutcomes::NoRecipients`].
-//! - **Resume**: SSE clients get what they missed (bounded history) or a [`RESET_EVENT`].
+//! - **Resume**: SSE clients (`Last-Event-ID`) and, with [`Config::connection_state_recovery`],
+//!   Socket.IO clients get what they missed from one bounded history — or, when the gap cannot be
+//!   filled, a [`RESET_EVENT`] / a fresh session. Volatile sends are never replayed.
 //! - **Every call validates** its input: a [`BroadcastError`], and nothing sent.
 //!
 //! # Layout
@@ -83,6 +85,8 @@ pub(crate) mod buf;
 mod config;
 mod engine;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod io;
 mod metrics;
 #[doc(hidden)]
@@ -99,7 +103,7 @@ pub use api::{
     AckCallback, AckOutcomes, NotificationService, PendingReach, RealtimeBroadcast,
     RealtimeProvider, SocketIoFeatures, Transport, TransportProvider, UnknownTransport,
 };
-pub use config::{Config, ConfigError, Cors, Page};
+pub use config::{Config, ConfigError, Cors, Page, Recovery};
 pub use engine::{
     AckOutcome, AckResult, CloseReason, Data, DisconnectReason, Identity, Reach, Rejection,
     RequestInfo, RoomLimit, SessionId, SocketId, Stats, StreamId, Target, RESET_EVENT,

@@ -110,3 +110,8 @@ fn corpus_sio_reassembler() {
 fn corpus_sse_roundtrip() {
     replay("sse_roundtrip");
 }
+
+#[test]
+fn corpus_engine() {
+    replay("engine");
+}

@@ -1,4 +1,4 @@
-//! Socket.IO v5 over a real WebSocket on 127.0.0.1 (issue 3): auth and rejection, events and acks
+//! Socket.IO v5 over a real WebSocket on 127.0.0.1: auth and rejection, events and acks
 //! both ways with binary attachments, ack timeouts and disconnects, hostile Socket.IO input
 //! (each closes only its own connection, cleanly), panicking handlers and room limits.
 #![allow(

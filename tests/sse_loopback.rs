@@ -1,4 +1,4 @@
-//! SSE over real sockets on 127.0.0.1 (issue 4): headers, named events with ids, heartbeats,
+//! SSE over real sockets on 127.0.0.1: headers, named events with ids, heartbeats,
 //! slow consumers, resume with `Last-Event-ID`, resets, auth, rooms, tenants, hostile ids and
 //! event names.
 #![allow(

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tidings::{
     AckOutcome, AckOutcomes, AuthRequest, BroadcastError, Handle, Identity, NotificationService,
-    Page, ServerBuilder, SocketId, StreamId, Target, Transport,
+    Page, Recovery, ServerBuilder, SocketId, StreamId, Target, Transport,
 };
 
 /// The page, compiled into the binary: nothing is read from disk or the network at run time.
@@ -99,8 +99,10 @@ type Cell = Arc<OnceLock<App>>;
 /// Tells every Socket.IO socket who is connected now (called on each open and close).
 fn push_presence(cell: &Cell) {
     if let Some(app) = cell.get() {
+        // Volatile: a presence is stale once the next one is out, so it is never replayed.
         let _ = app
             .service
+            .volatile()
             .provider(Transport::SocketIo)
             .broadcast()
             .to_all("demo:presence", &presence(app));
@@ -183,6 +185,15 @@ pub fn page() -> Page {
         path: "/".into(),
         content_type: "text/html; charset=utf-8",
         body: Cow::Borrowed(INDEX_HTML),
+    }
+}
+
+/// The connection state recovery the page's "go offline" shows: a socket that lost its
+/// connection waits 60 s (the page says so) and, back in time, gets what it missed.
+pub fn recovery() -> Recovery {
+    Recovery {
+        max_disconnection_duration: Duration::from_secs(60),
+        ..Recovery::default()
     }
 }
 

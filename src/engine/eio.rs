@@ -94,7 +94,7 @@ impl Queued {
         Queued::Text(Arc::from(text.as_bytes()))
     }
 
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self {
             Queued::Text(b) | Queued::Binary(b) => b.len(),
             Queued::Framed { text, .. } => text.len(),
@@ -126,6 +126,20 @@ impl Queued {
             text,
             frame: frame.into(),
         }
+    }
+
+    /// The whole WebSocket frame of a packet as one chunk.
+    fn whole_frame(&self) -> Chunk {
+        let (opcode, bytes) = match self {
+            Queued::Framed { frame, .. } => return Chunk::Shared(frame.clone()),
+            Queued::Text(b) => (ws::OPCODE_TEXT, b),
+            Queued::Binary(b) => (ws::OPCODE_BINARY, b),
+        };
+        let (h, n) = ws::frame_header(opcode, bytes.len());
+        let mut frame = Vec::with_capacity(n + bytes.len());
+        frame.extend_from_slice(h.get(..n).unwrap_or(&[]));
+        frame.extend_from_slice(bytes);
+        Chunk::Owned(frame)
     }
 
     /// The WebSocket frame: one shared chunk when pre-framed, else an inline header and the
@@ -737,6 +751,27 @@ impl Engine {
         self.push(Output::Write { conn, chunk: first });
         if let Some(chunk) = second {
             self.push(Output::Write { conn, chunk });
+        }
+    }
+
+    /// Sends a packet that may be dropped (a volatile emit): on a polling session when its buffer
+    /// is past `volatile_low_water`, on a WebSocket when io finds the connection's queue past it.
+    /// Always one chunk on a WebSocket, so io drops all of it or none.
+    pub(crate) fn eio_send_volatile(&mut self, now: Instant, key: u64, packet: Queued) {
+        let Some(s) = self.eio.by_key.get(&key) else {
+            return;
+        };
+        match s.transport {
+            Transport::WebSocket(conn) => {
+                let chunk = packet.whole_frame();
+                self.push(Output::WriteVolatile { conn, chunk });
+            }
+            Transport::Polling => {
+                if s.buffer_bytes > self.cfg.volatile_low_water {
+                    return;
+                }
+                self.eio_send(now, key, packet);
+            }
         }
     }
 

@@ -76,6 +76,8 @@ pub(crate) struct Index {
     /// (user, room) and (socket, room) pairs, bounded so a flood of joins cannot grow memory
     /// forever.
     memberships: usize,
+    /// Sockets waiting for recovery (see `park`).
+    parked: HashSet<u64>,
 }
 
 /// The two kinds of members of a room; an entry with neither is removed.
@@ -108,6 +110,11 @@ impl Index {
             Arc::from(identity.tenant.as_str()),
             Arc::from(identity.user.as_str()),
         )
+    }
+
+    /// The key of an identity, if any.
+    pub(crate) fn user_key_of(identity: Option<&Identity>) -> Option<UserKey> {
+        identity.map(Self::user_key)
     }
 
     /// Shares the strings of an existing entry, so a user with many connections stores its key once.
@@ -266,13 +273,33 @@ impl Index {
             .unwrap_or_default()
     }
 
-    /// Member users of a room (a snapshot, kept with SSE history so a replay reaches exactly the
-    /// users that were members when the event was sent).
-    pub(crate) fn room_members(&self, room: &str) -> Vec<UserKey> {
-        self.rooms
-            .get(room)
-            .map(|m| m.users.iter().cloned().collect())
-            .unwrap_or_default()
+    /// Member users and joined sockets of a room (a snapshot, kept in the history so a replay
+    /// reaches exactly the members of the time the event was sent). Sockets waiting for
+    /// recovery are members still.
+    pub(crate) fn room_snapshot(&self, room: &str, with_sockets: bool) -> (Vec<UserKey>, Vec<u64>) {
+        match self.rooms.get(room) {
+            Some(m) => (
+                m.users.iter().cloned().collect(),
+                if with_sockets {
+                    m.sockets.iter().copied().collect()
+                } else {
+                    Vec::new()
+                },
+            ),
+            None => (Vec::new(), Vec::new()),
+        }
+    }
+
+    /// A socket that waits for its client to recover it: no longer a recipient, but its
+    /// `Socket::join` rooms stay, so the room events of the gap can be replayed to it.
+    pub(crate) fn park(&mut self, socket: u64) {
+        self.remove(socket);
+        self.parked.insert(socket);
+    }
+
+    /// The socket is live again (`add` follows) or gone for good (its rooms are left first).
+    pub(crate) fn unpark(&mut self, socket: u64) {
+        self.parked.remove(&socket);
     }
 
     pub(crate) fn user_of(&self, id: u64) -> Option<&UserKey> {
@@ -340,9 +367,7 @@ impl Index {
         )
     }
 
-    /// Checks that the forward and reverse maps agree (used by property tests).
-    #[cfg(test)]
-    #[allow(dead_code)]
+    /// Checks that the forward and reverse maps agree (property tests and the engine fuzz target).
     pub(crate) fn check_invariants(&self) -> Result<(), String> {
         for (id, r) in &self.recipients {
             if let Some(key) = &r.user {
@@ -400,7 +425,7 @@ impl Index {
                 }
             }
             for id in &members.sockets {
-                if !self.recipients.contains_key(id) {
+                if !self.recipients.contains_key(id) && !self.parked.contains(id) {
                     return Err(format!("room {room} lists gone socket {id}"));
                 }
             }

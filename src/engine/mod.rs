@@ -4,7 +4,9 @@
 //! tests drive it with a simulated clock.
 
 mod eio;
+mod history;
 pub(crate) mod index;
+mod recovery;
 mod route;
 mod sio;
 mod sse;
@@ -100,6 +102,9 @@ pub(crate) enum WsMessage {
 pub(crate) enum Output {
     /// Queue bytes on a connection.
     Write { conn: ConnId, chunk: Chunk },
+    /// Queue bytes unless the connection's queue is past `volatile_low_water` (a volatile emit,
+    /// dropped first under back-pressure).
+    WriteVolatile { conn: ConnId, chunk: Chunk },
     /// The response to the request being served on `conn` is complete. io reads the next request
     /// (keep-alive) or closes once the bytes are written.
     ResponseDone { conn: ConnId, keep_alive: bool },
@@ -143,6 +148,8 @@ pub(crate) enum AppEvent {
         sid: Arc<str>,
         identity: Option<Identity>,
         auth: Value,
+        /// Restored by connection state recovery (same id, rooms, missed events replayed).
+        recovered: bool,
     },
     /// A client event; `ack` is set when the client asked for an acknowledgement.
     SioEvent {
@@ -242,6 +249,8 @@ pub(crate) enum Command {
         args: Vec<Value>,
         attachments: Vec<Vec<u8>>,
         ack: Option<(std::time::Duration, AckReply)>,
+        /// Dropped first under back-pressure, never replayed (ignored with an ack).
+        volatile: bool,
     },
     /// Answer a client's ack request.
     SioAck {
@@ -275,6 +284,7 @@ pub(crate) enum Command {
         room: String,
         event: String,
         args: Vec<Value>,
+        volatile: bool,
     },
     /// The answer to `AppEvent::SseConnectRequest`.
     SseDecision {
@@ -298,6 +308,8 @@ pub(crate) enum Command {
         transports: Transports,
         event: Arc<str>,
         data: Arc<str>,
+        /// Dropped first under back-pressure, never replayed.
+        volatile: bool,
         reply: Option<std::sync::mpsc::Sender<Reach>>,
     },
     /// `to_user_with_ack`: every Socket.IO connection of the user, one outcome each.
@@ -380,6 +392,18 @@ pub struct Stats {
     pub sse_history: usize,
     /// Timer entries (sessions, acks, heartbeats).
     pub timer_entries: usize,
+    /// Socket.IO sockets waiting for their client to recover them.
+    pub parked_sockets: usize,
+}
+
+/// A broadcast's content in each wire form's terms.
+#[derive(Clone, Copy)]
+struct Payload<'a> {
+    event: &'a str,
+    /// The SSE `data`: one JSON value.
+    sse_data: &'a str,
+    /// The Socket.IO event's arguments: JSON values joined by commas (empty: none).
+    sio_args: &'a str,
 }
 
 /// What a connection is currently used for, as far as the engine is concerned.
@@ -409,6 +433,8 @@ pub(crate) struct Engine {
     eio: eio::Sessions,
     sio: sio::Sio,
     sse: sse::Sse,
+    /// What was sent, for SSE resume and Socket.IO recovery.
+    history: history::History,
     index: Index,
     /// Source of recipient ids (sockets and streams share it, so ids never collide).
     next_recipient: u64,
@@ -438,6 +464,7 @@ impl Engine {
             eio: eio::Sessions::default(),
             sio: sio::Sio::default(),
             sse: sse::Sse::default(),
+            history: history::History::default(),
             index: Index::default(),
             next_recipient: 1,
             seq: 0,
@@ -446,6 +473,11 @@ impl Engine {
             routes: route::Routes::default(),
             counters: Arc::default(),
         }
+    }
+
+    /// The index's own consistency check (for the engine fuzz target).
+    pub(crate) fn check_index(&self) -> Result<(), String> {
+        self.index.check_invariants()
     }
 
     /// Counters for tests and monitoring.
@@ -460,8 +492,9 @@ impl Engine {
             index_users: u,
             index_tenants: t,
             index_rooms: rooms,
-            sse_history: self.sse.history_len(),
+            sse_history: self.history.len(),
             timer_entries: self.timers.len(),
+            parked_sockets: self.sio.parked.len(),
         }
     }
 
@@ -559,7 +592,8 @@ impl Engine {
             return;
         };
         match role {
-            // "an aborted GET closes the session" (DESIGN §5): the client is gone or misbehaving.
+            // An aborted GET closes the session (the official Engine.IO suite checks it): the client
+            // is gone or misbehaving.
             ConnRole::PollGet(key) => {
                 self.eio_forget_get(key, conn);
                 self.eio_close(now, key, CloseReason::TransportClose);
@@ -599,7 +633,15 @@ impl Engine {
                 args,
                 attachments,
                 ack,
-            } => self.sio_emit(now, socket.0, &event, args, attachments, ack),
+                volatile,
+            } => {
+                let kind = match ack {
+                    Some((timeout, reply)) => sio::EmitKind::WithAck(timeout, reply),
+                    None if volatile => sio::EmitKind::Volatile,
+                    None => sio::EmitKind::Plain,
+                };
+                self.sio_emit(now, socket.0, &event, args, attachments, kind)
+            }
             Command::SioAck {
                 socket,
                 id,
@@ -619,11 +661,12 @@ impl Engine {
                 room,
                 event,
                 args,
+                volatile,
             } => {
                 if nsp == "/" {
-                    self.emit_args_to_room(now, &room, &event, &args);
+                    self.emit_args_to_room(now, &room, &event, &args, volatile);
                 } else {
-                    self.sio_emit_to_socket_room(now, &nsp, &room, &event, args);
+                    self.sio_emit_to_socket_room(now, &nsp, &room, &event, args, volatile);
                 }
             }
             Command::SseDecision { request, decision } => self.sse_decision(now, request, decision),
@@ -638,9 +681,10 @@ impl Engine {
                 transports,
                 event,
                 data,
+                volatile,
                 reply,
             } => {
-                let reach = self.broadcast(now, &target, transports, &event, &data);
+                let reach = self.broadcast(now, &target, transports, &event, &data, volatile);
                 if let Some(reply) = reply {
                     let _ = reply.send(reach);
                 }
@@ -694,15 +738,21 @@ impl Engine {
 
     /// The unified broadcast: resolve recipients once, encode once per wire format, share the
     /// bytes. Returns how many connections it reached.
-    pub fn broadcast(
+    pub(crate) fn broadcast(
         &mut self,
         now: Instant,
         target: &Target,
         transports: Transports,
         event: &str,
         data: &str,
+        volatile: bool,
     ) -> Reach {
-        self.broadcast_payload(now, target, transports, event, data, data)
+        let payload = Payload {
+            event,
+            sse_data: data,
+            sio_args: data,
+        };
+        self.broadcast_payload(now, target, transports, payload, volatile)
     }
 
     /// `Socket::to_room` in the main namespace: the same audience as a unified room broadcast.
@@ -714,6 +764,7 @@ impl Engine {
         room: &str,
         event: &str,
         args: &[Value],
+        volatile: bool,
     ) -> Reach {
         let sio_args = args
             .iter()
@@ -725,81 +776,161 @@ impl Engine {
             _ => Value::Array(args.to_vec()).to_string(),
         };
         let target = Target::Room(room.to_string());
-        self.broadcast_payload(now, &target, Transports::Both, event, &sse_data, &sio_args)
+        let payload = Payload {
+            event,
+            sse_data: &sse_data,
+            sio_args: &sio_args,
+        };
+        self.broadcast_payload(now, &target, Transports::Both, payload, volatile)
     }
 
-    /// `sse_data` is the SSE `data` (one JSON value); `sio_args` the Socket.IO event's arguments,
-    /// JSON values joined by commas (empty: none).
     fn broadcast_payload(
         &mut self,
         now: Instant,
         target: &Target,
         transports: Transports,
-        event: &str,
-        sse_data: &str,
-        sio_args: &str,
+        payload: Payload<'_>,
+        volatile: bool,
     ) -> Reach {
-        self.seq += 1;
-        let seq = self.seq;
+        // A volatile event is never replayed, so it takes no sequence number and carries no id.
+        let seq = if volatile {
+            None
+        } else {
+            self.seq += 1;
+            Some(self.seq)
+        };
         let audience = Self::audience(target);
         let mut recipients = std::mem::take(&mut self.scratch_recipients);
         self.index
             .resolve(&audience, transports.kinds(), &mut recipients);
         let mut reach = Reach::default();
+        let mut sse_frame = None;
         if transports != Transports::SocketIo && self.cfg.sse_path.is_some() {
-            let id = crate::proto::sse::EventId {
-                epoch: self.epoch,
-                seq,
-            }
-            .encode();
-            let mut frame = Vec::with_capacity(sse_data.len() + event.len() + 48);
-            if crate::proto::sse::encode_event(&mut frame, Some(event), Some(&id), sse_data).is_ok()
+            let id = seq.map(|seq| self.event_id(seq));
+            let mut frame = Vec::with_capacity(payload.sse_data.len() + payload.event.len() + 48);
+            if crate::proto::sse::encode_event(
+                &mut frame,
+                Some(payload.event),
+                id.as_deref(),
+                payload.sse_data,
+            )
+            .is_ok()
             {
                 let frame: Arc<[u8]> = Arc::from(frame);
                 for (rid, kind) in &recipients {
                     if *kind == RecipientKind::Sse {
                         if let Some(conn) = self.sse.conn_of(*rid) {
                             reach.sse += 1;
-                            self.push(Output::Write {
-                                conn,
-                                chunk: Chunk::Shared(frame.clone()),
+                            let chunk = Chunk::Shared(frame.clone());
+                            self.push(if volatile {
+                                Output::WriteVolatile { conn, chunk }
+                            } else {
+                                Output::Write { conn, chunk }
                             });
                         }
                     }
                 }
-                let history = self.history_audience(&audience);
-                self.sse_remember(now, seq, history, frame);
+                sse_frame = Some(frame);
             }
         }
-        if recipients
+        // With recovery on, every event that may be replayed carries its offset as the last
+        // argument (the client keeps the last one it saw and presents it when it reconnects).
+        let offset = seq.filter(|_| self.cfg.connection_state_recovery.is_some());
+        let mut sio_packet = None;
+        let any_sio = recipients
             .iter()
-            .any(|(_, k)| *k == RecipientKind::SocketIo)
-        {
-            // `42["event",args…]`: every part is already valid JSON, so plain concatenation is
-            // exact (and the main namespace needs no prefix).
-            let event_json = Value::String(event.to_string()).to_string();
-            let mut text = String::with_capacity(event_json.len() + sio_args.len() + 5);
-            text.push_str("42[");
-            text.push_str(&event_json);
-            if !sio_args.is_empty() {
-                text.push(',');
-                text.push_str(sio_args);
-            }
-            text.push(']');
-            let packet = sio::EncodedPacket::from_text(Arc::from(text.into_bytes())).shared();
+            .any(|(_, k)| *k == RecipientKind::SocketIo);
+        if transports != Transports::Sse && (any_sio || offset.is_some()) {
+            let packet = self.event_packet_text(payload.event, payload.sio_args, offset);
             for (rid, kind) in &recipients {
                 if *kind == RecipientKind::SocketIo {
                     if let Some(session) = self.sio.session_of(*rid) {
                         reach.socketio += 1;
-                        self.sio_send(now, session, &packet);
+                        if volatile {
+                            self.sio_send_volatile(now, session, &packet);
+                        } else {
+                            self.sio_send(now, session, &packet);
+                        }
                     }
                 }
+            }
+            if offset.is_some() {
+                sio_packet = Some(packet);
+            }
+        }
+        if let Some(seq) = seq {
+            if sse_frame.is_some() || sio_packet.is_some() {
+                let history = self.history_audience(&audience);
+                let limits = self.history_limits();
+                self.history
+                    .push(now, limits, seq, history, sse_frame, sio_packet);
             }
         }
         recipients.clear();
         self.scratch_recipients = recipients;
         self.counters.delivered(reach);
         reach
+    }
+
+    /// `42["event",args…(,"offset")]` in the main namespace, framed once for many recipients.
+    pub(crate) fn event_packet_text(
+        &self,
+        event: &str,
+        sio_args: &str,
+        offset: Option<u64>,
+    ) -> sio::EncodedPacket {
+        // Every part is already valid JSON, so plain concatenation is exact (and the main
+        // namespace needs no prefix).
+        let event_json = Value::String(event.to_string()).to_string();
+        let mut text = String::with_capacity(event_json.len() + sio_args.len() + 32);
+        text.push_str("42[");
+        text.push_str(&event_json);
+        if !sio_args.is_empty() {
+            text.push(',');
+            text.push_str(sio_args);
+        }
+        if let Some(seq) = offset {
+            text.push_str(",\"");
+            text.push_str(&self.event_id(seq));
+            text.push('"');
+        }
+        text.push(']');
+        sio::EncodedPacket::from_text(Arc::from(text.into_bytes())).shared()
+    }
+
+    /// `<epoch>:<seq>`: the SSE event id and the Socket.IO offset of broadcast `seq`.
+    pub(crate) fn event_id(&self, seq: u64) -> String {
+        crate::proto::sse::EventId {
+            epoch: self.epoch,
+            seq,
+        }
+        .encode()
+    }
+
+    pub(crate) fn history_limits(&self) -> history::Limits {
+        history::Limits {
+            events: self.cfg.sse_history_events,
+            bytes: self.cfg.sse_history_bytes,
+            age: self.cfg.sse_history_age,
+        }
+    }
+
+    /// Who a broadcast reaches, frozen now for a later replay.
+    fn history_audience(&self, audience: &Audience) -> history::HistoryAudience {
+        use history::HistoryAudience as H;
+        match audience {
+            Audience::User(k) => H::User(k.clone()),
+            Audience::Tenant(t) => H::Tenant(t.clone()),
+            Audience::Room(r) => {
+                let with_sockets = self.cfg.connection_state_recovery.is_some();
+                let (users, sockets) = self.index.room_snapshot(r, with_sockets);
+                H::Members {
+                    users: Arc::from(users),
+                    sockets: Arc::from(sockets),
+                }
+            }
+            Audience::All => H::All,
+        }
     }
 
     /// `to_user_with_ack`: one ack per Socket.IO socket of the user (main namespace).
@@ -843,6 +974,7 @@ impl Engine {
                 TimerKey::Ack(c) => self.ack_timer(now, c, at),
                 TimerKey::SseHeartbeat => self.sse_heartbeat(now, at),
                 TimerKey::Route(id) => self.route_timer(id, at),
+                TimerKey::Recovery => self.recovery_timer(now, at),
             }
         }
     }
@@ -955,4 +1087,16 @@ mod test_support;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
-mod tests_sio_sse;
+mod tests_index_model;
+#[cfg(test)]
+mod tests_recovery;
+#[cfg(test)]
+mod tests_sio_connect;
+#[cfg(test)]
+mod tests_sio_events;
+#[cfg(test)]
+mod tests_sio_hostile;
+#[cfg(test)]
+mod tests_sse;
+#[cfg(test)]
+mod tests_unified;

@@ -176,6 +176,8 @@ struct SocketState {
     /// ack id → collector id
     pending_acks: HashMap<u64, u64>,
     rooms: Vec<Arc<str>>,
+    /// Connection state recovery is on and this is a socket of the main namespace.
+    recovery: Option<Box<super::recovery::SocketRecovery>>,
 }
 
 #[derive(Debug)]
@@ -192,6 +194,8 @@ struct PendingConnect {
     session: u64,
     nsp: Arc<str>,
     auth: Value,
+    /// A parked socket this CONNECT claimed with its `pid`, and the offset it presented.
+    claim: Option<super::recovery::Claim>,
 }
 
 /// All Socket.IO state.
@@ -202,6 +206,8 @@ pub(crate) struct Sio {
     pending_connects: HashMap<u64, PendingConnect>,
     collectors: HashMap<u64, Collector>,
     socket_rooms: HashMap<(Arc<str>, Arc<str>), HashSet<u64>>,
+    /// Sockets waiting for their client to recover them.
+    pub(super) parked: super::recovery::Parked,
     next_request: u64,
     next_collector: u64,
 }
@@ -223,6 +229,16 @@ impl Sio {
     pub(crate) fn session_of(&self, socket: u64) -> Option<u64> {
         self.sockets.get(&socket).map(|s| s.session)
     }
+}
+
+/// How an emit to one socket is delivered.
+pub(crate) enum EmitKind {
+    /// Queued (and, with recovery on, stamped and kept for a replay).
+    Plain,
+    /// Dropped first under back-pressure, never kept.
+    Volatile,
+    /// Asking the client for an ack (never stamped, never kept: an ack cannot be replayed).
+    WithAck(Duration, AckReply),
 }
 
 /// The packets of one emit, encoded once: a text part and its binary attachments.
@@ -265,6 +281,11 @@ impl EncodedPacket {
             self.text = Queued::framed(t.clone());
         }
         self
+    }
+
+    /// Bytes held (text and attachments), as the history counts them.
+    pub(crate) fn byte_len(&self) -> usize {
+        self.text.len() + self.attachments.iter().map(|a| a.len()).sum::<usize>()
     }
 
     /// An already-encoded Engine.IO text message (`42[...]`) without attachments.
@@ -314,6 +335,17 @@ impl Engine {
         self.eio_send(now, session, p.text.clone());
         for a in &p.attachments {
             self.eio_send(now, session, Queued::Binary(a.clone()));
+        }
+    }
+
+    /// A volatile packet: dropped when the session's queue is past the low-water mark. A packet
+    /// with binary attachments goes out as a normal one (dropping its text part alone would
+    /// orphan them).
+    pub(crate) fn sio_send_volatile(&mut self, now: Instant, session: u64, p: &EncodedPacket) {
+        if p.attachments.is_empty() {
+            self.eio_send_volatile(now, session, p.text.clone());
+        } else {
+            self.sio_send(now, session, p);
         }
     }
 
@@ -453,12 +485,30 @@ impl Engine {
         s.sockets.push((nsp.clone(), SocketSlot::Pending(request)));
         let info = s.info.clone();
         let auth = packet.data.unwrap_or(Value::Object(Default::default()));
+        let claim = self.sio_claim(now, &nsp, &auth);
+        let skip_auth = self
+            .cfg
+            .connection_state_recovery
+            .as_ref()
+            .is_some_and(|r| r.skip_authentication);
+        if skip_auth {
+            if let Some(claim) = claim {
+                // Restored on the `pid` alone, as the configuration asks; when the gap cannot be
+                // filled, a fresh socket for the same identity.
+                let identity = claim.identity();
+                if let Err(auth) = self.sio_restore(now, key, claim, auth) {
+                    self.sio_accept(now, key, nsp, identity, auth);
+                }
+                return;
+            }
+        }
         self.sio.pending_connects.insert(
             request,
             PendingConnect {
                 session: key,
                 nsp: nsp.clone(),
                 auth: auth.clone(),
+                claim,
             },
         );
         self.push(super::Output::App(AppEvent::SioConnectRequest {
@@ -482,10 +532,17 @@ impl Engine {
         let key = pending.session;
         let still_pending = matches!(self.socket_in(key, &pending.nsp), Some(SocketSlot::Pending(r)) if *r == request);
         if !still_pending {
-            return; // the session closed or left the namespace meanwhile
+            // The session closed or left the namespace meanwhile.
+            if let Some(claim) = pending.claim {
+                self.sio_unclaim(now, claim);
+            }
+            return;
         }
         match decision {
             Err(rejection) => {
+                if let Some(claim) = pending.claim {
+                    self.sio_unclaim(now, claim);
+                }
                 if let Some(s) = self.sio.sessions.get_mut(&key) {
                     s.sockets
                         .retain(|(n, _)| n.as_ref() != pending.nsp.as_ref());
@@ -500,44 +557,94 @@ impl Engine {
                 self.sio_send_packet(now, key, &p);
             }
             Ok(identity) => {
-                let id = self.next_recipient;
-                self.next_recipient += 1;
-                let sid = codec_sid(&self.random_bytes::<15>());
-                if let Some(s) = self.sio.sessions.get_mut(&key) {
-                    for (n, slot) in s.sockets.iter_mut() {
-                        if n.as_ref() == pending.nsp.as_ref() {
-                            *slot = SocketSlot::Connected(id);
+                let mut auth = pending.auth;
+                if let Some(claim) = pending.claim {
+                    // A session id never opens someone else's session: the hook must say the
+                    // very identity the parked socket had.
+                    if claim.identity() == identity {
+                        match self.sio_restore(now, key, claim, auth) {
+                            Ok(()) => return,
+                            Err(a) => auth = a,
                         }
+                    } else {
+                        self.sio_unclaim(now, claim);
                     }
                 }
-                self.eio_clear_attach_deadline(key);
-                self.sio.sockets.insert(
-                    id,
-                    SocketState {
-                        session: key,
-                        nsp: pending.nsp.clone(),
-                        next_ack: 0,
-                        pending_acks: HashMap::new(),
-                        rooms: Vec::new(),
-                    },
-                );
-                if pending.nsp.as_ref() == "/" {
-                    self.index
-                        .add(id, RecipientKind::SocketIo, identity.as_ref());
-                }
-                let mut ok = serde_json::Map::new();
-                ok.insert("sid".into(), Value::String(sid.clone()));
-                let p = Packet::connect(pending.nsp.as_ref(), Some(Value::Object(ok)));
-                self.sio_send_packet(now, key, &p);
-                self.push(super::Output::App(AppEvent::SioConnected {
-                    socket: SocketId(id),
-                    nsp: pending.nsp,
-                    sid: Arc::from(sid.as_str()),
-                    identity,
-                    auth: pending.auth,
-                }));
+                self.sio_accept(now, key, pending.nsp, identity, auth);
             }
         }
+    }
+
+    /// Puts socket `id` in the `nsp` slot of session `key` (replacing the pending CONNECT).
+    pub(super) fn sio_attach_socket(
+        &mut self,
+        key: u64,
+        nsp: &str,
+        id: u64,
+        rooms: Vec<Arc<str>>,
+        recovery: Option<Box<super::recovery::SocketRecovery>>,
+    ) {
+        let Some(s) = self.sio.sessions.get_mut(&key) else {
+            return;
+        };
+        let nsp: Arc<str> = match s.sockets.iter_mut().find(|(n, _)| n.as_ref() == nsp) {
+            Some((n, slot)) => {
+                *slot = SocketSlot::Connected(id);
+                n.clone()
+            }
+            None => {
+                let n: Arc<str> = Arc::from(nsp);
+                s.sockets.push((n.clone(), SocketSlot::Connected(id)));
+                n
+            }
+        };
+        self.eio_clear_attach_deadline(key);
+        self.sio.sockets.insert(
+            id,
+            SocketState {
+                session: key,
+                nsp,
+                next_ack: 0,
+                pending_acks: HashMap::new(),
+                rooms,
+                recovery,
+            },
+        );
+    }
+
+    /// A fresh socket for an accepted CONNECT.
+    fn sio_accept(
+        &mut self,
+        now: Instant,
+        key: u64,
+        nsp: Arc<str>,
+        identity: Option<Identity>,
+        auth: Value,
+    ) {
+        let id = self.next_recipient;
+        self.next_recipient += 1;
+        let sid = codec_sid(&self.random_bytes::<15>());
+        let recovery = self.new_socket_recovery(&nsp, &sid);
+        let mut ok = serde_json::Map::new();
+        ok.insert("sid".into(), Value::String(sid.clone()));
+        if let Some(r) = &recovery {
+            ok.insert("pid".into(), Value::String(r.pid.to_string()));
+        }
+        self.sio_attach_socket(key, &nsp, id, Vec::new(), recovery);
+        if nsp.as_ref() == "/" {
+            self.index
+                .add(id, RecipientKind::SocketIo, identity.as_ref());
+        }
+        let p = Packet::connect(nsp.as_ref(), Some(Value::Object(ok)));
+        self.sio_send_packet(now, key, &p);
+        self.push(super::Output::App(AppEvent::SioConnected {
+            socket: SocketId(id),
+            nsp,
+            sid: Arc::from(sid.as_str()),
+            identity,
+            auth,
+            recovered: false,
+        }));
     }
 
     /// Emits an event to one socket, optionally asking for an ack.
@@ -548,10 +655,10 @@ impl Engine {
         event: &str,
         args: Vec<Value>,
         attachments: Vec<Vec<u8>>,
-        ack: Option<(Duration, AckReply)>,
+        kind: EmitKind,
     ) {
         let Some(s) = self.sio.sockets.get(&socket) else {
-            if let Some((_, reply)) = ack {
+            if let EmitKind::WithAck(_, reply) = kind {
                 self.deliver_ack_reply(
                     reply,
                     vec![AckResult {
@@ -564,12 +671,31 @@ impl Engine {
         };
         let nsp = s.nsp.clone();
         let session = s.session;
+        let recoverable = s.recovery.is_some();
         let mut packet = Packet::new(PacketKind::Event, nsp.as_ref());
         packet.data = Some(event_array(event, args));
         packet.attachments = attachments;
-        match ack {
-            None => self.sio_send_packet(now, session, &packet),
-            Some((timeout, reply)) => {
+        match kind {
+            EmitKind::Volatile => {
+                let p = EncodedPacket::new(&packet).shared();
+                self.sio_send_volatile(now, session, &p);
+            }
+            // Recovery on: the emit takes a sequence number, carries it as its offset, and is
+            // kept for a replay to this socket.
+            EmitKind::Plain if recoverable => {
+                self.seq += 1;
+                let seq = self.seq;
+                if let Some(Value::Array(a)) = packet.data.as_mut() {
+                    a.push(Value::String(self.event_id(seq)));
+                }
+                let p = EncodedPacket::new(&packet);
+                self.sio_send(now, session, &p);
+                let limits = self.history_limits();
+                let audience = super::history::HistoryAudience::Socket(socket);
+                self.history.push(now, limits, seq, audience, None, Some(p));
+            }
+            EmitKind::Plain => self.sio_send_packet(now, session, &packet),
+            EmitKind::WithAck(timeout, reply) => {
                 let collector = self.new_collector(now + timeout, reply);
                 self.emit_with_ack_to(now, socket, &mut packet, collector);
                 self.finish_collector_if_done(collector);
@@ -728,15 +854,16 @@ impl Engine {
     }
 
     /// Forgets a socket: index, rooms, pending acks (→ Disconnected), and tells the application.
-    fn sio_remove_socket(&mut self, _now: Instant, socket: u64, reason: DisconnectReason) {
-        let Some(s) = self.sio.sockets.remove(&socket) else {
+    fn sio_remove_socket(&mut self, now: Instant, socket: u64, reason: DisconnectReason) {
+        let Some(mut s) = self.sio.sockets.remove(&socket) else {
             return;
         };
         if let Some(sess) = self.sio.sessions.get_mut(&s.session) {
             sess.sockets
                 .retain(|(_, slot)| !matches!(slot, SocketSlot::Connected(id) if *id == socket));
         }
-        for room in &s.rooms {
+        let parked = self.sio_park(now, socket, s.recovery.take(), &s.rooms, reason);
+        for room in s.rooms.iter().filter(|_| !parked) {
             if s.nsp.as_ref() == "/" {
                 self.index.socket_leave(socket, room);
                 continue;
@@ -749,7 +876,9 @@ impl Engine {
                 }
             }
         }
-        self.index.remove(socket);
+        if !parked {
+            self.index.remove(socket);
+        }
         for (ack_id, collector) in s.pending_acks {
             self.ack_result(collector, socket, ack_id, AckOutcome::Disconnected);
         }
@@ -770,7 +899,14 @@ impl Engine {
             match slot {
                 SocketSlot::Connected(id) => self.sio_remove_socket(now, id, reason),
                 SocketSlot::Pending(request) => {
-                    self.sio.pending_connects.remove(&request);
+                    if let Some(claim) = self
+                        .sio
+                        .pending_connects
+                        .remove(&request)
+                        .and_then(|p| p.claim)
+                    {
+                        self.sio_unclaim(now, claim);
+                    }
                 }
             }
         }
@@ -851,6 +987,7 @@ impl Engine {
         room: &str,
         event: &str,
         args: Vec<Value>,
+        volatile: bool,
     ) -> usize {
         let k: (Arc<str>, Arc<str>) = (Arc::from(nsp), Arc::from(room));
         let Some(members) = self.sio.socket_rooms.get(&k) else {
@@ -864,7 +1001,11 @@ impl Engine {
         packet.data = Some(event_array(event, args));
         let encoded = EncodedPacket::new(&packet).shared();
         for session in &sessions {
-            self.sio_send(now, *session, &encoded);
+            if volatile {
+                self.sio_send_volatile(now, *session, &encoded);
+            } else {
+                self.sio_send(now, *session, &encoded);
+            }
         }
         sessions.len()
     }

@@ -4,11 +4,12 @@
 //! what a reconnecting client missed that was addressed to it — or says `tidings-reset` when the
 //! gap can no longer be filled.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::index::{Identity, RecipientKind, UserKey};
+use super::history::Gap;
+use super::index::{Identity, RecipientKind};
 use super::sio::Rejection;
 use super::timers::TimerKey;
 use super::{AppEvent, ConnId, ConnRole, Engine, Output, Request, RequestInfo};
@@ -22,43 +23,6 @@ pub const RESET_EVENT: &str = "tidings-reset";
 /// An SSE stream, unique for the life of the server.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct StreamId(pub u64);
-
-/// Who a history entry was addressed to, frozen at send time.
-#[derive(Debug)]
-pub(crate) enum HistoryAudience {
-    User(UserKey),
-    Tenant(Arc<str>),
-    /// The room's member users when the event was sent.
-    Members(Arc<[UserKey]>),
-    All,
-}
-
-impl HistoryAudience {
-    fn reaches(&self, user: Option<&UserKey>) -> bool {
-        match (self, user) {
-            (HistoryAudience::All, _) => true,
-            (HistoryAudience::User(k), Some(u)) => k == u,
-            (HistoryAudience::Tenant(t), Some(u)) => *t == u.0,
-            (HistoryAudience::Members(m), Some(u)) => m.contains(u),
-            _ => false,
-        }
-    }
-
-    fn cost(&self) -> usize {
-        match self {
-            HistoryAudience::Members(m) => m.len() * 16,
-            _ => 16,
-        }
-    }
-}
-
-#[derive(Debug)]
-struct Entry {
-    seq: u64,
-    at: Instant,
-    audience: HistoryAudience,
-    frame: Arc<[u8]>,
-}
 
 #[derive(Debug)]
 struct PendingStream {
@@ -77,10 +41,6 @@ struct Stream {
 pub(crate) struct Sse {
     streams: HashMap<u64, Stream>,
     pending: HashMap<u64, PendingStream>,
-    history: VecDeque<Entry>,
-    history_bytes: usize,
-    /// The highest sequence number evicted from the history: a client behind it cannot be served.
-    evicted_up_to: u64,
     next_request: u64,
     heartbeat_armed: Option<Instant>,
 }
@@ -92,10 +52,6 @@ impl Sse {
 
     pub(crate) fn conn_of(&self, stream: u64) -> Option<ConnId> {
         self.streams.get(&stream).map(|s| s.conn)
-    }
-
-    pub(crate) fn history_len(&self) -> usize {
-        self.history.len()
     }
 }
 
@@ -203,13 +159,15 @@ impl Engine {
             return;
         };
         // Age the history first: with no stream open, nothing else may have trimmed it lately.
-        self.sse_trim(now);
+        self.history.trim(now, self.history_limits());
         let reason = match codec::parse_last_event_id(last) {
             Err(_) => Some("invalid-id"),
             Ok(EventId { epoch, .. }) if epoch != self.epoch => Some("unknown-epoch"),
-            Ok(EventId { seq, .. }) if seq > self.seq => Some("invalid-id"),
-            Ok(EventId { seq, .. }) if seq < self.sse.evicted_up_to => Some("expired"),
-            Ok(_) => None,
+            Ok(EventId { seq, .. }) => match self.history.gap(seq, self.seq) {
+                Gap::Invalid => Some("invalid-id"),
+                Gap::Expired => Some("expired"),
+                Gap::Fillable => None,
+            },
         };
         if let Some(reason) = reason {
             let mut out = Vec::new();
@@ -232,69 +190,16 @@ impl Engine {
         };
         let user = self.index.user_of(id).cloned();
         let frames: Vec<Arc<[u8]>> = self
-            .sse
             .history
-            .iter()
-            .filter(|e| e.seq > after && e.audience.reaches(user.as_ref()))
-            .map(|e| e.frame.clone())
+            .after(after)
+            .filter(|e| e.audience.reaches(user.as_ref(), None))
+            .filter_map(|e| e.sse.clone())
             .collect();
         for f in frames {
             self.push(Output::Write {
                 conn,
                 chunk: Chunk::Shared(f),
             });
-        }
-    }
-
-    /// Keeps a broadcast for later replay, evicting by count, bytes and age.
-    pub(super) fn sse_remember(
-        &mut self,
-        now: Instant,
-        seq: u64,
-        audience: HistoryAudience,
-        frame: Arc<[u8]>,
-    ) {
-        if self.cfg.sse_history_events == 0 {
-            self.sse.evicted_up_to = seq;
-            return;
-        }
-        self.sse.history_bytes += frame.len() + audience.cost();
-        self.sse.history.push_back(Entry {
-            seq,
-            at: now,
-            audience,
-            frame,
-        });
-        self.sse_trim(now);
-    }
-
-    fn sse_trim(&mut self, now: Instant) {
-        let max_age = self.cfg.sse_history_age;
-        while let Some(front) = self.sse.history.front() {
-            let too_many = self.sse.history.len() > self.cfg.sse_history_events;
-            let too_big = self.sse.history_bytes > self.cfg.sse_history_bytes;
-            let too_old = now.saturating_duration_since(front.at) > max_age;
-            if !(too_many || too_big || too_old) {
-                break;
-            }
-            if let Some(e) = self.sse.history.pop_front() {
-                self.sse.history_bytes = self
-                    .sse
-                    .history_bytes
-                    .saturating_sub(e.frame.len() + e.audience.cost());
-                self.sse.evicted_up_to = e.seq;
-            }
-        }
-    }
-
-    /// The history audience of a broadcast, frozen now.
-    pub(super) fn history_audience(&self, audience: &super::index::Audience) -> HistoryAudience {
-        use super::index::Audience;
-        match audience {
-            Audience::User(k) => HistoryAudience::User(k.clone()),
-            Audience::Tenant(t) => HistoryAudience::Tenant(t.clone()),
-            Audience::Room(r) => HistoryAudience::Members(Arc::from(self.index.room_members(r))),
-            Audience::All => HistoryAudience::All,
         }
     }
 
@@ -336,7 +241,8 @@ impl Engine {
             return;
         }
         self.sse.heartbeat_armed = None;
-        self.sse_trim(now);
+        let limits = self.history_limits();
+        self.history.trim(now, limits);
         if self.sse.streams.is_empty() {
             return;
         }

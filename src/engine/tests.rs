@@ -299,6 +299,7 @@ impl Out {
     fn touches(&self, conn: ConnId) -> bool {
         self.0.iter().any(|o| match o {
             Output::Write { conn: c, .. }
+            | Output::WriteVolatile { conn: c, .. }
             | Output::ResponseDone { conn: c, .. }
             | Output::StartWebSocket { conn: c }
             | Output::StartStream { conn: c }

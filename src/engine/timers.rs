@@ -19,6 +19,8 @@ pub enum TimerKey {
     SseHeartbeat,
     /// A route request's answer deadline.
     Route(u64),
+    /// The next parked socket whose recovery window ends (one timer for all).
+    Recovery,
 }
 
 #[derive(Debug, Default)]

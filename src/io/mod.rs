@@ -502,6 +502,19 @@ impl EventLoop {
                         self.mark_dirty(conn);
                     }
                 }
+                Output::WriteVolatile { conn, chunk } => {
+                    let Some(c) = self.conns.get_mut(conn) else {
+                        continue;
+                    };
+                    // Past the low-water mark a volatile event is dropped, never queued: it must
+                    // not push a slow reader towards the cap that closes it.
+                    if c.out.queued_bytes() > self.cfg.volatile_low_water {
+                        continue;
+                    }
+                    self.writes_this_turn += 1;
+                    c.out.push(chunk);
+                    self.mark_dirty(conn);
+                }
                 Output::ResponseDone { conn, keep_alive } => {
                     let Some(c) = self.conns.get_mut(conn) else {
                         continue;

@@ -122,10 +122,13 @@ fn dispatch_one(
                 identity,
                 auth,
                 sid,
+                recovered,
             } => {
                 let s = Socket {
                     id: socket,
                     sid,
+                    recovered,
+                    volatile: false,
                     nsp: nsp.clone(),
                     identity,
                     handle: handle.clone(),

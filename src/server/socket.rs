@@ -17,6 +17,9 @@ use crate::validate::{validate_event, validate_room};
 pub struct Socket {
     pub(super) id: SocketId,
     pub(super) sid: Arc<str>,
+    pub(super) recovered: bool,
+    /// Emits through this value are volatile (see [`Socket::volatile`]).
+    pub(super) volatile: bool,
     pub(super) nsp: Arc<str>,
     pub(super) identity: Option<Identity>,
     pub(super) handle: Handle,
@@ -42,6 +45,25 @@ impl Socket {
     /// The Socket.IO id the client sees as `socket.id`.
     pub fn sid(&self) -> &str {
         &self.sid
+    }
+
+    /// `true` when connection state recovery restored this socket: the same id and rooms as
+    /// before the client lost its connection, and every event it missed sent again (the client
+    /// sees `socket.recovered === true`). A handler can skip what it does for a new socket.
+    pub fn recovered(&self) -> bool {
+        self.recovered
+    }
+
+    /// The same socket, but its emits (`emit`, `emit_binary`, `to_room`) are volatile, as in
+    /// socket.io's `socket.volatile.emit`: dropped rather than queued when the connection's
+    /// queue is past `Config::volatile_low_water`, never kept for recovery, never given an
+    /// offset. For events that are stale when late (positions, typing indicators). An emit with
+    /// binary attachments is never dropped; acks are never volatile.
+    pub fn volatile(&self) -> Socket {
+        Socket {
+            volatile: true,
+            ..self.clone()
+        }
     }
 
     /// The namespace (`/` for the main one).
@@ -80,6 +102,7 @@ impl Socket {
                 args,
                 attachments,
                 ack: None,
+                volatile: self.volatile,
             })
             .map_err(BroadcastError::from)
     }
@@ -107,6 +130,7 @@ impl Socket {
                 args,
                 attachments: Vec::new(),
                 ack: Some((timeout, AckReply::Callback(Box::new(cb)))),
+                volatile: false,
             })
             .map_err(BroadcastError::from)
     }
@@ -127,6 +151,7 @@ impl Socket {
             args,
             attachments: Vec::new(),
             ack: Some((timeout, AckReply::Channel(tx))),
+            volatile: false,
         })?;
         let mut results = rx.recv().map_err(|_| BroadcastError::ServerClosed)?;
         Ok(results
@@ -178,6 +203,7 @@ impl Socket {
                 room: room.to_string(),
                 event: event.to_string(),
                 args,
+                volatile: self.volatile,
             })
             .map_err(BroadcastError::from)
     }

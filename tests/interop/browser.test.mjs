@@ -3,7 +3,9 @@
 //       and the page's own tiny Socket.IO client) receive what is sent to their user, a room
 //       message reaches only the member's page, each send says how many connections it reached
 //       (per transport; "nobody is in this room" for an empty room), and the live presence follows
-//       connections as they come and go;
+//       connections as they come and go; each panel's "go offline" / "back online" shows recovery
+//       (Socket.IO: the session recovered, the missed events replayed once, in order, and no
+//       offset shown as data) and resume (SSE: after its last id);
 //   (b) the `interop` example: a real EventSource survives a server-side drop (`ctl:drop-sse`) and
 //       resumes with Last-Event-ID, without gaps or duplicates.
 //
@@ -134,10 +136,15 @@ async function connected(page) {
   }
 }
 
-/** A panel's log: [{event, data (parsed), id}] in arrival order. */
+/** A panel's log: [{event, data (parsed), id, replayed}] in arrival order. */
 async function logOf(page, panel) {
   const items = await page.$$eval(`#${panel}-log li`, (lis) =>
-    lis.map((li) => ({ event: li.dataset.event, data: li.dataset.data, id: li.dataset.id ?? null })),
+    lis.map((li) => ({
+      event: li.dataset.event,
+      data: li.dataset.data,
+      id: li.dataset.id ?? null,
+      replayed: "replayed" in li.dataset,
+    })),
   );
   return items.map((i) => ({ ...i, data: JSON.parse(i.data) }));
 }
@@ -350,6 +357,76 @@ for (const [title, serverName] of [
     assert.deepEqual(errors, [], "no page errors");
   });
 
+  test("offline and back: Socket.IO recovers the session and replays what it missed; SSE resumes", T, async () => {
+    const page = await open("?user=dave&tenant=acme");
+    await waitPresence(page, 1, 1);
+    const to = (n) => control(page, "to-user", { user: "dave", tenant: "acme", event: "notification", data: JSON.stringify({ n }) });
+    const increasing = (ids) => {
+      for (const id of ids) assert.match(id, /^\d+:\d+$/);
+      const seqs = ids.map((id) => BigInt(id.split(":")[1]));
+      assert.ok(seqs.every((s, i) => i === 0 || s > seqs[i - 1]), `ids increase: ${ids}`);
+    };
+    // One event first, so the panel has an offset to come back with.
+    assertReached(await to(0), 1, 1);
+    await waitLog(page, "sio", "notification", { n: 0 });
+
+    // The Socket.IO panel goes offline; the Send form keeps working (over a stand-in connection)
+    // and the panel's socket, waiting on the server, is not reached.
+    await page.click("#sio-network");
+    await page.waitForSelector("#sio-state[data-state=offline]");
+    assert.equal(await page.textContent("#sio-network"), "back online");
+    assert.match(await page.textContent("#sio-recovery"), /offline: the server keeps this session 60 s/);
+    for (const n of [1, 2, 3]) assertReached(await to(n), 1, 0);
+    await waitLog(page, "sse", "notification", { n: 3 });
+    assert.equal((await logOf(page, "sio")).length, 1, "nothing reaches the panel while it is offline");
+
+    // Back online: the same session, and the three missed events, marked as replayed.
+    await page.click("#sio-network");
+    await page.waitForSelector("#sio-recovery[data-recovered=true]");
+    assert.equal(await page.textContent("#sio-recovery"), "recovered ✓ (3 missed events replayed)");
+    assert.equal(await page.textContent("#sio-network"), "go offline");
+    assertReached(await to(4), 1, 1);
+    await waitLog(page, "sio", "notification", { n: 4 });
+    let log = await logOf(page, "sio");
+    assert.deepEqual(log.map((e) => e.data), [0, 1, 2, 3, 4].map((n) => ({ n })), "each once, in order");
+    assert.deepEqual(log.map((e) => e.replayed), [false, true, true, true, false]);
+    // Every event came with its offset, which the page keeps but never shows as data.
+    increasing(log.map((e) => e.id));
+    const offsetShown = await page.$$eval("#sio-log li", (lis) =>
+      lis.some((li) => li.innerText.includes(li.dataset.id) || li.dataset.data.includes(li.dataset.id)),
+    );
+    assert.equal(offsetShown, false, "no offset shown as data");
+    // The stand-in connection has left.
+    await waitPresence(page, 1, 1);
+
+    // The SSE panel goes offline and back: a new EventSource after the last id seen.
+    await page.click("#sse-network");
+    await page.waitForSelector("#sse-state[data-state=offline]");
+    await waitPresence(page, 0, 1);
+    for (const n of [5, 6]) assertReached(await to(n), 0, 1);
+    await page.click("#sse-network");
+    await page.waitForSelector("#sse-recovery[data-resumed=true]");
+    assert.equal(await page.textContent("#sse-recovery"), "resumed ✓ (2 missed events)");
+    assertReached(await to(7), 1, 1);
+    await waitLog(page, "sse", "notification", { n: 7 });
+    log = await logOf(page, "sse");
+    assert.deepEqual(log.map((e) => e.data), [0, 1, 2, 3, 4, 5, 6, 7].map((n) => ({ n })), "each once, in order");
+    assert.deepEqual(log.map((e) => e.replayed), [false, false, false, false, false, true, true, false]);
+    increasing(log.map((e) => e.id));
+
+    // A session the server does not know (here: a pid it never gave out) comes back fresh.
+    await page.evaluate(() => (sio.pid = "not-a-session"));
+    await page.click("#sio-network");
+    await page.waitForSelector("#sio-state[data-state=offline]");
+    await page.click("#sio-network");
+    await page.waitForSelector("#sio-recovery[data-recovered=false]");
+    assert.match(await page.textContent("#sio-recovery"), /^fresh session/);
+    await page.waitForSelector("#sio-state[data-state=connected]");
+    await waitPresence(page, 1, 1);
+    await page.close();
+    assert.deepEqual(errors, [], "no page errors");
+  });
+
   const SHOT = serverName === "demo" ? process.env.DEMO_SCREENSHOT : undefined;
   test("screenshot of the demo", { ...T, skip: SHOT ? false : "set DEMO_SCREENSHOT=path.png to write one (examples/demo only)" }, async () => {
     const viewport = { width: 1280, height: 900 };
@@ -361,10 +438,18 @@ for (const [title, serverName] of [
       ["to-tenant", { event: "announcement", data: '{"text": "Release 2.4 goes out at 17:00, please wrap up your reviews before then"}' }],
       ["join", { room: "support-chat" }],
       ["to-room", { event: "message", data: '{"from": "carol", "text": "Can someone look at ticket 4521?"}' }],
+      // The Socket.IO panel misses the alert while offline, and gets it back with its session.
+      ["offline", "#sio-state[data-state=offline]"],
       ["to-all", { event: "system:alert", data: '{"level": "info", "text": "Maintenance tonight, 22:00 to 23:00 UTC"}' }],
+      ["online", "#sio-recovery[data-recovered=true]"],
       ["to-room", { room: "billing", event: "message", data: '{"text": "anyone here?"}' }],
     ];
     for (const [button, fields] of steps) {
+      if (typeof fields === "string") {
+        await alice.click("#sio-network");
+        await alice.waitForSelector(fields);
+        continue;
+      }
       const r = await control(alice, button, fields);
       assert.ok(r.ok, r.text);
     }

@@ -64,21 +64,46 @@ export function awaitConnect(socket, what = "connect", label = "connect_error", 
 }
 
 // --- control socket -------------------------------------------------------------------------------
-let control = null;
+/**
+ * An anonymous control socket on the server at `url`, opened on first use: `ctl(event, payload)`
+ * sends a `ctl:*` event and awaits its ack; `emit(event, ...args)` sends a plain event (ordered
+ * with the `ctl` calls); `close()` closes it (register with `after`).
+ */
+export function controlSocket(url) {
+  let opened = null;
+  const open = async () => {
+    const socket = io(url, { forceNew: true, transports: ["websocket"], timeout: TIMEOUT });
+    try {
+      await awaitConnect(socket, `control socket on ${url}`, "control connect_error");
+    } catch (e) {
+      socket.close();
+      throw e;
+    }
+    return socket;
+  };
+  // A failed open is retried by the next call.
+  const socket = () => (opened ??= open().catch((e) => ((opened = null), Promise.reject(e))));
+  return {
+    async ctl(event, payload) {
+      const s = await socket();
+      return within(TIMEOUT, s.timeout(TIMEOUT).emitWithAck(event, payload), event);
+    },
+    async emit(event, ...args) {
+      (await socket()).emit(event, ...args);
+    },
+    close() {
+      opened?.then((s) => s.close(), () => {});
+    },
+  };
+}
+
+const control = controlSocket(URL);
 
 /** Sends a `ctl:*` event on the anonymous control socket (opened on first use) and awaits its ack. */
-export async function ctl(event, payload) {
-  if (!control) {
-    control = io(URL, { forceNew: true, transports: ["websocket"], timeout: TIMEOUT });
-    await awaitConnect(control, "control socket", "control connect_error");
-  }
-  return within(TIMEOUT, control.timeout(TIMEOUT).emitWithAck(event, payload), event);
-}
+export const ctl = (event, payload) => control.ctl(event, payload);
 
 /** Closes the control socket, if one was opened (register with `after`). */
-export function closeControl() {
-  control?.close();
-}
+export const closeControl = () => control.close();
 
 /** A broadcast through the unified API (`transport`: "sse", "socket" or "both"); must succeed. */
 export async function broadcast(transport, target, event, data) {

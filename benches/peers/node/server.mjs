@@ -1,6 +1,6 @@
-// The official socket.io 4.8 server, as a peer of scripts/bench-peers.sh (DESIGN §8): the same
-// contract as examples/bench_server.rs. Socket.IO on /socket.io/ (defaults: pingInterval 25 s,
-// polling and websocket), 127.0.0.1:$PORT.
+// The official socket.io 4.8 server, as a peer of scripts/bench-peers.sh (fan-out, latency and
+// memory of tidings next to its peers): the same contract as examples/bench_server.rs.
+// Socket.IO on /socket.io/ (defaults: pingInterval 25 s, polling and websocket), 127.0.0.1:$PORT.
 //
 // Client event `bench:burst {count, size, rate}`: broadcast `count` `tick` events to every socket
 // with `{i, t, pad}` — `t` the send time in µs since the UNIX epoch, `pad` "x" × size. rate 0:

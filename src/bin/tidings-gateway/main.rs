@@ -265,6 +265,15 @@ fn run(s: &Settings) -> Result<(), BoxError> {
         } else {
             Vec::new()
         },
+        connection_state_recovery: match s.millis("recovery_window_ms")? {
+            w if !w.is_zero() => Some(tidings::Recovery {
+                max_disconnection_duration: w,
+                ..tidings::Recovery::default()
+            }),
+            // The demo page's "go offline" shows recovery.
+            _ if demo_on => Some(demo::recovery()),
+            _ => None,
+        },
         ..Config::default()
     };
     config.validate()?;

@@ -1,0 +1,339 @@
+//! Socket.IO connection state recovery (socket.io-client 4.6+), on the history that SSE resume
+//! uses too.
+//!
+//! With `Config::connection_state_recovery` on, a socket of the main namespace gets a private
+//! session id (`pid`, in its CONNECT reply next to `sid`), and every event that may be replayed
+//! carries its offset (`<epoch>:<seq>`, the SSE id) as its last argument. When the connection is
+//! lost for a recoverable reason (transport closed or failed, ping timeout, forced close), the
+//! socket is *parked*: no connection, no pending acks, but its id, identity and `Socket::join`
+//! rooms are kept (the rooms in the index, so room events of the gap are addressed to it). A
+//! client that comes back within `max_disconnection_duration` presents `{pid, offset}` in its
+//! CONNECT payload; if the authentication hook says the same identity again (unless
+//! `skip_authentication`) and the history still holds everything after the offset, the socket is
+//! restored — same id, same rooms — and every event addressed to it after the offset is sent
+//! again, in order, once. Otherwise the client gets a fresh session (a new `pid`, so the client
+//! sees `recovered === false`): recovery is all or nothing.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Instant;
+
+use serde_json::Value;
+
+use super::history::Gap;
+use super::index::{Identity, Index, RecipientKind, UserKey};
+use super::sio::{DisconnectReason, EncodedPacket, SocketId};
+use super::timers::TimerKey;
+use super::{AppEvent, Engine, Output};
+use crate::proto::sio::Packet;
+use crate::proto::sse::{self as sse_codec, EventId};
+
+/// The longest `pid` or offset looked at (ours are 20 and at most 41 bytes).
+const MAX_TOKEN: usize = 64;
+
+/// What a recoverable socket carries while it is connected.
+#[derive(Debug)]
+pub(crate) struct SocketRecovery {
+    pub(crate) sid: Arc<str>,
+    pub(crate) pid: Arc<str>,
+    /// The last sequence number given out when the socket was first connected: nothing before
+    /// it is ever replayed to it (the client's offset may be a previous session's).
+    pub(crate) since_seq: u64,
+}
+
+/// A socket waiting for its client.
+#[derive(Debug)]
+pub(crate) struct ParkedSocket {
+    socket: u64,
+    recovery: SocketRecovery,
+    user: Option<UserKey>,
+    rooms: Vec<Arc<str>>,
+    expires: Instant,
+}
+
+/// A CONNECT that presented the `pid` of a parked socket (taken out of the waiting list, so a
+/// second CONNECT with the same `pid` gets a fresh session).
+#[derive(Debug)]
+pub(crate) struct Claim {
+    parked: ParkedSocket,
+    offset: Option<String>,
+}
+
+impl Claim {
+    /// The identity the parked socket had.
+    pub(crate) fn identity(&self) -> Option<Identity> {
+        self.parked
+            .user
+            .as_ref()
+            .map(|(t, u)| Identity::new(t.as_ref(), u.as_ref()))
+    }
+}
+
+/// Every parked socket, by `pid`, and the order they expire in.
+#[derive(Debug, Default)]
+pub(crate) struct Parked {
+    by_pid: HashMap<Arc<str>, ParkedSocket>,
+    /// (expiry, pid, socket), oldest first: the window is the same for all.
+    order: VecDeque<(Instant, Arc<str>, u64)>,
+    timer_armed: Option<Instant>,
+}
+
+impl Parked {
+    pub(crate) fn len(&self) -> usize {
+        self.by_pid.len()
+    }
+}
+
+impl DisconnectReason {
+    /// socket.io's recoverable reasons: the client did not mean to leave.
+    fn is_recoverable(self) -> bool {
+        matches!(
+            self,
+            DisconnectReason::TransportClose
+                | DisconnectReason::TransportError
+                | DisconnectReason::PingTimeout
+                | DisconnectReason::ForcedClose
+        )
+    }
+}
+
+impl Engine {
+    /// A new recoverable socket's state, or `None` when recovery is off or `nsp` is not `/`.
+    pub(super) fn new_socket_recovery(
+        &mut self,
+        nsp: &str,
+        sid: &str,
+    ) -> Option<Box<SocketRecovery>> {
+        if self.cfg.connection_state_recovery.is_none() || nsp != "/" {
+            return None;
+        }
+        let pid = crate::proto::eio::sid_from_random(&self.random_bytes::<15>());
+        Some(Box::new(SocketRecovery {
+            sid: Arc::from(sid),
+            pid: Arc::from(pid.as_str()),
+            since_seq: self.seq,
+        }))
+    }
+
+    /// A socket left: park it if it may come back. Returns whether it was parked (its rooms then
+    /// stay in the index).
+    pub(super) fn sio_park(
+        &mut self,
+        now: Instant,
+        socket: u64,
+        recovery: Option<Box<SocketRecovery>>,
+        rooms: &[Arc<str>],
+        reason: DisconnectReason,
+    ) -> bool {
+        let (Some(recovery), Some(cfg)) = (recovery, self.cfg.connection_state_recovery.clone())
+        else {
+            return false;
+        };
+        if !reason.is_recoverable() {
+            return false;
+        }
+        // Bounded: at most one waiting socket per connection the server may hold; past that the
+        // oldest gives way.
+        while self.sio.parked.len() >= self.cfg.max_connections {
+            let Some((expires, pid, _)) = self.sio.parked.order.pop_front() else {
+                break;
+            };
+            // Skip stale entries (recovered since, perhaps parked again with a later expiry).
+            let current = self
+                .sio
+                .parked
+                .by_pid
+                .get(&pid)
+                .is_some_and(|p| p.expires == expires);
+            if current {
+                if let Some(p) = self.sio.parked.by_pid.remove(&pid) {
+                    self.forget_parked(p);
+                }
+            }
+        }
+        let expires = now + cfg.max_disconnection_duration;
+        let user = self.index.user_of(socket).cloned();
+        self.index.park(socket);
+        let pid = recovery.pid.clone();
+        self.sio
+            .parked
+            .order
+            .push_back((expires, pid.clone(), socket));
+        self.sio.parked.by_pid.insert(
+            pid,
+            ParkedSocket {
+                socket,
+                recovery: *recovery,
+                user,
+                rooms: rooms.to_vec(),
+                expires,
+            },
+        );
+        // A client that drops and recovers over and over leaves stale entries behind: compact
+        // now and then, so the list stays within twice the sockets it stands for.
+        let parked = &mut self.sio.parked;
+        if parked.order.len() > 2 * parked.by_pid.len().max(1024) {
+            let by_pid = &parked.by_pid;
+            parked
+                .order
+                .retain(|(at, pid, _)| by_pid.get(pid).is_some_and(|p| p.expires == *at));
+        }
+        self.arm_recovery_timer();
+        true
+    }
+
+    /// A parked socket that will not come back: its rooms are left.
+    fn forget_parked(&mut self, p: ParkedSocket) {
+        for room in &p.rooms {
+            self.index.socket_leave(p.socket, room);
+        }
+        self.index.unpark(p.socket);
+    }
+
+    fn arm_recovery_timer(&mut self) {
+        let next = self.sio.parked.order.front().map(|(at, _, _)| *at);
+        self.timers
+            .schedule(TimerKey::Recovery, next, &mut self.sio.parked.timer_armed);
+    }
+
+    /// The recovery timer fired: forget the sockets whose window has passed.
+    pub(super) fn recovery_timer(&mut self, now: Instant, at: Instant) {
+        if self.sio.parked.timer_armed != Some(at) {
+            return;
+        }
+        self.sio.parked.timer_armed = None;
+        while let Some((first, _, _)) = self.sio.parked.order.front() {
+            if *first > now {
+                break;
+            }
+            let Some((expires, pid, socket)) = self.sio.parked.order.pop_front() else {
+                break;
+            };
+            // The entry may be stale: the socket was recovered (and maybe parked again later).
+            let current = self
+                .sio
+                .parked
+                .by_pid
+                .get(&pid)
+                .is_some_and(|p| p.socket == socket && p.expires == expires);
+            if current {
+                if let Some(p) = self.sio.parked.by_pid.remove(&pid) {
+                    self.forget_parked(p);
+                }
+            }
+        }
+        self.arm_recovery_timer();
+    }
+
+    /// A CONNECT to `/` whose payload names a parked socket's `pid`: take it out of the waiting
+    /// list for this CONNECT (a second one with the same `pid` finds nothing).
+    pub(super) fn sio_claim(&mut self, now: Instant, nsp: &str, auth: &Value) -> Option<Claim> {
+        if self.cfg.connection_state_recovery.is_none() || nsp != "/" {
+            return None;
+        }
+        let token = |name: &str| {
+            auth.get(name)
+                .and_then(Value::as_str)
+                .filter(|t| t.len() <= MAX_TOKEN)
+        };
+        let pid = token("pid")?;
+        let offset = token("offset").map(str::to_string);
+        let parked = self.sio.parked.by_pid.remove(pid)?;
+        if parked.expires <= now {
+            self.forget_parked(parked);
+            return None;
+        }
+        Some(Claim { parked, offset })
+    }
+
+    /// A claim that did not lead to a recovery (the hook refused, or said another identity):
+    /// the socket waits again for its real client, until its window ends.
+    pub(super) fn sio_unclaim(&mut self, now: Instant, claim: Claim) {
+        let p = claim.parked;
+        if p.expires <= now {
+            return self.forget_parked(p);
+        }
+        // Its expiry entry may have been compacted away meanwhile: queue it again (a duplicate
+        // is harmless; the second one finds nothing left to forget).
+        let pid = p.recovery.pid.clone();
+        let (expires, socket) = (p.expires, p.socket);
+        self.sio.parked.by_pid.insert(pid.clone(), p);
+        let order = &mut self.sio.parked.order;
+        let at = order.partition_point(|(t, _, _)| *t <= expires);
+        order.insert(at, (expires, pid, socket));
+        self.arm_recovery_timer();
+    }
+
+    /// Where a replay for `claim` would start: `Some(seq)` when the history holds everything
+    /// addressed to the socket after what the client saw, `None` when it cannot be done.
+    fn replay_start(&mut self, now: Instant, claim: &Claim) -> Option<u64> {
+        let since = claim.parked.recovery.since_seq;
+        let seen = match &claim.offset {
+            // No offset: the client has processed no event of this socket yet.
+            None => since,
+            Some(offset) => {
+                let EventId { epoch, seq } = sse_codec::parse_last_event_id(offset).ok()?;
+                if epoch != self.epoch {
+                    return None;
+                }
+                seq.max(since)
+            }
+        };
+        self.history.trim(now, self.history_limits());
+        match self.history.gap(seen, self.seq) {
+            Gap::Fillable => Some(seen),
+            Gap::Expired | Gap::Invalid => None,
+        }
+    }
+
+    /// Restores a claimed socket on session `key` (the caller checked the identity). When the gap
+    /// cannot be filled the socket is gone for good, and `auth` comes back for a fresh one.
+    pub(super) fn sio_restore(
+        &mut self,
+        now: Instant,
+        key: u64,
+        claim: Claim,
+        auth: Value,
+    ) -> Result<(), Value> {
+        let Some(after) = self.replay_start(now, &claim) else {
+            self.forget_parked(claim.parked);
+            return Err(auth);
+        };
+        let identity = claim.identity();
+        let p = claim.parked;
+        let socket = p.socket;
+        let sid = p.recovery.sid.clone();
+        let pid = p.recovery.pid.clone();
+        // The socket becomes a recipient again; its `Socket::join` rooms never left the index.
+        self.index.unpark(socket);
+        self.index
+            .add(socket, RecipientKind::SocketIo, identity.as_ref());
+        self.sio_attach_socket(key, "/", socket, p.rooms, Some(Box::new(p.recovery)));
+        let mut ok = serde_json::Map::new();
+        ok.insert("sid".into(), Value::String(sid.to_string()));
+        ok.insert("pid".into(), Value::String(pid.to_string()));
+        let reply = Packet::connect("/", Some(Value::Object(ok)));
+        self.sio_send(now, key, &EncodedPacket::new(&reply));
+        // Everything addressed to it since, in order, once: the user's and tenant's events, its
+        // rooms' (as they were when each event was sent), its own emits, everyone's.
+        let user = Index::user_key_of(identity.as_ref());
+        let missed: Vec<EncodedPacket> = self
+            .history
+            .after(after)
+            .filter(|e| e.audience.reaches(user.as_ref(), Some(socket)))
+            .filter_map(|e| e.sio.clone())
+            .collect();
+        for packet in &missed {
+            self.sio_send(now, key, packet);
+        }
+        self.push(Output::App(AppEvent::SioConnected {
+            socket: SocketId(socket),
+            nsp: Arc::from("/"),
+            sid,
+            identity,
+            auth,
+            recovered: true,
+        }));
+        Ok(())
+    }
+}
