@@ -21,7 +21,7 @@ use support::http::{http_get, http_raw, read_response, Wire};
 use support::sse::sse_open;
 use support::{test_config, WAIT};
 use tidings::{
-    Config, Cors, HttpResponse, Method, NotificationService, Responder, Server, Target, Transport,
+    Config, Cors, HttpResponse, NotificationService, Responder, Server, Target, Transport,
 };
 
 fn json_of(body: &[u8]) -> Value {
@@ -389,7 +389,6 @@ fn cors_applies_to_routes_and_builtin_endpoints_keep_priority() {
     assert!(eio.text().starts_with('0'));
     let seen: Vec<String> = rx.try_iter().collect();
     assert_eq!(seen, vec!["/anything".to_string(), "/x".to_string()]);
-    let _ = Method::Get;
 }
 
 #[test]
