@@ -476,9 +476,10 @@ describe("gateway: client events to the backend", () => {
     const b = await backend((body) => {
       if (body.event === "slow") return { delay: 3000, json: { late: true } };
       if (body.event === "boom") return { status: 500, json: { oops: 1 } };
+      if (body.event === "big") return { json: { blob: "x".repeat(20000) } };
       return { json: { echo: body.args, user: body.user, tenant: body.tenant } };
     });
-    const g = await startGateway(["--jwt-secret", SECRET, "--api-keys", KEY, "--webhook-url", b.url, "--webhook-timeout-ms", "1000", "--webhook-events", "chat,slow,boom"]);
+    const g = await startGateway(["--jwt-secret", SECRET, "--api-keys", KEY, "--webhook-url", b.url, "--webhook-timeout-ms", "1000", "--webhook-events", "chat,slow,boom,big", "--max-payload", "10000"]);
     const s = await sio(g.main, { token: token("gina", "acme") });
     const reply = await within(WAIT, s.emitWithAck("chat", { text: "hi" }, 2), "chat ack");
     assert.deepEqual(reply, { echo: [{ text: "hi" }, 2], user: "gina", tenant: "acme" });
@@ -498,12 +499,15 @@ describe("gateway: client events to the backend", () => {
     assert.equal((await slow).error.code, "backend_timeout");
 
     assert.equal((await within(WAIT, s.emitWithAck("boom"), "boom ack")).error.code, "backend_error");
+    // An answer too large for one message to the client is not forwarded.
+    assert.equal((await within(WAIT, s.emitWithAck("big"), "big ack")).error.code, "backend_unavailable");
     assert.equal((await within(WAIT, s.emitWithAck("not-forwarded"), "ack")).error.code, "unknown_event");
     assert.ok(!b.calls.some((c) => c.event === "not-forwarded"));
     const m = await metrics(g);
     assert.equal(m.value("tidings_webhook_calls_total", { kind: "event", outcome: "ok" }), 2);
     assert.equal(m.value("tidings_webhook_calls_total", { kind: "event", outcome: "timeout" }), 1);
     assert.equal(m.value("tidings_webhook_calls_total", { kind: "event", outcome: "error_status" }), 1);
+    assert.equal(m.value("tidings_webhook_calls_total", { kind: "event", outcome: "unavailable" }), 1);
     await g.stop();
   });
 

@@ -240,6 +240,7 @@ impl Reply {
 
     pub fn send(self, resp: HttpResponse) {
         let status = resp.status().to_string();
+        log::debug!(endpoint = self.endpoint, status = resp.status(); "publish API request");
         self.stats
             .api_requests
             .inc(&[("endpoint", self.endpoint), ("status", &status)]);

@@ -100,7 +100,13 @@ impl Shared {
 
     fn metrics(&self, req: HttpRequest, res: Responder) {
         let me = self.clone();
+        // The responder goes to the job, or answers 503 here when the pool refuses the job.
+        let slot = Arc::new(std::sync::Mutex::new(Some(res)));
+        let job_slot = slot.clone();
         let job = move || {
+            let Some(res) = job_slot.lock().ok().and_then(|mut s| s.take()) else {
+                return;
+            };
             let Some(live) = me.live.get() else {
                 let _ = res.send(HttpResponse::error(503, "starting", "not started yet"));
                 return;
@@ -120,6 +126,13 @@ impl Shared {
         };
         if self.pool.try_run(job).is_err() {
             log::warn!(path = req.path.as_str(); "metrics request refused: the API pool is full");
+            if let Some(res) = slot.lock().ok().and_then(|mut s| s.take()) {
+                let _ = res.send(HttpResponse::error(
+                    503,
+                    "overloaded",
+                    "too many requests in flight; retry",
+                ));
+            }
         }
     }
 
@@ -193,7 +206,15 @@ fn forward_event(hook: &Webhook, stats: &Arc<GatewayStats>, socket: &Socket, ev:
         "ack": ev.ack.is_some(),
     });
     let (ack, stats) = (ev.ack, stats.clone());
+    // The answer goes back to the client as its ack: it must fit in one message.
+    let max_answer = socket.handle().max_payload().saturating_sub(64);
     hook.call(body, move |outcome| {
+        let outcome = match outcome {
+            Outcome::Answer(v) if v.to_string().len() > max_answer => {
+                Outcome::Unavailable(format!("the backend's answer is over {max_answer} bytes"))
+            }
+            other => other,
+        };
         stats
             .webhook
             .inc(&[("kind", "event"), ("outcome", outcome.label())]);
