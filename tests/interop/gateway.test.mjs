@@ -398,6 +398,8 @@ describe("gateway: JWT client authentication", () => {
 
     // A good token: accepted; its rooms claim joins the user to those rooms.
     const ok = await sio(g.main, { token: token("erin", "acme", { rooms: ["night-shift"] }) });
+    // A Node client may send the token as a header of its handshake instead.
+    const byHeader = await sio(g.main, {}, { extraHeaders: { authorization: `Bearer ${token("erin", "acme")}` } });
     const cookie = await sse(g.main, {}, ["hello"], {
       fetch: (u, init) => fetch(u, { ...init, headers: { ...init.headers, cookie: `token=${token("erin", "acme")}` } }),
     });
@@ -406,13 +408,14 @@ describe("gateway: JWT client authentication", () => {
       body: JSON.stringify({ to: { room: "night-shift" }, event: "hello", data: 1 }),
       signal: AbortSignal.timeout(WAIT),
     }).then((x) => x.json());
-    assert.deepEqual(r.reached, { sse: 1, socketio: 1, total: 2 });
+    assert.deepEqual(r.reached, { sse: 1, socketio: 2, total: 3 });
     await waitFor(ok.log, "hello");
+    await waitFor(byHeader.log, "hello");
     await waitFor(cookie.log, "hello");
     const m = await metrics(g);
     assert.equal(m.value("tidings_auth_total", { transport: "socketio", outcome: "token_expired" }), 1);
     assert.equal(m.value("tidings_auth_total", { transport: "sse", outcome: "alg_none" }), 1);
-    assert.equal(m.value("tidings_auth_total", { transport: "socketio", outcome: "accepted" }), 1);
+    assert.equal(m.value("tidings_auth_total", { transport: "socketio", outcome: "accepted" }), 2);
     assert.equal(m.value("tidings_auth_total", { transport: "sse", outcome: "accepted" }), 1);
     await g.stop();
   });
