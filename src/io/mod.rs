@@ -412,7 +412,13 @@ impl EventLoop {
             let (read, written) = conn.take_io_counts();
             self.counters.bytes_in(read);
             self.counters.bytes_out(written);
+            // Reading may queue bytes of its own (`100 Continue`, WebSocket pongs): write them
+            // this turn, without counting on a writable event to come with the readable one.
+            let queued = !conn.out.is_empty();
             self.apply_outputs(now);
+            if queued {
+                self.mark_dirty(id);
+            }
             match outcome {
                 ReadOutcome::Blocked => return,
                 ReadOutcome::Continue => continue,
