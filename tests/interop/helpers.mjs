@@ -128,3 +128,59 @@ export async function expectNoPendingAcks(ms = 3000) {
   }
   assert.equal(stats?.pendingAcks, 0, `pending acks left: ${JSON.stringify(stats)}`);
 }
+
+/** The arguments of the next `event` on `emitter` (a socket, its manager or its engine). */
+export function once(emitter, event, ms = TIMEOUT) {
+  return within(ms, new Promise((resolve) => emitter.once(event, (...args) => resolve(args))), `'${event}'`);
+}
+
+/** With polling→websocket, waits until the upgrade is done (so both transports served). */
+export async function settled(socket, mode) {
+  if (mode !== "polling→websocket") return;
+  const engine = socket.io.engine;
+  if (engine.transport.name !== "websocket") await once(engine, "upgrade");
+  if (engine.transport.name !== "websocket") throw new Error("the upgrade did not happen");
+}
+
+/**
+ * What a client received, as [event, ...args], with bounded waits; shared by sockets and SSE
+ * streams. Negative checks end with a `sentinel` event sent on the same path after the events
+ * that must not arrive: once the sentinel is in, a leak would be in too.
+ */
+export class Log {
+  constructor(label) {
+    this.label = label;
+    this.items = [];
+    this.waiters = [];
+  }
+
+  push(item) {
+    this.items.push(item);
+    this.wake();
+  }
+
+  wake() {
+    for (const w of this.waiters.splice(0)) w();
+  }
+
+  clear() {
+    this.items = [];
+  }
+
+  until(pred, what, ms = TIMEOUT) {
+    return waitUntil(
+      pred,
+      this.waiters,
+      what,
+      ms,
+      () => `${this.label}: timed out after ${ms} ms waiting for ${what}; got ${JSON.stringify(this.items)}`,
+    );
+  }
+
+  /** Waits for the sentinel whose data is `tag`, then a quiet period; returns all but sentinels. */
+  async settle(tag = null) {
+    await this.until(() => this.items.some(([e, d]) => e === "sentinel" && d === tag), `sentinel ${tag}`);
+    await sleep(QUIET_MS);
+    return this.items.filter(([e]) => e !== "sentinel");
+  }
+}

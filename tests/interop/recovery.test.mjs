@@ -30,9 +30,11 @@ import {
   within,
   sleep,
   uid,
-  waitUntil,
   awaitConnect,
   controlSocket,
+  Log,
+  once,
+  settled,
 } from "./helpers.mjs";
 
 const RECOVERY_URL = process.env.TIDINGS_RECOVERY_URL ?? "http://127.0.0.1:3001";
@@ -88,49 +90,7 @@ before(async () => {
 });
 
 // --- clients ---------------------------------------------------------------------------------------
-/** The arguments of the next `event` on `emitter`. */
-function once(emitter, event, ms = TIMEOUT) {
-  return within(ms, new Promise((resolve) => emitter.once(event, (...args) => resolve(args))), `'${event}'`);
-}
 
-/** Every event a socket receives, as [event, ...args] (its offset included), with bounded waits. */
-class Log {
-  constructor(label) {
-    this.label = label;
-    this.items = [];
-    this.waiters = [];
-  }
-
-  push(item) {
-    this.items.push(item);
-    this.wake();
-  }
-
-  wake() {
-    for (const w of this.waiters.splice(0)) w();
-  }
-
-  clear() {
-    this.items = [];
-  }
-
-  until(pred, what, ms = TIMEOUT) {
-    return waitUntil(
-      pred,
-      this.waiters,
-      what,
-      ms,
-      () => `${this.label}: timed out after ${ms} ms waiting for ${what}; got ${JSON.stringify(this.items)}`,
-    );
-  }
-
-  /** Waits for the sentinel `tag`, then a quiet period; returns every item but the sentinels. */
-  async settle(tag = null) {
-    await this.until(() => this.items.some(([e, d]) => e === "sentinel" && d === tag), `sentinel ${tag}`);
-    await sleep(QUIET_MS);
-    return this.items.filter(([e]) => e !== "sentinel");
-  }
-}
 
 /**
  * A socket.io-client socket on the recovery server, authenticated as `{user, tenant}` (`extra` is
@@ -170,13 +130,6 @@ async function client(user, tenant, opts = {}, extra = {}) {
   return socket;
 }
 
-/** In the default mode, waits until the upgrade to websocket is done. */
-async function settled(socket, mode) {
-  if (mode !== "polling→websocket") return;
-  const engine = socket.io.engine;
-  if (engine.transport.name !== "websocket") await once(engine, "upgrade");
-  assert.equal(engine.transport.name, "websocket");
-}
 
 /**
  * Loses the connection under `socket` (see the top of the file) and waits until the server has

@@ -22,6 +22,8 @@ import {
   closeControl,
   broadcast,
   expectNoPendingAcks,
+  once,
+  settled,
 } from "./helpers.mjs";
 
 const MODES = {
@@ -30,10 +32,6 @@ const MODES = {
   "polling→websocket": {},
 };
 
-/** The arguments of the next `event` on `emitter` (a socket or its manager). */
-function once(emitter, event, ms = TIMEOUT) {
-  return within(ms, new Promise((resolve) => emitter.once(event, (...args) => resolve(args))), `'${event}'`);
-}
 
 /** Every occurrence of one event on a socket, in arrival order; attach before it can arrive. */
 class Inbox {
@@ -77,13 +75,6 @@ async function connect(opts = {}, nsp = "/") {
   return socket;
 }
 
-/** In the default mode, waits until the upgrade to websocket is done (so both transports served). */
-async function settled(socket, mode) {
-  if (mode !== "polling→websocket") return;
-  const engine = socket.io.engine;
-  if (engine.transport.name !== "websocket") await once(engine, "upgrade");
-  assert.equal(engine.transport.name, "websocket");
-}
 
 /** The error of a connection attempt that must fail. */
 async function connectError(opts, nsp = "/") {

@@ -20,48 +20,14 @@ import {
   within,
   sleep,
   uid,
-  waitUntil,
   ctl,
   closeControl,
   broadcast,
   join,
   expectNoPendingAcks,
+  Log,
 } from "./helpers.mjs";
 
-/** A log of received [event, data] with a bounded wait; shared by sockets and streams. */
-class Log {
-  constructor(label) {
-    this.label = label;
-    this.items = [];
-    this.waiters = [];
-  }
-
-  push(item) {
-    this.items.push(item);
-    this.wake();
-  }
-
-  wake() {
-    for (const w of this.waiters.splice(0)) w();
-  }
-
-  until(pred, what, ms = TIMEOUT) {
-    return waitUntil(
-      pred,
-      this.waiters,
-      what,
-      ms,
-      () => `${this.label}: timed out after ${ms} ms waiting for ${what}; got ${JSON.stringify(this.items)}`,
-    );
-  }
-
-  /** Waits for the sentinel event, then a short quiet period; returns every item but sentinels. */
-  async settle(sentinel = "sentinel") {
-    await this.until(() => this.items.some(([e]) => e === sentinel), `'${sentinel}'`);
-    await sleep(QUIET_MS);
-    return this.items.filter(([e]) => e !== sentinel);
-  }
-}
 
 // --- clients -------------------------------------------------------------------------------------
 const EVENTS = ["u-sse", "u-socket", "u-both", "room-ev", "room-message", "leak", "ok", "sentinel", "after"];
