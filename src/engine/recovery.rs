@@ -73,14 +73,23 @@ impl Claim {
 #[derive(Debug, Default)]
 pub(crate) struct Parked {
     by_pid: HashMap<Arc<str>, ParkedSocket>,
-    /// (expiry, pid, socket), oldest first: the window is the same for all.
-    order: VecDeque<(Instant, Arc<str>, u64)>,
+    /// (expiry, pid), oldest first: the window is the same for all.
+    order: VecDeque<(Instant, Arc<str>)>,
     timer_armed: Option<Instant>,
 }
 
 impl Parked {
     pub(crate) fn len(&self) -> usize {
         self.by_pid.len()
+    }
+
+    /// The socket an expiry entry stands for, unless the entry is stale (the socket was
+    /// recovered since, and maybe parked again with a later expiry).
+    fn take_current(&mut self, pid: &Arc<str>, expires: Instant) -> Option<ParkedSocket> {
+        if self.by_pid.get(pid)?.expires != expires {
+            return None;
+        }
+        self.by_pid.remove(pid)
     }
 }
 
@@ -135,30 +144,18 @@ impl Engine {
         // Bounded: at most one waiting socket per connection the server may hold; past that the
         // oldest gives way.
         while self.sio.parked.len() >= self.cfg.max_connections {
-            let Some((expires, pid, _)) = self.sio.parked.order.pop_front() else {
+            let Some((expires, pid)) = self.sio.parked.order.pop_front() else {
                 break;
             };
-            // Skip stale entries (recovered since, perhaps parked again with a later expiry).
-            let current = self
-                .sio
-                .parked
-                .by_pid
-                .get(&pid)
-                .is_some_and(|p| p.expires == expires);
-            if current {
-                if let Some(p) = self.sio.parked.by_pid.remove(&pid) {
-                    self.forget_parked(p);
-                }
+            if let Some(p) = self.sio.parked.take_current(&pid, expires) {
+                self.forget_parked(p);
             }
         }
         let expires = now + cfg.max_disconnection_duration;
         let user = self.index.user_of(socket).cloned();
         self.index.park(socket);
         let pid = recovery.pid.clone();
-        self.sio
-            .parked
-            .order
-            .push_back((expires, pid.clone(), socket));
+        self.sio.parked.order.push_back((expires, pid.clone()));
         self.sio.parked.by_pid.insert(
             pid,
             ParkedSocket {
@@ -176,7 +173,7 @@ impl Engine {
             let by_pid = &parked.by_pid;
             parked
                 .order
-                .retain(|(at, pid, _)| by_pid.get(pid).is_some_and(|p| p.expires == *at));
+                .retain(|(at, pid)| by_pid.get(pid).is_some_and(|p| p.expires == *at));
         }
         self.arm_recovery_timer();
         true
@@ -191,7 +188,7 @@ impl Engine {
     }
 
     fn arm_recovery_timer(&mut self) {
-        let next = self.sio.parked.order.front().map(|(at, _, _)| *at);
+        let next = self.sio.parked.order.front().map(|(at, _)| *at);
         self.timers
             .schedule(TimerKey::Recovery, next, &mut self.sio.parked.timer_armed);
     }
@@ -202,24 +199,15 @@ impl Engine {
             return;
         }
         self.sio.parked.timer_armed = None;
-        while let Some((first, _, _)) = self.sio.parked.order.front() {
+        while let Some((first, _)) = self.sio.parked.order.front() {
             if *first > now {
                 break;
             }
-            let Some((expires, pid, socket)) = self.sio.parked.order.pop_front() else {
+            let Some((expires, pid)) = self.sio.parked.order.pop_front() else {
                 break;
             };
-            // The entry may be stale: the socket was recovered (and maybe parked again later).
-            let current = self
-                .sio
-                .parked
-                .by_pid
-                .get(&pid)
-                .is_some_and(|p| p.socket == socket && p.expires == expires);
-            if current {
-                if let Some(p) = self.sio.parked.by_pid.remove(&pid) {
-                    self.forget_parked(p);
-                }
+            if let Some(p) = self.sio.parked.take_current(&pid, expires) {
+                self.forget_parked(p);
             }
         }
         self.arm_recovery_timer();
@@ -256,11 +244,11 @@ impl Engine {
         // Its expiry entry may have been compacted away meanwhile: queue it again (a duplicate
         // is harmless; the second one finds nothing left to forget).
         let pid = p.recovery.pid.clone();
-        let (expires, socket) = (p.expires, p.socket);
+        let expires = p.expires;
         self.sio.parked.by_pid.insert(pid.clone(), p);
         let order = &mut self.sio.parked.order;
-        let at = order.partition_point(|(t, _, _)| *t <= expires);
-        order.insert(at, (expires, pid, socket));
+        let at = order.partition_point(|(t, _)| *t <= expires);
+        order.insert(at, (expires, pid));
         self.arm_recovery_timer();
     }
 
