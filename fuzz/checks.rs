@@ -30,7 +30,14 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("sio_reassembler", sio_reassembler),
     ("sse_roundtrip", sse_roundtrip),
     ("engine", engine),
+    ("request_reader", request_reader),
 ];
+
+/// How a connection frames requests from the bytes it reads (the library's own checks: two
+/// chunkings agree, bodies have their declared length).
+pub fn request_reader(data: &[u8]) {
+    tidings::fuzzing::request_reader(data);
+}
 
 /// The whole engine: operation sequences on a simulated clock, with its invariants checked by
 /// the library's own driver (no write after close, no delivery outside the audience, everything

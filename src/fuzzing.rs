@@ -593,6 +593,13 @@ impl Driver {
     }
 }
 
+/// The connection-level target: the request framing `io` applies to what it reads (heads,
+/// bodies of exactly Content-Length bytes, pipelining, `Expect: 100-continue`, limits), fed in
+/// two chunkings that must agree. No socket needed.
+pub fn request_reader(data: &[u8]) {
+    crate::io::request_reader::fuzz_request_reader(data);
+}
+
 /// The structured engine target: see the module docs. Panics on a broken invariant.
 pub fn engine(data: &[u8]) {
     run(data);

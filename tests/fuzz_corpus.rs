@@ -115,3 +115,8 @@ fn corpus_sse_roundtrip() {
 fn corpus_engine() {
     replay("engine");
 }
+
+#[test]
+fn corpus_request_reader() {
+    replay("request_reader");
+}

@@ -9,11 +9,12 @@ use mio::net::TcpStream;
 use tungstenite::protocol::{Role, WebSocketConfig};
 use tungstenite::Message;
 
+use super::request_reader::{RequestReader, Step};
 use super::WsStream;
 use crate::buf::{Chunk, OutQueue};
 use crate::config::Config;
 use crate::engine::{ConnId, Engine, Request, WsMessage};
-use crate::proto::http::{self, HeadLimits, HeadScanner, RequestHead, Response};
+use crate::proto::http::{self, HeadLimits, Response};
 use crate::proto::ws;
 
 /// What a read pass ended with.
@@ -30,22 +31,8 @@ pub(crate) enum ReadOutcome {
     CloseAfterFlush,
 }
 
-pub(crate) enum HttpState {
-    ReadingHead,
-    ReadingBody {
-        head: RequestHead,
-        need: usize,
-    },
-    /// A request was handed to the engine; its response (maybe a parked long-poll) is pending.
-    AwaitingResponse,
-}
-
 pub(crate) enum Mode {
-    Http {
-        inbuf: Vec<u8>,
-        scanner: HeadScanner,
-        state: HttpState,
-    },
+    Http(RequestReader),
     WebSocket(Box<tungstenite::protocol::WebSocketContext>),
     /// An endless response (SSE): input is discarded, end of input closes the stream.
     Streaming,
@@ -94,11 +81,7 @@ impl Conn {
             id,
             stream,
             remote,
-            mode: Mode::Http {
-                inbuf: Vec::new(),
-                scanner: HeadScanner::new(),
-                state: HttpState::ReadingHead,
-            },
+            mode: Mode::Http(RequestReader::new()),
             out: OutQueue::new(),
             close_after_flush: false,
             deadline: None,
@@ -120,29 +103,22 @@ impl Conn {
     /// True while a request is partly received (a timeout then deserves a 408).
     pub(crate) fn is_mid_request(&self) -> bool {
         match &self.mode {
-            Mode::Http { inbuf, state, .. } => match state {
-                HttpState::ReadingHead => !inbuf.is_empty(),
-                HttpState::ReadingBody { .. } => true,
-                HttpState::AwaitingResponse => false,
-            },
+            Mode::Http(reader) => reader.is_mid_request(),
             _ => false,
         }
     }
 
     /// The engine finished the response to the current request: read the next one.
     pub(crate) fn response_done(&mut self) {
-        if let Mode::Http { state, inbuf, .. } = &mut self.mode {
-            *state = HttpState::ReadingHead;
-            if inbuf.is_empty() {
-                *inbuf = Vec::new();
-            }
+        if let Mode::Http(reader) = &mut self.mode {
+            reader.response_done();
         }
     }
 
     /// The 101 response is queued: bytes after the request head already belong to WebSocket.
     pub(crate) fn start_websocket(&mut self, cfg: &Config) {
         let leftover = match &mut self.mode {
-            Mode::Http { inbuf, .. } => std::mem::take(inbuf),
+            Mode::Http(reader) => reader.take_leftover(),
             _ => return,
         };
         let ctx = tungstenite::protocol::WebSocketContext::from_partially_read(
@@ -229,16 +205,17 @@ impl Conn {
             };
             *budget = budget.saturating_sub(n);
             self.bytes_read += n as u64;
-            let Mode::Http { inbuf, state, .. } = &mut self.mode else {
+            let Mode::Http(reader) = &mut self.mode else {
                 return ReadOutcome::Continue;
             };
-            if inbuf.is_empty() && matches!(state, HttpState::ReadingHead) {
+            if reader.is_idle() {
                 self.request_started = true;
             }
-            inbuf.extend_from_slice(scratch.get(..n).unwrap_or(&[]));
+            reader.push(scratch.get(..n).unwrap_or(&[]));
             // Bytes pipelined behind a parked request are kept, but only up to one more request.
-            if matches!(state, HttpState::AwaitingResponse)
-                && inbuf.len() > cfg.max_head_bytes + cfg.max_payload.max(cfg.max_request_body)
+            if reader.awaiting_response()
+                && reader.buffered()
+                    > cfg.max_head_bytes + cfg.max_payload.max(cfg.max_request_body)
             {
                 return ReadOutcome::Close;
             }
@@ -251,7 +228,7 @@ impl Conn {
         }
     }
 
-    /// Parses buffered bytes. `Some` when a request was dispatched or refused; `None` when more
+    /// Frames buffered bytes. `Some` when a request was dispatched or refused; `None` when more
     /// bytes are needed.
     fn process_http(
         &mut self,
@@ -259,78 +236,35 @@ impl Conn {
         now: Instant,
         cfg: &Config,
     ) -> Option<ReadOutcome> {
-        let id = self.id;
-        let remote = self.remote;
-        let Mode::Http {
-            inbuf,
-            scanner,
-            state,
-        } = &mut self.mode
-        else {
+        let Mode::Http(reader) = &mut self.mode else {
             return None;
         };
         let limits = HeadLimits {
             max_head_bytes: cfg.max_head_bytes,
             max_headers: cfg.max_headers,
         };
-        if matches!(state, HttpState::ReadingHead) {
-            if inbuf.is_empty() {
-                return None;
+        // Routes have their own limit (`max_request_body`), Engine.IO bodies `max_payload`.
+        match reader.next(&limits, |head| engine.max_body(head)) {
+            Step::NeedMore { send_continue } => {
+                if send_continue {
+                    self.out
+                        .push(Chunk::inline(b"HTTP/1.1 100 Continue\r\n\r\n"));
+                }
+                None
             }
-            // The scanner resumes where it stopped: a head trickled byte by byte costs linear work.
-            let end = match scanner.find_head_end(inbuf, &limits) {
-                Ok(Some(end)) => end,
-                Ok(None) => return None,
-                Err(e) => return Some(self.refuse(e.status())),
-            };
-            let head = match http::parse_request_head(inbuf.get(..end).unwrap_or(&[]), &limits) {
-                Ok((head, _)) => head,
-                Err(e) => return Some(self.refuse(e.status())),
-            };
-            inbuf.drain(..end);
-            scanner.reset();
-            let need = match head.content_length() {
-                Ok(n) => n.unwrap_or(0),
-                Err(e) => return Some(self.refuse(e.status())),
-            };
-            // Routes have their own limit (`max_request_body`), Engine.IO bodies `max_payload`.
-            if need > engine.max_body(&head) as u64 {
+            Step::Refuse(status) => Some(self.refuse(status)),
+            Step::TooLarge(head) => {
                 let resp = engine.body_too_large(&head);
-                return Some(self.refuse_with(resp));
+                Some(self.refuse_with(resp))
             }
-            // `Expect: 100-continue` (curl sends it for bodies over 1 KiB): the body is within
-            // the limit, so say so instead of letting the client wait.
-            if need > 0
-                && inbuf.len() < need as usize
-                && head.minor_version >= 1
-                && head
-                    .header("expect")
-                    .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"))
-            {
-                self.out
-                    .push(Chunk::inline(b"HTTP/1.1 100 Continue\r\n\r\n"));
+            Step::Request { head, body } => {
+                self.deadline = None;
+                self.request_started = false;
+                let remote = self.remote;
+                engine.handle_request(now, self.id, Request { head, body, remote });
+                Some(ReadOutcome::Continue)
             }
-            *state = HttpState::ReadingBody {
-                head,
-                need: need as usize,
-            };
         }
-        let HttpState::ReadingBody { need, .. } = state else {
-            return None;
-        };
-        if inbuf.len() < *need {
-            return None;
-        }
-        let body: Vec<u8> = inbuf.drain(..*need).collect();
-        let HttpState::ReadingBody { head, .. } =
-            std::mem::replace(state, HttpState::AwaitingResponse)
-        else {
-            return None;
-        };
-        self.deadline = None;
-        self.request_started = false;
-        engine.handle_request(now, id, Request { head, body, remote });
-        Some(ReadOutcome::Continue)
     }
 
     /// Answers a request we cannot serve and closes the connection after the answer.

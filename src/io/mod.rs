@@ -3,6 +3,7 @@
 //! engine with `Instant::now()`, and writes what the engine queued. It never blocks on one client.
 
 mod conn;
+pub(crate) mod request_reader;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
