@@ -35,6 +35,9 @@ cargo fmt --all -- --check
 step "cargo clippy -D warnings (every feature: the gateway binary too)"
 cargo clippy --all-targets --all-features -- -D warnings
 
+step "cargo doc -D warnings (every public item documented, no broken link)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --lib --quiet
+
 step "cargo test (and build every example)"
 cargo test
 
