@@ -145,6 +145,7 @@ pub struct Recovery {
     /// every reconnect, and a session is restored only when the hook says the same identity
     /// again (otherwise the client gets a fresh session), so a stolen or guessed session id never
     /// opens someone else's session. socket.io's `skipMiddlewares` restores on the id alone.
+    /// (An anonymous socket has no identity to compare: its 120-bit random id alone decides.)
     pub skip_authentication: bool,
 }
 
