@@ -149,3 +149,28 @@ fn shutdown_gives_sse_clients_a_retry_hint_and_closes_them() {
         "nothing listens any more"
     );
 }
+
+#[test]
+fn commands_from_many_threads_always_wake_the_loop() {
+    // The loop is woken only when it sleeps: round trips from several threads, each answered
+    // before the next is sent, cross the sleeping/awake edge thousands of times. A lost wake-up
+    // would leave a round trip waiting until its 10 s timeout and fail it.
+    let server = Server::builder(test_config())
+        .allow_anonymous()
+        .start()
+        .unwrap();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let handle = server.handle();
+            std::thread::spawn(move || {
+                for _ in 0..1500 {
+                    handle.stats().expect("the loop answers");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("no round trip was lost");
+    }
+    server.shutdown(WAIT).unwrap();
+}

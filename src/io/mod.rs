@@ -8,7 +8,7 @@ pub(crate) mod request_reader;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{self, Read, Write};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -155,6 +155,29 @@ pub(crate) struct EventLoop {
     shutdown_deadline: Option<Instant>,
     /// Shared with the engine and the handle.
     counters: Arc<crate::metrics::Counters>,
+    /// Shared with the handles: tells them whether a command needs a wake-up.
+    waker: Arc<LoopWaker>,
+    /// A command taken from the queue by the last look before sleeping.
+    stashed: Option<LoopCommand>,
+}
+
+/// Wakes the loop, but only when it sleeps (or is about to): a command sent while the loop is
+/// busy costs no syscall, the loop picks it up before it sleeps again.
+pub(crate) struct LoopWaker {
+    waker: Waker,
+    sleeping: AtomicBool,
+}
+
+impl LoopWaker {
+    /// Called after a command was queued. The loop sets `sleeping` *before* it looks at the
+    /// queue one last time and polls: either it sees the command, or the flag is set and this
+    /// wakes it (sequentially consistent on both sides, so no wake-up is lost).
+    pub(crate) fn wake(&self) -> io::Result<()> {
+        if self.sleeping.swap(false, Ordering::SeqCst) {
+            self.waker.wake()?;
+        }
+        Ok(())
+    }
 }
 
 impl EventLoop {
@@ -165,10 +188,13 @@ impl EventLoop {
         commands: Receiver<LoopCommand>,
         app_events: Sender<AppEvent>,
         app_backlog: Arc<AtomicUsize>,
-    ) -> io::Result<(EventLoop, Arc<Waker>)> {
+    ) -> io::Result<(EventLoop, Arc<LoopWaker>)> {
         let counters = engine.counters();
         let poll = Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let waker = Arc::new(LoopWaker {
+            waker: Waker::new(poll.registry(), WAKER)?,
+            sleeping: AtomicBool::new(false),
+        });
         listener.set_nonblocking(true)?;
         let mut listener = TcpListener::from_std(listener);
         poll.registry()
@@ -197,6 +223,8 @@ impl EventLoop {
                 scratch: vec![0u8; 64 * 1024],
                 accept_paused_until: None,
                 shutdown_deadline: None,
+                waker: waker.clone(),
+                stashed: None,
             },
             waker,
         ))
@@ -219,7 +247,27 @@ impl EventLoop {
             } else if paused {
                 timeout = Some(timeout.map_or(BACKLOG_RECHECK, |t| t.min(BACKLOG_RECHECK)));
             }
-            match self.poll.poll(&mut events, timeout) {
+            if timeout != Some(Duration::ZERO) {
+                // About to sleep: from now on a handle must wake us; one last look at the queue
+                // catches a command sent before the flag was up.
+                self.waker.sleeping.store(true, Ordering::SeqCst);
+                if self.stashed.is_none() {
+                    match self.commands.try_recv() {
+                        Ok(cmd) => self.stashed = Some(cmd),
+                        Err(TryRecvError::Empty) => {}
+                        // Handled by `drain_commands`, which sees it again.
+                        Err(TryRecvError::Disconnected) => self.more_commands = true,
+                    }
+                }
+                if self.stashed.is_some() || self.more_commands {
+                    self.waker.sleeping.store(false, Ordering::SeqCst);
+                    timeout = Some(Duration::ZERO);
+                }
+            }
+            let polled = self.poll.poll(&mut events, timeout);
+            // Awake: commands sent from now on are picked up without a wake-up.
+            self.waker.sleeping.store(false, Ordering::SeqCst);
+            match polled {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -293,7 +341,11 @@ impl EventLoop {
             if self.writes_this_turn > WRITE_BUDGET {
                 break;
             }
-            match self.commands.try_recv() {
+            let next = match self.stashed.take() {
+                Some(cmd) => Ok(cmd),
+                None => self.commands.try_recv(),
+            };
+            match next {
                 Ok(LoopCommand::Engine(cmd)) => {
                     self.engine.handle_command(now, cmd);
                     self.apply_outputs(now);

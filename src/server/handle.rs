@@ -6,17 +6,15 @@ use std::sync::mpsc::{self, Sender};
 use std::sync::Arc;
 use std::time::Duration;
 
-use mio::Waker;
-
 use crate::engine::{Command, Data, SessionId, Stats, StreamId};
 use crate::error::{BroadcastError, ServerClosed};
-use crate::io::LoopCommand;
+use crate::io::{LoopCommand, LoopWaker};
 
 /// A cheap, cloneable handle to a running server, usable from any thread.
 #[derive(Clone)]
 pub struct Handle {
     pub(super) commands: Sender<LoopCommand>,
-    pub(super) waker: Arc<Waker>,
+    pub(super) waker: Arc<LoopWaker>,
     pub(super) max_payload: usize,
     pub(super) counters: Arc<crate::metrics::Counters>,
     pub(super) backlog: Arc<AtomicUsize>,
