@@ -388,7 +388,7 @@ pub struct Stats {
     pub index_tenants: usize,
     /// Rooms with a member.
     pub index_rooms: usize,
-    /// Events kept for SSE resume.
+    /// Events kept for SSE resume and Socket.IO recovery.
     pub sse_history: usize,
     /// Timer entries (sessions, acks, heartbeats).
     pub timer_entries: usize,
