@@ -451,10 +451,7 @@ impl Engine {
                 remote: req.remote,
             })),
             Endpoint::SocketIo => {
-                let info = Arc::new(super::RequestInfo {
-                    head: req.head,
-                    remote: req.remote,
-                });
+                let info = Arc::new(super::RequestInfo::new(req.head, req.remote));
                 self.sio_open(key, info);
             }
         }
