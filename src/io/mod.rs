@@ -87,6 +87,11 @@ impl Slab {
         if i >= 0x7fff_ffff {
             return None;
         }
+        if self.slots.len() == self.slots.capacity() {
+            // A quarter more, not twice as many: a slot is ~180 bytes and the table never
+            // shrinks, so doubling could leave almost half of it empty for good.
+            self.slots.reserve_exact((self.slots.len() / 4).max(64));
+        }
         self.slots.push(Slot {
             generation: 0,
             conn: None,
