@@ -102,6 +102,61 @@ fn websocket_session_text_and_binary() {
     srv.shutdown();
 }
 
+/// A connection keeps read state only in the middle of a frame or of a fragmented message: frames
+/// cut anywhere (in the header, in the length, in the payload), a fragmented message with a ping
+/// between its fragments, several frames in one write, each piece sent on its own (the pauses only
+/// make separate reads likely; the answers do not depend on them).
+#[test]
+fn websocket_frames_split_across_reads() {
+    let srv = TestServer::start(eio_config());
+    let (mut ws, _sid, _) = ws_handshake(srv.addr);
+    let pause = || std::thread::sleep(Duration::from_millis(20));
+    let send_in_pieces = |ws: &mut WsClient, frame: &[u8], cuts: &[usize]| {
+        let mut from = 0;
+        for &cut in cuts.iter().chain([frame.len()].iter()) {
+            ws.wire.send(&frame[from..cut]).unwrap();
+            from = cut;
+            pause();
+        }
+    };
+    // Cut after the first header byte, then inside the payload.
+    let f = ws.frame(true, 0x1, b"4cut in the header");
+    send_in_pieces(&mut ws, &f, &[1, 9]);
+    assert_eq!(ws.expect_text(), "4cut in the header");
+    // A 16-bit length cut between its two bytes, and the mask key cut too.
+    let long = format!("4{}", "l".repeat(300));
+    let f = ws.frame(true, 0x1, long.as_bytes());
+    send_in_pieces(&mut ws, &f, &[3, 6, 100]);
+    assert_eq!(ws.expect_text(), long);
+    // A fragmented message, a ping between its fragments.
+    let first = ws.frame(false, 0x1, b"4frag");
+    send_in_pieces(&mut ws, &first, &[]);
+    let ping = ws.frame(true, 0x9, b"p");
+    send_in_pieces(&mut ws, &ping, &[1]);
+    assert_eq!(ws.expect_frame(), Frame::Pong(b"p".to_vec()));
+    let last = ws.frame(true, 0x0, b"mented");
+    send_in_pieces(&mut ws, &last, &[]);
+    assert_eq!(ws.expect_text(), "4fragmented");
+    // Two frames and the start of a third in one write, then the rest of it.
+    let mut batch = ws.frame(true, 0x1, b"4one");
+    batch.extend_from_slice(&ws.frame(true, 0x1, b"4two"));
+    let third = ws.frame(true, 0x1, b"4three");
+    batch.extend_from_slice(&third[..4]);
+    send_in_pieces(&mut ws, &batch, &[]);
+    assert_eq!(ws.expect_text(), "4one");
+    assert_eq!(ws.expect_text(), "4two");
+    send_in_pieces(&mut ws, &third[4..], &[]);
+    assert_eq!(ws.expect_text(), "4three");
+    // A large frame (its reader is not kept for others), then a small one.
+    let big: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    let f = ws.frame(true, 0x2, &big);
+    send_in_pieces(&mut ws, &f, &[5, 50_000]);
+    assert_eq!(ws.expect_frame(), Frame::Binary(big));
+    ws.send_text("4small").unwrap();
+    assert_eq!(ws.expect_text(), "4small");
+    srv.shutdown();
+}
+
 #[test]
 fn upgrade_polling_to_websocket() {
     let srv = TestServer::start(eio_config());

@@ -183,8 +183,10 @@ struct Session {
     sid: Arc<str>,
     endpoint: Endpoint,
     transport: Transport,
-    pending_get: Option<PendingGet>,
-    upgrade: Option<Upgrade>,
+    // Boxed, both: a session has one for a moment (a long-poll GET, an upgrade), and every
+    // session would pay for their room.
+    pending_get: Option<Box<PendingGet>>,
+    upgrade: Option<Box<Upgrade>>,
     buffer: VecDeque<Queued>,
     buffer_bytes: usize,
     next_ping: Instant,
@@ -451,10 +453,7 @@ impl Engine {
                 remote: req.remote,
             })),
             Endpoint::SocketIo => {
-                let info = Arc::new(super::RequestInfo {
-                    head: req.head,
-                    remote: req.remote,
-                });
+                let info = Arc::new(super::RequestInfo::new(req.head, req.remote));
                 self.sio_open(key, info);
             }
         }
@@ -475,11 +474,11 @@ impl Engine {
             self.eio_error(conn, head, ErrorCode::BadRequest);
             return self.eio_close(now, key, CloseReason::ProtocolError);
         }
-        s.pending_get = Some(PendingGet {
+        s.pending_get = Some(Box::new(PendingGet {
             conn,
             keep_alive: head.keep_alive(),
             cors_origin,
-        });
+        }));
         self.roles.insert(conn, ConnRole::PollGet(key));
         self.eio_flush_poll(key);
     }
@@ -509,7 +508,7 @@ impl Engine {
             s.buffer = VecDeque::new();
         }
         self.roles.remove(&get.conn);
-        self.poll_response(get, body);
+        self.poll_response(*get, body);
     }
 
     fn poll_response(&mut self, get: PendingGet, body: Vec<u8>) {
@@ -654,11 +653,11 @@ impl Engine {
             return;
         }
         if let Some(s) = self.eio.by_key.get_mut(&key) {
-            s.upgrade = Some(Upgrade {
+            s.upgrade = Some(Box::new(Upgrade {
                 conn,
                 probed: false,
                 deadline: now + self.cfg.upgrade_timeout,
-            });
+            }));
         }
         self.roles.insert(conn, ConnRole::Probe(key));
         self.eio_reschedule(key);
@@ -720,7 +719,7 @@ impl Engine {
             self.roles.remove(&get.conn);
             let mut body = Vec::new();
             Queued::control("6").append_to_payload(&mut body);
-            self.poll_response(get, body);
+            self.poll_response(*get, body);
         }
         for p in buffered {
             self.eio_send(now, key, p);
@@ -820,7 +819,7 @@ impl Engine {
                 };
                 let mut body = Vec::new();
                 Queued::control(last).append_to_payload(&mut body);
-                self.poll_response(get, body);
+                self.poll_response(*get, body);
             }
         }
         if let Some(u) = s.upgrade {

@@ -51,36 +51,92 @@ pub(crate) struct Request {
 
 /// The request that opened a connection, as the authentication hook sees it: headers, cookies,
 /// query and remote address.
+///
+/// A Socket.IO session keeps it for the CONNECTs to come, so it is packed: the path, the query and
+/// every header name and value in one string, with where each ends.
 #[derive(Debug)]
 pub struct RequestInfo {
-    head: RequestHead,
+    /// The path, the query, then each header's name and value, one after another.
+    text: Box<str>,
+    /// Where in `text` the path ends, the query ends, then each header name and value ends.
+    ends: Box<[u32]>,
     remote: Option<SocketAddr>,
 }
 
 impl RequestInfo {
     /// Builds one (for tests of authentication hooks).
     pub fn new(head: RequestHead, remote: Option<SocketAddr>) -> RequestInfo {
-        RequestInfo { head, remote }
+        let mut text = String::with_capacity(
+            head.path.len()
+                + head.query.len()
+                + head
+                    .headers
+                    .iter()
+                    .map(|(n, v)| n.len() + v.len())
+                    .sum::<usize>(),
+        );
+        let mut ends = Vec::with_capacity(2 + 2 * head.headers.len());
+        let mut add = |s: &str| {
+            text.push_str(s);
+            // A head is bounded by `max_head_bytes`; past 4 GiB the lookups find nothing.
+            ends.push(u32::try_from(text.len()).unwrap_or(u32::MAX));
+        };
+        add(&head.path);
+        add(&head.query);
+        for (name, value) in &head.headers {
+            add(name);
+            add(value);
+        }
+        RequestInfo {
+            text: text.into_boxed_str(),
+            ends: ends.into_boxed_slice(),
+            remote,
+        }
+    }
+
+    /// Piece `i` of `text` (see `ends`).
+    fn piece(&self, i: usize) -> Option<&str> {
+        let start = match i.checked_sub(1) {
+            Some(prev) => *self.ends.get(prev)? as usize,
+            None => 0,
+        };
+        let end = *self.ends.get(i)? as usize;
+        self.text.get(start..end)
+    }
+
+    /// Every header, in order: (name in lower case, value).
+    fn headers(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        let count = self.ends.len().saturating_sub(2) / 2;
+        (0..count).filter_map(|h| Some((self.piece(2 + 2 * h)?, self.piece(3 + 2 * h)?)))
     }
 
     /// The path, without the query.
     pub fn path(&self) -> &str {
-        &self.head.path
+        self.piece(0).unwrap_or_default()
     }
 
     /// The first value of a header (name in lower case).
     pub fn header(&self, lower_name: &str) -> Option<&str> {
-        self.head.header(lower_name)
+        self.headers()
+            .find(|(n, _)| n.eq_ignore_ascii_case(lower_name))
+            .map(|(_, v)| v)
     }
 
     /// A cookie's value.
     pub fn cookie(&self, name: &str) -> Option<String> {
-        self.head.cookie(name)
+        self.headers()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("cookie"))
+            .flat_map(|(_, h)| crate::proto::http::parse_cookies(h).into_iter())
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
     }
 
     /// A query parameter, percent-decoded.
     pub fn query(&self, name: &str) -> Option<String> {
-        self.head.query_param(name)
+        crate::proto::http::parse_query(self.piece(1).unwrap_or_default())
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v)
     }
 
     /// The peer's address.
@@ -1100,3 +1156,46 @@ mod tests_sio_hostile;
 mod tests_sse;
 #[cfg(test)]
 mod tests_unified;
+
+#[cfg(test)]
+mod tests_request_info {
+    #![allow(clippy::unwrap_used)]
+    use super::RequestInfo;
+    use crate::proto::http::{parse_request_head, HeadLimits};
+
+    #[test]
+    fn packed_info_answers_as_the_head() {
+        let raw = b"GET /socket.io/?EIO=4&transport=websocket&t=a%20b HTTP/1.1\r\nHost: x\r\n\
+                    Cookie: a=1; sid=abc\r\nX-Empty:\r\nAuthorization: Bearer t\r\n\
+                    cookie: later=2\r\nX-Dup: one\r\nX-Dup: two\r\n\r\n";
+        let limits = HeadLimits {
+            max_head_bytes: 8192,
+            max_headers: 64,
+        };
+        let (head, _) = parse_request_head(raw, &limits).unwrap();
+        let remote = Some(([127, 0, 0, 1], 9).into());
+        let info = RequestInfo::new(head.clone(), remote);
+        assert_eq!(info.path(), head.path);
+        assert_eq!(info.remote(), remote);
+        for name in [
+            "host",
+            "cookie",
+            "x-empty",
+            "authorization",
+            "x-dup",
+            "absent",
+            "",
+        ] {
+            assert_eq!(info.header(name), head.header(name), "{name}");
+        }
+        assert_eq!(info.header("X-Dup"), Some("one"));
+        for name in ["a", "sid", "later", "absent"] {
+            assert_eq!(info.cookie(name), head.cookie(name), "{name}");
+        }
+        assert_eq!(info.cookie("later").as_deref(), Some("2"));
+        for name in ["EIO", "transport", "t", "absent"] {
+            assert_eq!(info.query(name), head.query_param(name), "{name}");
+        }
+        assert_eq!(info.query("t").as_deref(), Some("a b"));
+    }
+}

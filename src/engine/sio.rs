@@ -2,7 +2,7 @@
 //! application's authentication hook, off the io thread), events both ways, acks both ways with an
 //! ack table that empties itself, per-socket rooms and disconnects.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
@@ -173,8 +173,8 @@ struct SocketState {
     session: u64,
     nsp: Arc<str>,
     next_ack: u64,
-    /// ack id → collector id
-    pending_acks: HashMap<u64, u64>,
+    /// ack id → collector id (a BTreeMap: no room taken while empty, none kept after a burst)
+    pending_acks: BTreeMap<u64, u64>,
     rooms: Vec<Arc<str>>,
     /// Connection state recovery is on and this is a socket of the main namespace.
     recovery: Option<Box<super::recovery::SocketRecovery>>,
@@ -325,7 +325,9 @@ impl Engine {
             SioSession {
                 info,
                 reassembler: Reassembler::new(limits),
-                sockets: Vec::new(),
+                // Room for one: most sessions connect to one namespace (a `Vec::new()` would
+                // take room for four at the first push).
+                sockets: Vec::with_capacity(1),
             },
         );
     }
@@ -605,7 +607,7 @@ impl Engine {
                 session: key,
                 nsp,
                 next_ack: 0,
-                pending_acks: HashMap::new(),
+                pending_acks: BTreeMap::new(),
                 rooms,
                 recovery,
             },

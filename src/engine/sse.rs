@@ -75,10 +75,7 @@ impl Engine {
             },
         );
         self.roles.insert(conn, ConnRole::SsePending(request));
-        let info = Arc::new(RequestInfo {
-            head: req.head,
-            remote: req.remote,
-        });
+        let info = Arc::new(RequestInfo::new(req.head, req.remote));
         self.push(Output::App(AppEvent::SseConnectRequest { request, info }));
     }
 

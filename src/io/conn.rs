@@ -6,16 +6,15 @@ use std::net::SocketAddr;
 use std::time::Instant;
 
 use mio::net::TcpStream;
-use tungstenite::protocol::{Role, WebSocketConfig};
+use tungstenite::protocol::{Role, WebSocketConfig, WebSocketContext};
 use tungstenite::Message;
 
 use super::request_reader::{RequestReader, Step};
-use super::WsStream;
 use crate::buf::{Chunk, OutQueue};
 use crate::config::Config;
 use crate::engine::{ConnId, Engine, Request, WsMessage};
 use crate::proto::http::{self, HeadLimits, Response};
-use crate::proto::ws;
+use crate::proto::ws::{self, FrameBoundaries};
 
 /// What a read pass ended with.
 pub(crate) enum ReadOutcome {
@@ -32,12 +31,83 @@ pub(crate) enum ReadOutcome {
 }
 
 pub(crate) enum Mode {
-    Http(RequestReader),
-    WebSocket(Box<tungstenite::protocol::WebSocketContext>),
+    /// Boxed: a reader holds a whole request head while it waits for the body, and a connection
+    /// in any other mode should not pay for that room.
+    Http(Box<RequestReader>),
+    WebSocket(WsReader),
     /// An endless response (SSE): input is discarded, end of input closes the stream.
     Streaming,
     /// Waiting for queued bytes to drain; input is discarded.
     Closing,
+}
+
+/// tungstenite's reader with its buffer: about 1.3 KiB, so only a connection in the middle of a frame
+/// or of a fragmented message keeps one. Between messages the context goes back to the loop's
+/// spare (a context between messages holds nothing of its last connection: same state as new).
+pub(crate) type WsContext = Box<WebSocketContext>;
+
+/// The read side of a WebSocket connection.
+pub(crate) struct WsReader {
+    /// Present only while the bytes read so far end inside a frame or a fragmented message.
+    ctx: Option<WsContext>,
+    /// Where the client's frames end (the bytes themselves go to the context).
+    frames: FrameBoundaries,
+    /// The context took a frame larger than a spare should keep room for.
+    grew: bool,
+}
+
+/// A context that took frames larger than this is dropped rather than kept as the loop's spare, so
+/// one large upload does not pin its buffer.
+const SPARE_MAX_FRAME: u64 = 16 * 1024;
+
+/// How the bytes handed to tungstenite in one pass end.
+#[derive(Clone, Copy)]
+enum FeedEnd {
+    /// The socket has no more for now.
+    Blocked,
+    /// The peer closed its side.
+    Eof,
+    /// The socket failed.
+    Failed(io::ErrorKind),
+}
+
+/// Adapter for tungstenite: reads come from bytes the loop already read from the socket, writes
+/// (pongs, close replies) go into the connection's outbound queue (never blocks; the queue cap is
+/// checked by the caller).
+struct Feed<'a> {
+    bytes: &'a [u8],
+    end: FeedEnd,
+    out: &'a mut OutQueue,
+}
+
+impl Read for Feed<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.bytes.is_empty() {
+            return match self.end {
+                FeedEnd::Blocked => Err(io::ErrorKind::WouldBlock.into()),
+                FeedEnd::Eof => Ok(0),
+                FeedEnd::Failed(kind) => Err(kind.into()),
+            };
+        }
+        let n = buf.len().min(self.bytes.len());
+        let (now, rest) = self.bytes.split_at(n);
+        if let Some(dst) = buf.get_mut(..n) {
+            dst.copy_from_slice(now);
+        }
+        self.bytes = rest;
+        Ok(n)
+    }
+}
+
+impl Write for Feed<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.out.push(Chunk::Owned(buf.to_vec()));
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 pub(crate) struct Conn {
@@ -81,7 +151,7 @@ impl Conn {
             id,
             stream,
             remote,
-            mode: Mode::Http(RequestReader::new()),
+            mode: Mode::Http(Box::new(RequestReader::new())),
             out: OutQueue::new(),
             close_after_flush: false,
             deadline: None,
@@ -121,12 +191,18 @@ impl Conn {
             Mode::Http(reader) => reader.take_leftover(),
             _ => return,
         };
-        let ctx = tungstenite::protocol::WebSocketContext::from_partially_read(
-            leftover,
-            Role::Server,
-            Some(ws_config(cfg)),
-        );
-        self.mode = Mode::WebSocket(Box::new(ctx));
+        let mut frames = FrameBoundaries::default();
+        let grew = frames.feed(&leftover) > SPARE_MAX_FRAME;
+        // Bytes that came with the request (a client that did not wait for the 101) wait in a
+        // context of their own, handed to tungstenite at the next read.
+        let ctx = (!leftover.is_empty()).then(|| {
+            Box::new(WebSocketContext::from_partially_read(
+                leftover,
+                Role::Server,
+                Some(ws_config(cfg)),
+            ))
+        });
+        self.mode = Mode::WebSocket(WsReader { ctx, frames, grew });
     }
 
     /// Writes as much of the queue as the socket takes. `Err` means the connection is dead.
@@ -151,9 +227,12 @@ impl Conn {
         Ok(())
     }
 
+    /// Reads what the socket has, into `scratch` (shared by every connection of the loop).
+    /// `spare` is the loop's WebSocket context between connections.
     pub(crate) fn read(
         &mut self,
         scratch: &mut [u8],
+        spare: &mut Option<WsContext>,
         budget: &mut usize,
         engine: &mut Engine,
         now: Instant,
@@ -161,7 +240,7 @@ impl Conn {
     ) -> ReadOutcome {
         match self.mode {
             Mode::Http { .. } => self.read_http(scratch, budget, engine, now, cfg),
-            Mode::WebSocket(_) => self.read_ws(budget, engine, now, cfg.max_outbound_bytes),
+            Mode::WebSocket(_) => self.read_ws(scratch, spare, budget, engine, now, cfg),
             Mode::Streaming | Mode::Closing => self.read_discard(scratch, budget),
         }
     }
@@ -283,29 +362,74 @@ impl Conn {
 
     fn read_ws(
         &mut self,
+        scratch: &mut [u8],
+        spare: &mut Option<WsContext>,
         budget: &mut usize,
         engine: &mut Engine,
         now: Instant,
-        cap: usize,
+        cfg: &Config,
     ) -> ReadOutcome {
+        // Bytes that came with the upgrade request first (nothing new to read for them).
+        if let Some(outcome) = self.ws_pass(&[], FeedEnd::Blocked, spare, engine, now, cfg) {
+            return outcome;
+        }
+        loop {
+            let (n, end) = match self.stream.read(scratch) {
+                Ok(0) => (0, FeedEnd::Eof),
+                Ok(n) => (n, FeedEnd::Blocked),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Blocked,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => (0, FeedEnd::Failed(e.kind())),
+            };
+            self.bytes_read += n as u64;
+            *budget = budget.saturating_sub(n);
+            let bytes = scratch.get(..n).unwrap_or(&[]);
+            if let Some(outcome) = self.ws_pass(bytes, end, spare, engine, now, cfg) {
+                return outcome;
+            }
+            if *budget == 0 {
+                return ReadOutcome::BudgetSpent;
+            }
+        }
+    }
+
+    /// Hands `bytes` (then `end`) to tungstenite and each message it completes to the engine.
+    /// `None` when all of them are consumed and more are needed.
+    fn ws_pass(
+        &mut self,
+        bytes: &[u8],
+        end: FeedEnd,
+        spare: &mut Option<WsContext>,
+        engine: &mut Engine,
+        now: Instant,
+        cfg: &Config,
+    ) -> Option<ReadOutcome> {
         let id = self.id;
-        let Mode::WebSocket(ctx) = &mut self.mode else {
-            return ReadOutcome::Continue;
+        let Mode::WebSocket(reader) = &mut self.mode else {
+            return Some(ReadOutcome::Continue);
         };
-        let mut s = WsStream {
-            tcp: &mut self.stream,
+        if bytes.is_empty() && matches!(end, FeedEnd::Blocked) && reader.ctx.is_none() {
+            return None;
+        }
+        reader.grew |= reader.frames.feed(bytes) > SPARE_MAX_FRAME;
+        let ctx = reader.ctx.get_or_insert_with(|| {
+            spare.take().unwrap_or_else(|| {
+                Box::new(WebSocketContext::new(Role::Server, Some(ws_config(cfg))))
+            })
+        });
+        let mut s = Feed {
+            bytes,
+            end,
             out: &mut self.out,
-            read_bytes: 0,
-            total_read: &mut self.bytes_read,
         };
-        // Bounded: each iteration consumes input or returns.
-        for _ in 0..1024 {
+        // Each call takes a frame (2 bytes at least) or ends the pass.
+        loop {
             let result = ctx.read(&mut s);
             let _ = ctx.flush(&mut s); // pongs and close replies go into our queue
-            if s.out.queued_bytes() > cap {
+            if s.out.queued_bytes() > cfg.max_outbound_bytes {
                 // A ping flood from a client that never reads: its pongs alone fill the queue.
                 engine.handle_conn_closed(now, id);
-                return ReadOutcome::Close;
+                return Some(ReadOutcome::Close);
             }
             match result {
                 Ok(Message::Text(t)) => {
@@ -317,15 +441,12 @@ impl Conn {
                 Ok(Message::Close(_)) => {
                     engine.handle_conn_closed(now, id);
                     self.mode = Mode::Closing;
-                    return ReadOutcome::CloseAfterFlush;
+                    return Some(ReadOutcome::CloseAfterFlush);
                 }
                 Ok(_) => {} // ping (answered by tungstenite), pong, raw frame
-                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => {
-                    return ReadOutcome::Blocked
-                }
-                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(tungstenite::Error::Io(e)) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
-                    return ReadOutcome::Close
+                    return Some(ReadOutcome::Close)
                 }
                 Err(e) => {
                     // RFC 6455 §7.4.1: 1009 "message too big", 1007 "inconsistent data" (bad
@@ -338,15 +459,20 @@ impl Conn {
                     engine.handle_conn_closed(now, id);
                     self.out.push(Chunk::inline(&ws::close_frame(code)));
                     self.mode = Mode::Closing;
-                    return ReadOutcome::CloseAfterFlush;
+                    return Some(ReadOutcome::CloseAfterFlush);
                 }
             }
-            if s.read_bytes >= *budget {
-                *budget = 0;
-                return ReadOutcome::BudgetSpent;
-            }
         }
-        *budget = budget.saturating_sub(s.read_bytes);
-        ReadOutcome::BudgetSpent
+        // Every byte is in the context now. Between messages it holds nothing of this
+        // connection: give it back (a context that took a large frame is dropped instead).
+        if reader.frames.between_messages() {
+            if let Some(ctx) = reader.ctx.take() {
+                if !reader.grew && spare.is_none() {
+                    *spare = Some(ctx);
+                }
+            }
+            reader.grew = false;
+        }
+        None
     }
 }

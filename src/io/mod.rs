@@ -7,7 +7,7 @@ pub(crate) mod request_reader;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::Arc;
@@ -87,6 +87,11 @@ impl Slab {
         if i >= 0x7fff_ffff {
             return None;
         }
+        if self.slots.len() == self.slots.capacity() {
+            // A quarter more, not twice as many: a slot is ~180 bytes and the table never
+            // shrinks, so doubling could leave almost half of it empty for good.
+            self.slots.reserve_exact((self.slots.len() / 4).max(64));
+        }
         self.slots.push(Slot {
             generation: 0,
             conn: None,
@@ -150,7 +155,10 @@ pub(crate) struct EventLoop {
     more_commands: bool,
     /// Chunks queued this turn (see `WRITE_BUDGET`).
     writes_this_turn: usize,
+    /// Socket reads land here, for every connection (none keeps a read buffer of its own).
     scratch: Vec<u8>,
+    /// A WebSocket reader between connections (see `conn::WsReader`).
+    ws_spare: Option<conn::WsContext>,
     accept_paused_until: Option<Instant>,
     shutdown_deadline: Option<Instant>,
     /// Shared with the engine and the handle.
@@ -221,6 +229,7 @@ impl EventLoop {
                 writes_this_turn: 0,
                 counters,
                 scratch: vec![0u8; 64 * 1024],
+                ws_spare: None,
                 accept_paused_until: None,
                 shutdown_deadline: None,
                 waker: waker.clone(),
@@ -457,6 +466,7 @@ impl EventLoop {
             };
             let outcome = conn.read(
                 &mut self.scratch,
+                &mut self.ws_spare,
                 &mut budget,
                 &mut self.engine,
                 now,
@@ -683,34 +693,4 @@ impl EventLoop {
 fn is_resource_exhaustion(e: &io::Error) -> bool {
     // EMFILE 24, ENFILE 23, ENOBUFS 105, ENOMEM 12 on Linux.
     matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
-}
-
-/// Adapter for tungstenite: reads come from the socket (WouldBlock when drained), writes go into
-/// the connection's outbound queue (never blocks; the queue cap is checked by the loop).
-pub(crate) struct WsStream<'a> {
-    pub(crate) tcp: &'a mut TcpStream,
-    pub(crate) out: &'a mut crate::buf::OutQueue,
-    pub(crate) read_bytes: usize,
-    /// The connection's running count of bytes read (for the metrics).
-    pub(crate) total_read: &'a mut u64,
-}
-
-impl Read for WsStream<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.tcp.read(buf)?;
-        self.read_bytes += n;
-        *self.total_read += n as u64;
-        Ok(n)
-    }
-}
-
-impl Write for WsStream<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.out.push(Chunk::Owned(buf.to_vec()));
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }

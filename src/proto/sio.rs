@@ -548,7 +548,11 @@ fn check_placeholders(data: &Value, attachments: usize) -> Result<(), DecodeErro
 #[derive(Debug, Clone, PartialEq)]
 enum State {
     Idle,
-    Expecting { packet: Packet, remaining: usize },
+    /// Boxed: every Socket.IO session has a reassembler, and few ever hold a packet.
+    Expecting {
+        packet: Box<Packet>,
+        remaining: usize,
+    },
 }
 
 /// Turns the Engine.IO messages of one connection into complete Socket.IO packets: a Binary*
@@ -588,7 +592,7 @@ impl Reassembler {
         packet.attachments = Vec::with_capacity(expected);
         self.buffered = s.len();
         self.state = State::Expecting {
-            packet,
+            packet: Box::new(packet),
             remaining: expected,
         };
         Ok(None)
@@ -607,7 +611,7 @@ impl Reassembler {
         }
         self.buffered = 0;
         match std::mem::replace(&mut self.state, State::Idle) {
-            State::Expecting { packet, .. } => Ok(Some(packet)),
+            State::Expecting { packet, .. } => Ok(Some(*packet)),
             State::Idle => Err(DecodeError::UnexpectedBinary),
         }
     }

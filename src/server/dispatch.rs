@@ -24,6 +24,8 @@ pub(super) fn dispatch(
     raw: Sender<EngineIoEvent>,
     backlog: Arc<AtomicUsize>,
 ) {
+    // One handle for every socket (a `Handle` is 48 bytes; each of 10 000 sockets would hold one).
+    let handle = Arc::new(handle);
     let mut sockets: HashMap<SocketId, Socket> = HashMap::new();
     for event in events {
         backlog.fetch_sub(1, Ordering::Relaxed);
@@ -40,7 +42,7 @@ pub(super) fn dispatch(
 
 fn dispatch_one(
     event: AppEvent,
-    handle: &Handle,
+    handle: &Arc<Handle>,
     handlers: &Handlers,
     raw: &Sender<EngineIoEvent>,
     sockets: &mut HashMap<SocketId, Socket>,
@@ -65,7 +67,7 @@ fn dispatch_one(
             };
             let decision = ConnectDecision {
                 pending,
-                handle: Some(handle.clone()),
+                handle: Some(Handle::clone(handle)),
             };
             // A panic drops the decision, which refuses the connection.
             let _ = catch_unwind(AssertUnwindSafe(|| {
@@ -163,7 +165,7 @@ fn dispatch_one(
                         ack: ack.map(|id| AckResponder {
                             socket,
                             id,
-                            handle: handle.clone(),
+                            handle: Handle::clone(handle),
                         }),
                     };
                     h(s, ev);
@@ -214,7 +216,7 @@ fn dispatch_one(
                 remote,
             } => {
                 handle.counters().route_request();
-                let responder = Responder::new(request, handle.clone());
+                let responder = Responder::new(request, Handle::clone(handle));
                 match handlers.routes.get(prefix.as_ref()) {
                     // A panicking handler drops the responder: the client gets 500.
                     Some(h) => h(

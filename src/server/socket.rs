@@ -22,7 +22,8 @@ pub struct Socket {
     pub(super) volatile: bool,
     pub(super) nsp: Arc<str>,
     pub(super) identity: Option<Identity>,
-    pub(super) handle: Handle,
+    /// Shared by every socket of the server.
+    pub(super) handle: Arc<Handle>,
 }
 
 impl fmt::Debug for Socket {
