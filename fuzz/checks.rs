@@ -31,7 +31,72 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("sse_roundtrip", sse_roundtrip),
     ("engine", engine),
     ("request_reader", request_reader),
+    ("ws_frames", ws_frames),
 ];
+
+/// `FrameBoundaries` (which tells io whether a WebSocket connection is between two messages):
+/// any bytes in two chunkings give the same state; and on a stream of well-formed client frames
+/// built from the input, its answer after every frame is the model's (a message ends with a data
+/// frame that has FIN; control frames between fragments change nothing).
+pub fn ws_frames(data: &[u8]) {
+    use tidings::proto::ws::{frame_header, FrameBoundaries};
+    let Some((&first, rest)) = data.split_first() else {
+        return;
+    };
+    // Raw bytes: whatever they are, feeding them whole or byte by byte ends in the same state.
+    let chunk = usize::from(first % 16) + 1;
+    let mut whole = FrameBoundaries::default();
+    let largest_whole = whole.feed(rest);
+    let mut pieces = FrameBoundaries::default();
+    let mut largest_pieces = 0;
+    for c in rest.chunks(chunk) {
+        largest_pieces = largest_pieces.max(pieces.feed(c));
+    }
+    assert_eq!(whole, pieces, "chunking changed the state");
+    assert_eq!(largest_whole, largest_pieces);
+    // Frames: two input bytes each (FIN and opcode; a length class), masked as a client's.
+    let mut stream = Vec::new();
+    let mut ends = Vec::new();
+    let mut fragmented = false;
+    for spec in rest.chunks_exact(2).take(64) {
+        let fin = spec[0] & 0x80 != 0;
+        let opcode = [0x0, 0x1, 0x2, 0x8, 0x9, 0xA][usize::from(spec[0] & 0x7f) % 6];
+        let len = match spec[1] {
+            0..=199 => usize::from(spec[1]) % 126,
+            200..=249 => 126 + usize::from(spec[1]) * 3,
+            _ => 65_536 + usize::from(spec[1]),
+        };
+        let (mut h, n) = frame_header(opcode, len);
+        if !fin {
+            h[0] &= 0x7f;
+        }
+        h[1] |= 0x80;
+        stream.extend_from_slice(&h[..n]);
+        stream.extend_from_slice(&[9, 8, 7, 6]);
+        stream.resize(stream.len() + len, 0x55);
+        if opcode < 0x8 {
+            fragmented = !fin;
+        }
+        ends.push((stream.len(), !fragmented, len as u64));
+    }
+    let mut t = FrameBoundaries::default();
+    let mut at = 0;
+    for (end, between, len) in ends {
+        let piece = &stream[at..end];
+        // The frame in two parts: the largest length is reported once its header is complete.
+        let cut = (piece.len() / 2).max(1).min(piece.len());
+        let a = t.feed(&piece[..cut]);
+        assert!(!t.between_messages() || cut == piece.len());
+        let b = t.feed(&piece[cut..]);
+        assert_eq!(a.max(b), len, "the frame's length");
+        assert_eq!(
+            t.between_messages(),
+            between,
+            "after the frame ending at {end}"
+        );
+        at = end;
+    }
+}
 
 /// How a connection frames requests from the bytes it reads (the library's own checks: two
 /// chunkings agree, bodies have their declared length).

@@ -120,3 +120,8 @@ fn corpus_engine() {
 fn corpus_request_reader() {
     replay("request_reader");
 }
+
+#[test]
+fn corpus_ws_frames() {
+    replay("ws_frames");
+}
