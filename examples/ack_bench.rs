@@ -13,6 +13,9 @@ use serde_json::json;
 use tidings::{Config, Server};
 use tungstenite::{Message, WebSocket};
 
+#[path = "tools/flags.rs"]
+mod flags;
+
 const USAGE: &str = "\
 ack_bench: measures acks per second on an in-process tidings server on 127.0.0.1 (an ephemeral
 port): C client threads, each with one Socket.IO connection keeping W emits-with-ack in flight,
@@ -33,24 +36,12 @@ Example:
 ";
 
 fn parse() -> Result<Option<(usize, usize, u64)>, String> {
-    let mut c = None;
-    let mut w = None;
-    let mut s = None;
-    let mut it = std::env::args().skip(1);
-    if it.len() == 0 {
+    let Some(pairs) = flags::pairs()? else {
         return Ok(None);
-    }
-    while let Some(flag) = it.next() {
-        if flag == "-h" || flag == "--help" {
-            return Ok(None);
-        }
-        let v = it.next().ok_or(format!("{flag} needs a value"))?;
-        let num = |max: u64| {
-            v.parse::<u64>()
-                .ok()
-                .filter(|n| (1..=max).contains(n))
-                .ok_or(format!("{flag} {v}: expected 1 to {max}"))
-        };
+    };
+    let (mut c, mut w, mut s) = (None, None, None);
+    for (flag, v) in pairs {
+        let num = |max| flags::number(&flag, &v, max);
         match flag.as_str() {
             "--clients" => c = Some(num(256)? as usize),
             "--window" => w = Some(num(1000)? as usize),

@@ -12,6 +12,9 @@ use serde_json::{json, Value};
 use tidings::{Config, Identity, NotificationService, Recovery, Server, Transport};
 use tungstenite::{Message, WebSocket};
 
+#[path = "tools/flags.rs"]
+mod flags;
+
 const USAGE: &str = "\
 recovery_bench: measures Socket.IO connection state recovery on an in-process tidings server on
 127.0.0.1 (an ephemeral port): the memory a parked session (waiting for its client) costs, and
@@ -40,25 +43,12 @@ struct Args {
 }
 
 fn parse_args() -> Result<Option<Args>, String> {
-    let mut sessions = None;
-    let mut events = None;
-    let mut phase = None;
-    let mut it = std::env::args().skip(1);
-    if it.len() == 0 {
+    let Some(pairs) = flags::pairs()? else {
         return Ok(None);
-    }
-    while let Some(flag) = it.next() {
-        if flag == "-h" || flag == "--help" {
-            return Ok(None);
-        }
-        let value = it.next().ok_or(format!("{flag} needs a value"))?;
-        let num = |max: usize| -> Result<usize, String> {
-            value
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=max).contains(n))
-                .ok_or(format!("{flag} {value}: expected 1 to {max}"))
-        };
+    };
+    let (mut sessions, mut events, mut phase) = (None, None, None);
+    for (flag, value) in pairs {
+        let num = |max| flags::number(&flag, &value, max).map(|n| n as usize);
         match flag.as_str() {
             "--sessions" => sessions = Some(num(100_000)?),
             "--events" => events = Some(num(1_000_000)?),
