@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::engine::fanout::Routed;
 use crate::engine::{AckReply, AckResult, Command, Identity, Reach, Target, Transports};
 use crate::error::BroadcastError;
 use crate::server::Handle;
@@ -102,12 +103,20 @@ impl AckOutcomes {
 #[derive(Debug)]
 pub struct PendingReach {
     rx: mpsc::Receiver<Reach>,
+    /// One answer per event loop.
+    parts: usize,
 }
 
 impl PendingReach {
-    /// Waits until the loop has queued the event; how many connections it reached.
+    /// Waits until every loop has queued the event; how many connections it reached.
     pub fn wait(self) -> Result<Reach, BroadcastError> {
-        self.rx.recv().map_err(|_| BroadcastError::ServerClosed)
+        let mut total = Reach::default();
+        for _ in 0..self.parts {
+            let r = self.rx.recv().map_err(|_| BroadcastError::ServerClosed)?;
+            total.sse += r.sse;
+            total.socketio += r.socketio;
+        }
+        Ok(total)
     }
 }
 
@@ -213,7 +222,7 @@ impl TransportProvider {
         event: &str,
         data: &Value,
         reply: Option<mpsc::Sender<Reach>>,
-    ) -> Result<(), BroadcastError> {
+    ) -> Result<usize, BroadcastError> {
         match &target {
             Target::User(user) => validate_user(user)?,
             Target::Tenant(tenant) => validate_tenant(tenant)?,
@@ -228,7 +237,7 @@ impl TransportProvider {
         if size > max {
             return Err(BroadcastError::PayloadTooLarge { size, max });
         }
-        self.handle.command(Command::Broadcast {
+        let routed = self.handle.command_routed(Command::Broadcast {
             target,
             transports: self.transport.transports(),
             event: Arc::from(event),
@@ -236,7 +245,10 @@ impl TransportProvider {
             volatile: self.volatile,
             reply,
         })?;
-        Ok(())
+        Ok(match routed {
+            Routed::Loops(n) => n,
+            Routed::Answered => 0,
+        })
     }
 
     /// Broadcasts, then waits until the loop has queued the event and says how many connections
@@ -259,8 +271,8 @@ impl TransportProvider {
         data: &Value,
     ) -> Result<PendingReach, BroadcastError> {
         let (tx, rx) = mpsc::channel();
-        self.send(target.clone(), event, data, Some(tx))?;
-        Ok(PendingReach { rx })
+        let parts = self.send(target.clone(), event, data, Some(tx))?;
+        Ok(PendingReach { rx, parts })
     }
 
     fn ack_command(
@@ -292,18 +304,21 @@ impl TransportProvider {
 impl RealtimeBroadcast for TransportProvider {
     fn to_user(&self, user: &Identity, event: &str, data: &Value) -> Result<(), BroadcastError> {
         self.send(Target::User(user.clone()), event, data, None)
+            .map(|_| ())
     }
 
     fn to_tenant(&self, tenant: &str, event: &str, data: &Value) -> Result<(), BroadcastError> {
         self.send(Target::Tenant(tenant.to_string()), event, data, None)
+            .map(|_| ())
     }
 
     fn to_all(&self, event: &str, data: &Value) -> Result<(), BroadcastError> {
-        self.send(Target::All, event, data, None)
+        self.send(Target::All, event, data, None).map(|_| ())
     }
 
     fn to_room(&self, room: &str, event: &str, data: &Value) -> Result<(), BroadcastError> {
         self.send(Target::Room(room.to_string()), event, data, None)
+            .map(|_| ())
     }
 }
 
@@ -375,7 +390,7 @@ fn leave_room(handle: &Handle, user: &Identity, room: &str) -> Result<(), Broadc
 fn user_rooms(handle: &Handle, user: &Identity) -> Result<Vec<String>, BroadcastError> {
     validate_user(user)?;
     let (tx, rx) = mpsc::channel();
-    // Commands are applied in order, so every join that returned before this call is seen.
+    // The hub holds every join that returned before this call.
     handle.command(Command::UserRooms {
         user: user.clone(),
         reply: tx,

@@ -120,6 +120,12 @@ pub struct Config {
     /// (`volatile()` sends) instead of queueing them. Default: 64 KiB; at most
     /// `max_outbound_bytes`.
     pub volatile_low_water: usize,
+    /// Event loops, each on its own thread with its own connections: a new connection goes to
+    /// the next loop in turn, and every API promise (audiences, rooms, acks, one history for
+    /// resume and recovery, handler order per socket) holds across them as within one. From 1
+    /// to 64. Default: the `TIDINGS_EVENT_LOOPS` environment variable when it holds such a
+    /// number, else one per core the process may use, at most 8.
+    pub event_loops: usize,
 }
 
 /// How Socket.IO connection state recovery behaves (see `Config::connection_state_recovery`).
@@ -202,8 +208,26 @@ impl Default for Config {
             max_request_body: 1_000_000,
             connection_state_recovery: None,
             volatile_low_water: 64 * 1024,
+            event_loops: default_event_loops(),
         }
     }
+}
+
+/// `TIDINGS_EVENT_LOOPS` if set to a number from 1 to 64, else the cores this process may use,
+/// at most 8 (past that, one broadcast's sweep is short enough that more loops mostly add
+/// cross-loop traffic).
+fn default_event_loops() -> usize {
+    if let Some(n) = std::env::var("TIDINGS_EVENT_LOOPS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|n| (1..=64).contains(n))
+    {
+        return n;
+    }
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 8)
 }
 
 /// A configuration value that cannot work.
@@ -289,6 +313,9 @@ impl Config {
         }
         if self.max_connections == 0 {
             return err("max_connections must be at least 1");
+        }
+        if !(1..=64).contains(&self.event_loops) {
+            return err("event_loops must be between 1 and 64");
         }
         if self.max_head_bytes < 256 || self.max_headers < 4 {
             return err("max_head_bytes must be at least 256 and max_headers at least 4");

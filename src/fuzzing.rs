@@ -223,6 +223,9 @@ impl Driver {
                 }
                 Output::StartWebSocket { .. } | Output::StartStream { .. } => {}
                 Output::App(ev) => self.app(ev),
+                Output::Forward { conn, .. } => {
+                    panic!("connection {conn} forwarded to another loop by an engine alone")
+                }
             }
         }
         panic!("the engine produced more than a million outputs in one step");
@@ -485,13 +488,16 @@ impl Driver {
                     Command::SioJoin {
                         socket,
                         room: room.into(),
-                    }
+ in_main: true,
+ hub_added: false,
+}
                 } else {
                     rooms.remove(room);
                     Command::SioLeave {
                         socket,
                         room: room.into(),
-                    }
+ in_main: true,
+}
                 };
                 self.engine.handle_command(self.now, cmd);
             }

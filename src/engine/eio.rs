@@ -332,6 +332,15 @@ impl Engine {
                     }
                 }
                 let key = key.filter(|k| self.eio.by_key.contains_key(k));
+                if key.is_none() {
+                    if let Some(to) = self.loop_of_sid(&sid) {
+                        return self.push(Output::Forward {
+                            conn,
+                            to,
+                            request: Box::new(req),
+                        });
+                    }
+                }
                 let Some(key) = key else {
                     if !is_ws
                         && req.head.method == http::Method::Get
@@ -355,6 +364,23 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// The other loop whose session `sid` is, if it names one (see `eio_handshake`).
+    fn loop_of_sid(&self, sid: &str) -> Option<usize> {
+        if self.hub.loops <= 1 || sid.len() != 20 {
+            return None;
+        }
+        let first = *sid.as_bytes().first()?;
+        let index = match first {
+            b'A'..=b'Z' => first - b'A',
+            b'a'..=b'z' => first - b'a' + 26,
+            b'0'..=b'9' => first - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        } as usize;
+        (index < self.hub.loops && index != self.loop_index).then_some(index)
     }
 
     /// Checks the WebSocket handshake headers and queues the 101 answer. `false`: a 400 was sent.
@@ -396,14 +422,18 @@ impl Engine {
             return;
         }
         let sid: Arc<str> = loop {
-            let bytes = self.random_bytes::<15>();
+            let mut bytes = self.random_bytes::<15>();
+            if self.hub.loops > 1 {
+                // The first character names the loop, so a request of this session that
+                // arrives on another loop's connection finds its way here.
+                bytes[0] = (bytes[0] & 0x03) | ((self.loop_index as u8) << 2);
+            }
             let sid: Arc<str> = codec::sid_from_random(&bytes).into();
             if !self.eio.by_sid.contains_key(&sid) {
                 break sid;
             }
         };
-        let key = self.eio.next_key;
-        self.eio.next_key += 1;
+        let key = Self::take_id(&mut self.eio.next_key, self.hub.loops, self.loop_index);
         let handshake = Handshake {
             sid: sid.to_string(),
             upgrades: if is_ws {

@@ -130,7 +130,7 @@ impl History {
         sio: Option<EncodedPacket>,
     ) {
         if limits.events == 0 {
-            self.evicted_up_to = seq;
+            self.evicted_up_to = self.evicted_up_to.max(seq);
             return;
         }
         let entry = Entry {
@@ -141,7 +141,15 @@ impl History {
             sio,
         };
         self.bytes += entry.cost();
-        self.entries.push_back(entry);
+        // A loop may keep a socket's emit after a later broadcast went in (the emit's number was
+        // taken first, by its sender): keep the entries in sequence order.
+        match self.entries.back() {
+            Some(last) if last.seq > seq => {
+                let at = self.entries.partition_point(|e| e.seq < seq);
+                self.entries.insert(at, entry);
+            }
+            _ => self.entries.push_back(entry),
+        }
         self.trim(now, limits);
     }
 

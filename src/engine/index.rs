@@ -76,8 +76,6 @@ pub(crate) struct Index {
     /// (user, room) and (socket, room) pairs, bounded so a flood of joins cannot grow memory
     /// forever.
     memberships: usize,
-    /// Sockets waiting for recovery (see `park`).
-    parked: HashSet<u64>,
 }
 
 /// The two kinds of members of a room; an entry with neither is removed.
@@ -274,8 +272,8 @@ impl Index {
     }
 
     /// Member users and joined sockets of a room (a snapshot, kept in the history so a replay
-    /// reaches exactly the members of the time the event was sent). Sockets waiting for
-    /// recovery are members still.
+    /// reaches exactly the members of the time the event was sent). In the hub, sockets waiting
+    /// for recovery are members still.
     pub(crate) fn room_snapshot(&self, room: &str, with_sockets: bool) -> (Vec<UserKey>, Vec<u64>) {
         match self.rooms.get(room) {
             Some(m) => (
@@ -288,18 +286,6 @@ impl Index {
             ),
             None => (Vec::new(), Vec::new()),
         }
-    }
-
-    /// A socket that waits for its client to recover it: no longer a recipient, but its
-    /// `Socket::join` rooms stay, so the room events of the gap can be replayed to it.
-    pub(crate) fn park(&mut self, socket: u64) {
-        self.remove(socket);
-        self.parked.insert(socket);
-    }
-
-    /// The socket is live again (`add` follows) or gone for good (its rooms are left first).
-    pub(crate) fn unpark(&mut self, socket: u64) {
-        self.parked.remove(&socket);
     }
 
     pub(crate) fn user_of(&self, id: u64) -> Option<&UserKey> {
@@ -425,7 +411,7 @@ impl Index {
                 }
             }
             for id in &members.sockets {
-                if !self.recipients.contains_key(id) && !self.parked.contains(id) {
+                if !self.recipients.contains_key(id) {
                     return Err(format!("room {room} lists gone socket {id}"));
                 }
             }

@@ -4,7 +4,9 @@
 //! tests drive it with a simulated clock.
 
 mod eio;
+pub(crate) mod fanout;
 mod history;
+pub(crate) mod hub;
 pub(crate) mod index;
 mod recovery;
 mod route;
@@ -29,6 +31,7 @@ pub use sio::{
     AckCallback, AckOutcome, AckReply, AckResult, DisconnectReason, Rejection, SocketId,
 };
 pub use sse::{StreamId, RESET_EVENT};
+use hub::{Hub, Prepared};
 use timers::{TimerKey, Timers};
 
 use serde_json::Value;
@@ -172,6 +175,13 @@ pub(crate) enum Output {
     Close { conn: ConnId },
     /// Something for the application.
     App(AppEvent),
+    /// The request on `conn` belongs to a session of loop `to`: move the connection there, with
+    /// the request (it is answered there, and the connection stays there).
+    Forward {
+        conn: ConnId,
+        to: usize,
+        request: Box<Request>,
+    },
 }
 
 /// Events delivered to the application (off the io thread).
@@ -258,7 +268,7 @@ pub(crate) enum Transports {
 }
 
 impl Transports {
-    fn kinds(self) -> &'static [RecipientKind] {
+    pub(crate) fn kinds(self) -> &'static [RecipientKind] {
         match self {
             Transports::Sse => &[RecipientKind::Sse],
             Transports::SocketIo => &[RecipientKind::SocketIo],
@@ -307,6 +317,9 @@ pub(crate) enum Command {
         ack: Option<(std::time::Duration, AckReply)>,
         /// Dropped first under back-pressure, never replayed (ignored with an ack).
         volatile: bool,
+        /// The sequence number the sender took for it (recovery on: it may be replayed), so that
+        /// every loop sees sequence numbers in order; `None`: the loop takes one if it needs it.
+        seq: Option<u64>,
     },
     /// Answer a client's ack request.
     SioAck {
@@ -324,14 +337,19 @@ pub(crate) enum Command {
         socket: SocketId,
     },
 
-    /// Per-socket room membership (in the socket's namespace).
+    /// Per-socket room membership (in the socket's namespace). `in_main`: the socket is of `/`
+    /// (its rooms are unified rooms). `hub_added`: the sender already wrote the membership into
+    /// the hub (recovery on), so a join the loop refuses must take it out again.
     SioJoin {
         socket: SocketId,
         room: String,
+        in_main: bool,
+        hub_added: bool,
     },
     SioLeave {
         socket: SocketId,
         room: String,
+        in_main: bool,
     },
     /// `Socket::to_room`: in the main namespace the unified room audience (users joined with
     /// `join_room` on every transport, plus joined sockets); elsewhere the namespace's sockets.
@@ -368,6 +386,12 @@ pub(crate) enum Command {
         volatile: bool,
         reply: Option<std::sync::mpsc::Sender<Reach>>,
     },
+    /// A broadcast made ready once (sequence number, history, bytes) for every loop: deliver it
+    /// to this loop's connections. `reply`, when set, hears this loop's reach.
+    Deliver {
+        prepared: Arc<Prepared>,
+        reply: Option<std::sync::mpsc::Sender<Reach>>,
+    },
     /// `to_user_with_ack`: every Socket.IO connection of the user, one outcome each.
     UserAck {
         user: Identity,
@@ -382,7 +406,14 @@ pub(crate) enum Command {
         room: String,
         reply: std::sync::mpsc::Sender<Result<(), RoomLimit>>,
     },
-    /// User-level rooms without an answer (tests drive the engine with it).
+    /// A user joined (`joined`) or left a room in the hub (which checked the limits and holds
+    /// the membership): this loop's copy follows, so its connections of the user hear the room.
+    RoomCopy {
+        user: Identity,
+        room: String,
+        joined: bool,
+    },
+    /// User-level rooms without an answer, on an engine alone (tests drive it with it).
     #[cfg(test)]
     JoinRoom {
         user: Identity,
@@ -454,12 +485,12 @@ pub struct Stats {
 
 /// A broadcast's content in each wire form's terms.
 #[derive(Clone, Copy)]
-struct Payload<'a> {
-    event: &'a str,
+pub(crate) struct Payload<'a> {
+    pub(crate) event: &'a str,
     /// The SSE `data`: one JSON value.
-    sse_data: &'a str,
+    pub(crate) sse_data: &'a str,
     /// The Socket.IO event's arguments: JSON values joined by commas (empty: none).
-    sio_args: &'a str,
+    pub(crate) sio_args: &'a str,
 }
 
 /// What a connection is currently used for, as far as the engine is concerned.
@@ -489,14 +520,16 @@ pub(crate) struct Engine {
     eio: eio::Sessions,
     sio: sio::Sio,
     sse: sse::Sse,
-    /// What was sent, for SSE resume and Socket.IO recovery.
-    history: history::History,
+    /// What the loops share: sequence, history, user rooms, parked sockets.
+    hub: Arc<Hub>,
+    /// Which loop this engine is (ids it makes are `counter * loops + loop_index`).
+    loop_index: usize,
+    /// The highest sequence number delivered here: a resume replays from the history up to it,
+    /// the broadcasts after it are still on their way to this loop.
+    delivered_seq: u64,
     index: Index,
     /// Source of recipient ids (sockets and streams share it, so ids never collide).
     next_recipient: u64,
-    /// Broadcast sequence number, and this server's epoch (SSE ids are `epoch:seq`).
-    seq: u64,
-    epoch: u64,
     scratch_recipients: Vec<(u64, RecipientKind)>,
     /// Application routes and their requests waiting for an answer.
     routes: route::Routes,
@@ -505,12 +538,19 @@ pub(crate) struct Engine {
 }
 
 impl Engine {
+    /// An engine alone (one loop, a hub of its own).
     pub fn new(cfg: Arc<Config>, mut random: RandomSource) -> Engine {
-        // The epoch tells a restarted server's ids from the previous run's: random, so a client
-        // cannot guess it and it never repeats.
-        let mut e = [0u8; 8];
-        random(&mut e);
-        let epoch = u64::from_le_bytes(e) >> 12;
+        let hub = Arc::new(Hub::new(new_epoch(&mut random), 1));
+        Engine::on_hub(cfg, random, hub, 0)
+    }
+
+    /// Engine `loop_index` of the loops that share `hub`.
+    pub fn on_hub(
+        cfg: Arc<Config>,
+        random: RandomSource,
+        hub: Arc<Hub>,
+        loop_index: usize,
+    ) -> Engine {
         Engine {
             cfg,
             random,
@@ -520,15 +560,35 @@ impl Engine {
             eio: eio::Sessions::default(),
             sio: sio::Sio::default(),
             sse: sse::Sse::default(),
-            history: history::History::default(),
+            hub,
+            loop_index,
+            delivered_seq: 0,
             index: Index::default(),
             next_recipient: 1,
-            seq: 0,
-            epoch,
             scratch_recipients: Vec::new(),
             routes: route::Routes::default(),
             counters: Arc::default(),
         }
+    }
+
+    /// Uses `counters` (shared by every loop of a server) instead of its own.
+    pub(crate) fn set_counters(&mut self, counters: Arc<crate::metrics::Counters>) {
+        self.counters = counters;
+    }
+
+    /// A fresh id of this loop from `counter`: `counter * loops + loop_index`, so the id says
+    /// which loop it lives on (with one loop, ids are the counter itself).
+    fn take_id(counter: &mut u64, loops: usize, loop_index: usize) -> u64 {
+        let id = counter
+            .saturating_mul(loops as u64)
+            .saturating_add(loop_index as u64);
+        *counter += 1;
+        id
+    }
+
+    /// A fresh recipient id (socket or stream).
+    fn new_recipient_id(&mut self) -> u64 {
+        Self::take_id(&mut self.next_recipient, self.hub.loops, self.loop_index)
     }
 
     /// The index's own consistency check (for the engine fuzz target).
@@ -539,6 +599,10 @@ impl Engine {
     /// Counters for tests and monitoring.
     pub fn stats(&self) -> Stats {
         let (r, u, t, rooms) = self.index.sizes();
+        let (history, parked) = {
+            let state = self.hub.lock();
+            (state.history.len(), state.parked.len())
+        };
         Stats {
             eio_sessions: self.eio.len(),
             sio_sockets: self.sio.socket_count(),
@@ -548,9 +612,9 @@ impl Engine {
             index_users: u,
             index_tenants: t,
             index_rooms: rooms,
-            sse_history: self.history.len(),
+            sse_history: history,
             timer_entries: self.timers.len(),
-            parked_sockets: self.sio.parked.len(),
+            parked_sockets: parked,
         }
     }
 
@@ -690,11 +754,12 @@ impl Engine {
                 attachments,
                 ack,
                 volatile,
+                seq,
             } => {
                 let kind = match ack {
                     Some((timeout, reply)) => sio::EmitKind::WithAck(timeout, reply),
                     None if volatile => sio::EmitKind::Volatile,
-                    None => sio::EmitKind::Plain,
+                    None => sio::EmitKind::Plain(seq),
                 };
                 self.sio_emit(now, socket.0, &event, args, attachments, kind)
             }
@@ -710,8 +775,13 @@ impl Engine {
                     self.eio_close(now, session, CloseReason::ServerClose);
                 }
             }
-            Command::SioJoin { socket, room } => self.sio_join(socket.0, &room),
-            Command::SioLeave { socket, room } => self.sio_leave(socket.0, &room),
+            Command::SioJoin {
+                socket,
+                room,
+                in_main: _,
+                hub_added,
+            } => self.sio_join(socket.0, &room, hub_added),
+            Command::SioLeave { socket, room, .. } => self.sio_leave(socket.0, &room),
             Command::SioEmitToRoom {
                 nsp,
                 room,
@@ -745,6 +815,12 @@ impl Engine {
                     let _ = reply.send(reach);
                 }
             }
+            Command::Deliver { prepared, reply } => {
+                let reach = self.deliver(now, &prepared);
+                if let Some(reply) = reply {
+                    let _ = reply.send(reach);
+                }
+            }
             Command::UserAck {
                 user,
                 event,
@@ -752,29 +828,44 @@ impl Engine {
                 timeout,
                 reply,
             } => self.user_ack(now, &user, &event, data, timeout, reply),
+            Command::RoomCopy { user, room, joined } => {
+                // The hub checked the limits; this copy only follows it.
+                if joined {
+                    let _ = self.index.join(&user, &room, usize::MAX, usize::MAX);
+                } else {
+                    self.index.leave(&user, &room);
+                }
+            }
             #[cfg(test)]
             Command::JoinRoom { user, room } => {
-                let _ = self.index.join(
+                let joined = self.hub.lock().rooms.join(
                     &user,
                     &room,
                     self.cfg.max_rooms_per_user,
                     self.cfg.max_room_memberships,
                 );
+                if joined.is_ok() {
+                    let _ = self.index.join(&user, &room, usize::MAX, usize::MAX);
+                }
             }
             Command::JoinRoomReply { user, room, reply } => {
-                let r = self.index.join(
+                let r = self.hub.lock().rooms.join(
                     &user,
                     &room,
                     self.cfg.max_rooms_per_user,
                     self.cfg.max_room_memberships,
                 );
+                if r.is_ok() {
+                    let _ = self.index.join(&user, &room, usize::MAX, usize::MAX);
+                }
                 let _ = reply.send(r.map(|_| ()));
             }
             Command::LeaveRoom { user, room } => {
+                self.hub.lock().rooms.leave(&user, &room);
                 self.index.leave(&user, &room);
             }
             Command::UserRooms { user, reply } => {
-                let _ = reply.send(self.index.rooms_of(&user));
+                let _ = reply.send(self.hub.lock().rooms.rooms_of(&user));
             }
             Command::Stats { reply } => {
                 let _ = reply.send(self.stats());
@@ -783,17 +874,9 @@ impl Engine {
         }
     }
 
-    fn audience(target: &Target) -> Audience {
-        match target {
-            Target::User(i) => Audience::User(Index::user_key(i)),
-            Target::Tenant(t) => Audience::Tenant(Arc::from(t.as_str())),
-            Target::Room(r) => Audience::Room(Arc::from(r.as_str())),
-            Target::All => Audience::All,
-        }
-    }
-
-    /// The unified broadcast: resolve recipients once, encode once per wire format, share the
-    /// bytes. Returns how many connections it reached.
+    /// The unified broadcast of one engine alone: made ready on the hub (sequence number,
+    /// history, bytes), then delivered here. Returns how many connections it reached. (A server
+    /// prepares once and hands the result to every loop: see `fanout`.)
     pub(crate) fn broadcast(
         &mut self,
         now: Instant,
@@ -808,12 +891,10 @@ impl Engine {
             sse_data: data,
             sio_args: data,
         };
-        self.broadcast_payload(now, target, transports, payload, volatile)
+        self.prepare_and_deliver(now, target, transports, payload, volatile)
     }
 
     /// `Socket::to_room` in the main namespace: the same audience as a unified room broadcast.
-    /// Socket.IO clients get every argument; SSE streams get the single argument as `data` (or,
-    /// with zero or several arguments, their JSON array).
     fn emit_args_to_room(
         &mut self,
         now: Instant,
@@ -822,25 +903,17 @@ impl Engine {
         args: &[Value],
         volatile: bool,
     ) -> Reach {
-        let sio_args = args
-            .iter()
-            .map(Value::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
-        let sse_data = match args {
-            [one] => one.to_string(),
-            _ => Value::Array(args.to_vec()).to_string(),
-        };
+        let (sio_args, sse_data) = room_args(args);
         let target = Target::Room(room.to_string());
         let payload = Payload {
             event,
             sse_data: &sse_data,
             sio_args: &sio_args,
         };
-        self.broadcast_payload(now, &target, Transports::Both, payload, volatile)
+        self.prepare_and_deliver(now, &target, Transports::Both, payload, volatile)
     }
 
-    fn broadcast_payload(
+    fn prepare_and_deliver(
         &mut self,
         now: Instant,
         target: &Target,
@@ -848,145 +921,79 @@ impl Engine {
         payload: Payload<'_>,
         volatile: bool,
     ) -> Reach {
-        // A volatile event is never replayed, so it takes no sequence number and carries no id.
-        let seq = if volatile {
-            None
-        } else {
-            self.seq += 1;
-            Some(self.seq)
+        let hub = self.hub.clone();
+        let prepared = {
+            let mut state = hub.lock();
+            hub.prepare(
+                &mut state,
+                &self.cfg,
+                now,
+                audience_of(target),
+                transports,
+                payload,
+                volatile,
+            )
         };
-        let audience = Self::audience(target);
+        self.deliver(now, &prepared)
+    }
+
+    /// Writes a prepared broadcast to this loop's connections in its audience: resolve the
+    /// recipients once, share the bytes. A connection that resumed past this broadcast's
+    /// sequence number (its floor) already has it.
+    pub(crate) fn deliver(&mut self, now: Instant, p: &Prepared) -> Reach {
         let mut recipients = std::mem::take(&mut self.scratch_recipients);
         self.index
-            .resolve(&audience, transports.kinds(), &mut recipients);
+            .resolve(&p.audience, p.transports.kinds(), &mut recipients);
         let mut reach = Reach::default();
-        let mut sse_frame = None;
-        if transports != Transports::SocketIo && self.cfg.sse_path.is_some() {
-            let id = seq.map(|seq| self.event_id(seq));
-            let mut frame = Vec::with_capacity(payload.sse_data.len() + payload.event.len() + 48);
-            if crate::proto::sse::encode_event(
-                &mut frame,
-                Some(payload.event),
-                id.as_deref(),
-                payload.sse_data,
-            )
-            .is_ok()
-            {
-                let frame: Arc<[u8]> = Arc::from(frame);
-                for (rid, kind) in &recipients {
-                    if *kind == RecipientKind::Sse {
-                        if let Some(conn) = self.sse.conn_of(*rid) {
-                            reach.sse += 1;
-                            let chunk = Chunk::Shared(frame.clone());
-                            self.push(if volatile {
-                                Output::WriteVolatile { conn, chunk }
-                            } else {
-                                Output::Write { conn, chunk }
-                            });
-                        }
-                    }
-                }
-                sse_frame = Some(frame);
-            }
-        }
-        // With recovery on, every event that may be replayed carries its offset as the last
-        // argument (the client keeps the last one it saw and presents it when it reconnects).
-        let offset = seq.filter(|_| self.cfg.connection_state_recovery.is_some());
-        let mut sio_packet = None;
-        let any_sio = recipients
-            .iter()
-            .any(|(_, k)| *k == RecipientKind::SocketIo);
-        if transports != Transports::Sse && (any_sio || offset.is_some()) {
-            let packet = self.event_packet_text(payload.event, payload.sio_args, offset);
+        let seq = p.seq.unwrap_or(0);
+        if let Some(frame) = &p.sse_frame {
             for (rid, kind) in &recipients {
-                if *kind == RecipientKind::SocketIo {
-                    if let Some(session) = self.sio.session_of(*rid) {
-                        reach.socketio += 1;
-                        if volatile {
-                            self.sio_send_volatile(now, session, &packet);
-                        } else {
-                            self.sio_send(now, session, &packet);
-                        }
-                    }
+                if *kind != RecipientKind::Sse {
+                    continue;
+                }
+                let Some((conn, floor)) = self.sse.target_of(*rid) else {
+                    continue;
+                };
+                if p.seq.is_some() && seq <= floor {
+                    continue;
+                }
+                reach.sse += 1;
+                let chunk = Chunk::Shared(frame.clone());
+                self.push(if p.volatile {
+                    Output::WriteVolatile { conn, chunk }
+                } else {
+                    Output::Write { conn, chunk }
+                });
+            }
+        }
+        if let Some(packet) = &p.sio_packet {
+            for (rid, kind) in &recipients {
+                if *kind != RecipientKind::SocketIo {
+                    continue;
+                }
+                let Some((session, floor)) = self.sio.target_of(*rid) else {
+                    continue;
+                };
+                if p.seq.is_some() && seq <= floor {
+                    continue;
+                }
+                reach.socketio += 1;
+                if p.volatile {
+                    self.sio_send_volatile(now, session, packet);
+                } else {
+                    self.sio_send(now, session, packet);
                 }
             }
-            if offset.is_some() {
-                sio_packet = Some(packet);
-            }
         }
-        if let Some(seq) = seq {
-            if sse_frame.is_some() || sio_packet.is_some() {
-                let history = self.history_audience(&audience);
-                let limits = self.history_limits();
-                self.history
-                    .push(now, limits, seq, history, sse_frame, sio_packet);
-            }
-        }
+        self.delivered_seq = self.delivered_seq.max(seq);
         recipients.clear();
         self.scratch_recipients = recipients;
         self.counters.delivered(reach);
         reach
     }
 
-    /// `42["event",args…(,"offset")]` in the main namespace, framed once for many recipients.
-    pub(crate) fn event_packet_text(
-        &self,
-        event: &str,
-        sio_args: &str,
-        offset: Option<u64>,
-    ) -> sio::EncodedPacket {
-        // Every part is already valid JSON, so plain concatenation is exact (and the main
-        // namespace needs no prefix).
-        let event_json = Value::String(event.to_string()).to_string();
-        let mut text = String::with_capacity(event_json.len() + sio_args.len() + 32);
-        text.push_str("42[");
-        text.push_str(&event_json);
-        if !sio_args.is_empty() {
-            text.push(',');
-            text.push_str(sio_args);
-        }
-        if let Some(seq) = offset {
-            text.push_str(",\"");
-            text.push_str(&self.event_id(seq));
-            text.push('"');
-        }
-        text.push(']');
-        sio::EncodedPacket::from_text(Arc::from(text.into_bytes())).shared()
-    }
-
-    /// `<epoch>:<seq>`: the SSE event id and the Socket.IO offset of broadcast `seq`.
-    pub(crate) fn event_id(&self, seq: u64) -> String {
-        crate::proto::sse::EventId {
-            epoch: self.epoch,
-            seq,
-        }
-        .encode()
-    }
-
     pub(crate) fn history_limits(&self) -> history::Limits {
-        history::Limits {
-            events: self.cfg.sse_history_events,
-            bytes: self.cfg.sse_history_bytes,
-            age: self.cfg.sse_history_age,
-        }
-    }
-
-    /// Who a broadcast reaches, frozen now for a later replay.
-    fn history_audience(&self, audience: &Audience) -> history::HistoryAudience {
-        use history::HistoryAudience as H;
-        match audience {
-            Audience::User(k) => H::User(k.clone()),
-            Audience::Tenant(t) => H::Tenant(t.clone()),
-            Audience::Room(r) => {
-                let with_sockets = self.cfg.connection_state_recovery.is_some();
-                let (users, sockets) = self.index.room_snapshot(r, with_sockets);
-                H::Members {
-                    users: Arc::from(users),
-                    sockets: Arc::from(sockets),
-                }
-            }
-            Audience::All => H::All,
-        }
+        hub::history_limits(&self.cfg)
     }
 
     /// `to_user_with_ack`: one ack per Socket.IO socket of the user (main namespace).
@@ -1109,6 +1116,39 @@ impl Engine {
         }
         self.respond(conn, head, resp);
     }
+}
+
+/// A fresh epoch: it tells a restarted server's ids from the previous run's; random, so a client
+/// cannot guess it and it never repeats.
+pub(crate) fn new_epoch(random: &mut RandomSource) -> u64 {
+    let mut e = [0u8; 8];
+    random(&mut e);
+    u64::from_le_bytes(e) >> 12
+}
+
+/// A broadcast's audience in the index's terms.
+pub(crate) fn audience_of(target: &Target) -> Audience {
+    match target {
+        Target::User(i) => Audience::User(Index::user_key(i)),
+        Target::Tenant(t) => Audience::Tenant(Arc::from(t.as_str())),
+        Target::Room(r) => Audience::Room(Arc::from(r.as_str())),
+        Target::All => Audience::All,
+    }
+}
+
+/// `Socket::to_room`'s arguments in each wire form: Socket.IO clients get every argument; SSE
+/// streams get the single argument as `data` (or, with zero or several, their JSON array).
+pub(crate) fn room_args(args: &[Value]) -> (String, String) {
+    let sio_args = args
+        .iter()
+        .map(Value::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
+    let sse_data = match args {
+        [one] => one.to_string(),
+        _ => Value::Array(args.to_vec()).to_string(),
+    };
+    (sio_args, sse_data)
 }
 
 pub(crate) fn apply_cors(resp: &mut Response, origin: &str, credentials: bool) {

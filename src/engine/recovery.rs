@@ -6,7 +6,8 @@
 //! carries its offset (`<epoch>:<seq>`, the SSE id) as its last argument. When the connection is
 //! lost for a recoverable reason (transport closed or failed, ping timeout, forced close), the
 //! socket is *parked*: no connection, no pending acks, but its id, identity and `Socket::join`
-//! rooms are kept (the rooms in the index, so room events of the gap are addressed to it). A
+//! rooms are kept — in the hub that every loop shares, so room events of the gap are addressed
+//! to it and its client may come back through any loop. A
 //! client that comes back within `max_disconnection_duration` presents `{pid, offset}` in its
 //! CONNECT payload; if the authentication hook says the same identity again (unless
 //! `skip_authentication`) and the history still holds everything after the offset, the socket is
@@ -24,6 +25,7 @@ use super::history::Gap;
 use super::index::{Identity, Index, RecipientKind, UserKey};
 use super::sio::{DisconnectReason, EncodedPacket, SocketId};
 use super::timers::TimerKey;
+use super::hub::{Hub, HubState};
 use super::{AppEvent, Engine, Output};
 use crate::proto::sio::Packet;
 use crate::proto::sse::{self as sse_codec, EventId};
@@ -36,9 +38,12 @@ const MAX_TOKEN: usize = 64;
 pub(crate) struct SocketRecovery {
     pub(crate) sid: Arc<str>,
     pub(crate) pid: Arc<str>,
-    /// The last sequence number given out when the socket was first connected: nothing before
-    /// it is ever replayed to it (the client's offset may be a previous session's).
+    /// The last sequence number this loop had delivered when the socket was first connected:
+    /// nothing up to it is ever replayed to it (the client's offset may be a previous session's).
     pub(crate) since_seq: u64,
+    /// Broadcasts up to this sequence number are not delivered to it any more: it recovered on a
+    /// loop that had not delivered them yet, and they were in its replay or seen before.
+    pub(crate) floor: u64,
 }
 
 /// A socket waiting for its client.
@@ -75,7 +80,6 @@ pub(crate) struct Parked {
     by_pid: HashMap<Arc<str>, ParkedSocket>,
     /// (expiry, pid), oldest first: the window is the same for all.
     order: VecDeque<(Instant, Arc<str>)>,
-    timer_armed: Option<Instant>,
 }
 
 impl Parked {
@@ -120,12 +124,13 @@ impl Engine {
         Some(Box::new(SocketRecovery {
             sid: Arc::from(sid),
             pid: Arc::from(pid.as_str()),
-            since_seq: self.seq,
+            since_seq: self.delivered_seq,
+            floor: 0,
         }))
     }
 
-    /// A socket left: park it if it may come back. Returns whether it was parked (its rooms then
-    /// stay in the index).
+    /// A socket left: park it in the hub if it may come back (through any loop). Returns
+    /// whether it was parked (its rooms then stay in the hub).
     pub(super) fn sio_park(
         &mut self,
         now: Instant,
@@ -141,22 +146,24 @@ impl Engine {
         if !reason.is_recoverable() {
             return false;
         }
-        // Bounded: at most one waiting socket per connection the server may hold; past that the
-        // oldest gives way.
-        while self.sio.parked.len() >= self.cfg.max_connections {
-            let Some((expires, pid)) = self.sio.parked.order.pop_front() else {
-                break;
-            };
-            if let Some(p) = self.sio.parked.take_current(&pid, expires) {
-                self.forget_parked(p);
-            }
-        }
         let expires = now + cfg.max_disconnection_duration;
         let user = self.index.user_of(socket).cloned();
-        self.index.park(socket);
+        let hub = self.hub.clone();
+        let mut state = hub.lock();
+        // Bounded: at most one waiting socket per connection the server may hold; past that the
+        // oldest gives way.
+        while state.parked.len() >= self.cfg.max_connections {
+            let Some((expires, pid)) = state.parked.order.pop_front() else {
+                break;
+            };
+            if let Some(p) = state.parked.take_current(&pid, expires) {
+                forget_parked(&hub, &mut state, p);
+            }
+        }
         let pid = recovery.pid.clone();
-        self.sio.parked.order.push_back((expires, pid.clone()));
-        self.sio.parked.by_pid.insert(
+        let parked = &mut state.parked;
+        parked.order.push_back((expires, pid.clone()));
+        parked.by_pid.insert(
             pid,
             ParkedSocket {
                 socket,
@@ -168,49 +175,47 @@ impl Engine {
         );
         // A client that drops and recovers over and over leaves stale entries behind: compact
         // now and then, so the list stays within twice the sockets it stands for.
-        let parked = &mut self.sio.parked;
         if parked.order.len() > 2 * parked.by_pid.len().max(1024) {
             let by_pid = &parked.by_pid;
             parked
                 .order
                 .retain(|(at, pid)| by_pid.get(pid).is_some_and(|p| p.expires == *at));
         }
-        self.arm_recovery_timer();
+        let next = parked.order.front().map(|(at, _)| *at);
+        drop(state);
+        self.arm_recovery_timer(next);
         true
     }
 
-    /// A parked socket that will not come back: its rooms are left.
-    fn forget_parked(&mut self, p: ParkedSocket) {
-        for room in &p.rooms {
-            self.index.socket_leave(p.socket, room);
-        }
-        self.index.unpark(p.socket);
-    }
-
-    fn arm_recovery_timer(&mut self) {
-        let next = self.sio.parked.order.front().map(|(at, _)| *at);
+    /// This loop's recovery timer, at the first expiry of the hub's waiting list (each loop that
+    /// parked a socket keeps one; whichever fires first forgets what is due).
+    fn arm_recovery_timer(&mut self, next: Option<Instant>) {
         self.timers
-            .schedule(TimerKey::Recovery, next, &mut self.sio.parked.timer_armed);
+            .schedule(TimerKey::Recovery, next, &mut self.sio.recovery_armed);
     }
 
     /// The recovery timer fired: forget the sockets whose window has passed.
     pub(super) fn recovery_timer(&mut self, now: Instant, at: Instant) {
-        if self.sio.parked.timer_armed != Some(at) {
+        if self.sio.recovery_armed != Some(at) {
             return;
         }
-        self.sio.parked.timer_armed = None;
-        while let Some((first, _)) = self.sio.parked.order.front() {
+        self.sio.recovery_armed = None;
+        let hub = self.hub.clone();
+        let mut state = hub.lock();
+        while let Some((first, _)) = state.parked.order.front() {
             if *first > now {
                 break;
             }
-            let Some((expires, pid)) = self.sio.parked.order.pop_front() else {
+            let Some((expires, pid)) = state.parked.order.pop_front() else {
                 break;
             };
-            if let Some(p) = self.sio.parked.take_current(&pid, expires) {
-                self.forget_parked(p);
+            if let Some(p) = state.parked.take_current(&pid, expires) {
+                forget_parked(&hub, &mut state, p);
             }
         }
-        self.arm_recovery_timer();
+        let next = state.parked.order.front().map(|(at, _)| *at);
+        drop(state);
+        self.arm_recovery_timer(next);
     }
 
     /// A CONNECT to `/` whose payload names a parked socket's `pid`: take it out of the waiting
@@ -226,9 +231,11 @@ impl Engine {
         };
         let pid = token("pid")?;
         let offset = token("offset").map(str::to_string);
-        let parked = self.sio.parked.by_pid.remove(pid)?;
+        let hub = self.hub.clone();
+        let mut state = hub.lock();
+        let parked = state.parked.by_pid.remove(pid)?;
         if parked.expires <= now {
-            self.forget_parked(parked);
+            forget_parked(&hub, &mut state, parked);
             return None;
         }
         Some(Claim { parked, offset })
@@ -238,44 +245,49 @@ impl Engine {
     /// the socket waits again for its real client, until its window ends.
     pub(super) fn sio_unclaim(&mut self, now: Instant, claim: Claim) {
         let p = claim.parked;
+        let hub = self.hub.clone();
+        let mut state = hub.lock();
         if p.expires <= now {
-            return self.forget_parked(p);
+            return forget_parked(&hub, &mut state, p);
         }
         // Its expiry entry may have been compacted away meanwhile: queue it again (a duplicate
         // is harmless; the second one finds nothing left to forget).
         let pid = p.recovery.pid.clone();
         let expires = p.expires;
-        self.sio.parked.by_pid.insert(pid.clone(), p);
-        let order = &mut self.sio.parked.order;
+        state.parked.by_pid.insert(pid.clone(), p);
+        let order = &mut state.parked.order;
         let at = order.partition_point(|(t, _)| *t <= expires);
         order.insert(at, (expires, pid));
-        self.arm_recovery_timer();
+        let next = order.front().map(|(at, _)| *at);
+        drop(state);
+        self.arm_recovery_timer(next);
     }
 
     /// Where a replay for `claim` would start: `Some(seq)` when the history holds everything
     /// addressed to the socket after what the client saw, `None` when it cannot be done.
-    fn replay_start(&mut self, now: Instant, claim: &Claim) -> Option<u64> {
+    fn replay_start(&self, state: &mut HubState, now: Instant, claim: &Claim) -> Option<u64> {
         let since = claim.parked.recovery.since_seq;
         let seen = match &claim.offset {
             // No offset: the client has processed no event of this socket yet.
             None => since,
             Some(offset) => {
                 let EventId { epoch, seq } = sse_codec::parse_last_event_id(offset).ok()?;
-                if epoch != self.epoch {
+                if epoch != self.hub.epoch {
                     return None;
                 }
                 seq.max(since)
             }
         };
-        self.history.trim(now, self.history_limits());
-        match self.history.gap(seen, self.seq) {
+        state.history.trim(now, self.history_limits());
+        match state.history.gap(seen, state.seq) {
             Gap::Fillable => Some(seen),
             Gap::Expired | Gap::Invalid => None,
         }
     }
 
-    /// Restores a claimed socket on session `key` (the caller checked the identity). When the gap
-    /// cannot be filled the socket is gone for good, and `auth` comes back for a fresh one.
+    /// Restores a claimed socket on session `key` (the caller checked the identity), on this
+    /// loop whichever loop it left from. When the gap cannot be filled the socket is gone for
+    /// good, and `auth` comes back for a fresh one.
     pub(super) fn sio_restore(
         &mut self,
         now: Instant,
@@ -283,34 +295,47 @@ impl Engine {
         claim: Claim,
         auth: Value,
     ) -> Result<(), Value> {
-        let Some(after) = self.replay_start(now, &claim) else {
-            self.forget_parked(claim.parked);
+        let hub = self.hub.clone();
+        let mut state = hub.lock();
+        let Some(after) = self.replay_start(&mut state, now, &claim) else {
+            forget_parked(&hub, &mut state, claim.parked);
             return Err(auth);
         };
         let identity = claim.identity();
-        let p = claim.parked;
+        let mut p = claim.parked;
         let socket = p.socket;
         let sid = p.recovery.sid.clone();
         let pid = p.recovery.pid.clone();
-        // The socket becomes a recipient again; its `Socket::join` rooms never left the index.
-        self.index.unpark(socket);
+        // Everything addressed to it since, in order, once: the user's and tenant's events, its
+        // rooms' (as they were when each event was sent), its own emits, everyone's — up to what
+        // this loop has delivered; what is still on its way here comes live, past the floor.
+        let user = Index::user_key_of(identity.as_ref());
+        let until = self.delivered_seq;
+        let missed: Vec<EncodedPacket> = state
+            .history
+            .after(after)
+            .take_while(|e| e.seq <= until)
+            .filter(|e| e.audience.reaches(user.as_ref(), Some(socket)))
+            .filter_map(|e| e.sio.clone())
+            .collect();
+        hub.set_socket_loop(&mut state, socket, self.loop_index);
+        drop(state);
+        p.recovery.floor = after;
+        // The socket becomes a recipient again, here, with its `Socket::join` rooms.
         self.index
             .add(socket, RecipientKind::SocketIo, identity.as_ref());
+        for room in &p.rooms {
+            let room = self.index.intern_room(room);
+            let _ = self
+                .index
+                .socket_join(socket, room, 0, usize::MAX, usize::MAX);
+        }
         self.sio_attach_socket(key, "/", socket, p.rooms, Some(Box::new(p.recovery)));
         let mut ok = serde_json::Map::new();
         ok.insert("sid".into(), Value::String(sid.to_string()));
         ok.insert("pid".into(), Value::String(pid.to_string()));
         let reply = Packet::connect("/", Some(Value::Object(ok)));
         self.sio_send(now, key, &EncodedPacket::new(&reply));
-        // Everything addressed to it since, in order, once: the user's and tenant's events, its
-        // rooms' (as they were when each event was sent), its own emits, everyone's.
-        let user = Index::user_key_of(identity.as_ref());
-        let missed: Vec<EncodedPacket> = self
-            .history
-            .after(after)
-            .filter(|e| e.audience.reaches(user.as_ref(), Some(socket)))
-            .filter_map(|e| e.sio.clone())
-            .collect();
         for packet in &missed {
             self.sio_send(now, key, packet);
         }
@@ -324,4 +349,12 @@ impl Engine {
         }));
         Ok(())
     }
+}
+
+/// A parked socket that will not come back: its rooms are left.
+fn forget_parked(hub: &Hub, state: &mut HubState, p: ParkedSocket) {
+    for room in &p.rooms {
+        state.rooms.socket_leave(p.socket, room);
+    }
+    hub.forget_socket(state, p.socket);
 }

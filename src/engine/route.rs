@@ -123,8 +123,9 @@ impl Engine {
             self.preflight(conn, &req.head);
             return None;
         }
-        self.routes.next_id += 1;
-        let id = self.routes.next_id;
+        // Ids start at 1 (0 never names a request).
+        self.routes.next_id = self.routes.next_id.max(1);
+        let id = Self::take_id(&mut self.routes.next_id, self.hub.loops, self.loop_index);
         let deadline = now + self.cfg.request_timeout;
         let mut pending = Pending {
             conn,

@@ -142,6 +142,47 @@ pub enum AckReply {
     Channel(mpsc::Sender<Vec<AckResult>>),
     /// Run on the application's dispatcher thread, never on the io thread.
     Callback(Box<dyn FnOnce(Vec<AckResult>) + Send>),
+    /// One loop's part of a request sent to several: the last part in hands every outcome, in
+    /// socket order, to the reply they share.
+    Merge(Arc<AckMerge>),
+}
+
+/// The outcomes of an ack request that several loops answer, gathered for one reply.
+pub struct AckMerge {
+    state: std::sync::Mutex<MergeState>,
+}
+
+struct MergeState {
+    parts_left: usize,
+    results: Vec<AckResult>,
+    reply: Option<AckReply>,
+}
+
+impl AckMerge {
+    /// A merge of `parts` answers into `reply`.
+    pub(crate) fn new(parts: usize, reply: AckReply) -> Arc<AckMerge> {
+        Arc::new(AckMerge {
+            state: std::sync::Mutex::new(MergeState {
+                parts_left: parts,
+                results: Vec::new(),
+                reply: Some(reply),
+            }),
+        })
+    }
+
+    /// Adds one part; the reply and every outcome once the last part is in.
+    fn add(&self, mut results: Vec<AckResult>) -> Option<(AckReply, Vec<AckResult>)> {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        s.results.append(&mut results);
+        s.parts_left = s.parts_left.saturating_sub(1);
+        if s.parts_left > 0 {
+            return None;
+        }
+        let reply = s.reply.take()?;
+        let mut all = std::mem::take(&mut s.results);
+        all.sort_by_key(|r| r.socket);
+        Some((reply, all))
+    }
 }
 
 impl fmt::Debug for AckReply {
@@ -149,6 +190,7 @@ impl fmt::Debug for AckReply {
         match self {
             AckReply::Channel(_) => f.write_str("AckReply::Channel"),
             AckReply::Callback(_) => f.write_str("AckReply::Callback"),
+            AckReply::Merge(_) => f.write_str("AckReply::Merge"),
         }
     }
 }
@@ -206,8 +248,8 @@ pub(crate) struct Sio {
     pending_connects: HashMap<u64, PendingConnect>,
     collectors: HashMap<u64, Collector>,
     socket_rooms: HashMap<(Arc<str>, Arc<str>), HashSet<u64>>,
-    /// Sockets waiting for their client to recover them.
-    pub(super) parked: super::recovery::Parked,
+    /// The recovery timer (the parked sockets themselves are in the hub).
+    pub(super) recovery_armed: Option<Instant>,
     next_request: u64,
     next_collector: u64,
 }
@@ -229,12 +271,22 @@ impl Sio {
     pub(crate) fn session_of(&self, socket: u64) -> Option<u64> {
         self.sockets.get(&socket).map(|s| s.session)
     }
+
+    /// Where a broadcast to `socket` goes, and the sequence number up to which the socket
+    /// already has everything (it recovered past it).
+    pub(crate) fn target_of(&self, socket: u64) -> Option<(u64, u64)> {
+        self.sockets.get(&socket).map(|s| {
+            let floor = s.recovery.as_ref().map_or(0, |r| r.floor);
+            (s.session, floor)
+        })
+    }
 }
 
 /// How an emit to one socket is delivered.
 pub(crate) enum EmitKind {
-    /// Queued (and, with recovery on, stamped and kept for a replay).
-    Plain,
+    /// Queued (and, with recovery on, stamped and kept for a replay: with the sequence number
+    /// the sender took, or a fresh one).
+    Plain(Option<u64>),
     /// Dropped first under back-pressure, never kept.
     Volatile,
     /// Asking the client for an ack (never stamped, never kept: an ack cannot be replayed).
@@ -478,8 +530,7 @@ impl Engine {
         if self.socket_in(key, &nsp).is_some() {
             return; // already connected (or connecting) to this namespace
         }
-        let request = self.sio.next_request;
-        self.sio.next_request += 1;
+        let request = Self::take_id(&mut self.sio.next_request, self.hub.loops, self.loop_index);
         let Some(s) = self.sio.sessions.get_mut(&key) else {
             return;
         };
@@ -623,8 +674,7 @@ impl Engine {
         identity: Option<Identity>,
         auth: Value,
     ) {
-        let id = self.next_recipient;
-        self.next_recipient += 1;
+        let id = self.new_recipient_id();
         let sid = codec_sid(&self.random_bytes::<15>());
         let recovery = self.new_socket_recovery(&nsp, &sid);
         let mut ok = serde_json::Map::new();
@@ -684,19 +734,28 @@ impl Engine {
             }
             // Recovery on: the emit takes a sequence number, carries it as its offset, and is
             // kept for a replay to this socket.
-            EmitKind::Plain if recoverable => {
-                self.seq += 1;
-                let seq = self.seq;
+            EmitKind::Plain(given) if recoverable => {
+                let hub = self.hub.clone();
+                let mut state = hub.lock();
+                let seq = given.unwrap_or_else(|| {
+                    state.seq += 1;
+                    state.seq
+                });
                 if let Some(Value::Array(a)) = packet.data.as_mut() {
-                    a.push(Value::String(self.event_id(seq)));
+                    a.push(Value::String(hub.event_id(seq)));
                 }
                 let p = EncodedPacket::new(&packet);
-                self.sio_send(now, session, &p);
                 let limits = self.history_limits();
                 let audience = super::history::HistoryAudience::Socket(socket);
-                self.history.push(now, limits, seq, audience, None, Some(p));
+                state
+                    .history
+                    .push(now, limits, seq, audience, None, Some(p.clone()));
+                drop(state);
+                // Every broadcast numbered before it came through this loop's queue first.
+                self.delivered_seq = self.delivered_seq.max(seq);
+                self.sio_send(now, session, &p);
             }
-            EmitKind::Plain => self.sio_send_packet(now, session, &packet),
+            EmitKind::Plain(_) => self.sio_send_packet(now, session, &packet),
             EmitKind::WithAck(timeout, reply) => {
                 let collector = self.new_collector(now + timeout, reply);
                 self.emit_with_ack_to(now, socket, &mut packet, collector);
@@ -798,6 +857,11 @@ impl Engine {
                 callback: AckCallback(cb),
                 results,
             })),
+            AckReply::Merge(merge) => {
+                if let Some((reply, all)) = merge.add(results) {
+                    self.deliver_ack_reply(reply, all);
+                }
+            }
         }
     }
 
@@ -864,8 +928,19 @@ impl Engine {
             sess.sockets
                 .retain(|(_, slot)| !matches!(slot, SocketSlot::Connected(id) if *id == socket));
         }
+        let recoverable = s.recovery.is_some();
+        // A parked socket's rooms stay in the hub (a replay addresses it by them); this loop's
+        // index forgets it either way: the client may come back through another loop.
         let parked = self.sio_park(now, socket, s.recovery.take(), &s.rooms, reason);
-        for room in s.rooms.iter().filter(|_| !parked) {
+        if recoverable && !parked {
+            let hub = self.hub.clone();
+            let mut state = hub.lock();
+            for room in &s.rooms {
+                state.rooms.socket_leave(socket, room);
+            }
+            hub.forget_socket(&mut state, socket);
+        }
+        for room in s.rooms.iter() {
             if s.nsp.as_ref() == "/" {
                 self.index.socket_leave(socket, room);
                 continue;
@@ -878,9 +953,7 @@ impl Engine {
                 }
             }
         }
-        if !parked {
-            self.index.remove(socket);
-        }
+        self.index.remove(socket);
         for (ack_id, collector) in s.pending_acks {
             self.ack_result(collector, socket, ack_id, AckOutcome::Disconnected);
         }
@@ -917,15 +990,25 @@ impl Engine {
     /// `Socket::join`. In the main namespace the membership goes into the unified index, so a
     /// room has one audience there (its users' connections plus its sockets); other namespaces
     /// keep rooms of their own sockets only.
-    pub(super) fn sio_join(&mut self, socket: u64, room: &str) {
+    pub(super) fn sio_join(&mut self, socket: u64, room: &str, hub_added: bool) {
+        if !self.sio_join_local(socket, room) && hub_added {
+            // The sender wrote it into the hub ahead (so a broadcast it sends next has the
+            // socket in its frozen audience); refused here, it comes out again.
+            self.hub.lock().rooms.socket_leave(socket, room);
+        }
+    }
+
+    /// Whether the socket is in the room now.
+    fn sio_join_local(&mut self, socket: u64, room: &str) -> bool {
         let Some(s) = self.sio.sockets.get(&socket) else {
-            return;
+            return false;
         };
         if s.rooms.iter().any(|r| r.as_ref() == room) {
-            return;
+            return true;
         }
         let held = s.rooms.len();
         let nsp = s.nsp.clone();
+        let recoverable = s.recovery.is_some();
         let room: Arc<str> = if nsp.as_ref() == "/" {
             let room = self.index.intern_room(room);
             if let Err(limit) = self.index.socket_join(
@@ -936,13 +1019,23 @@ impl Engine {
                 self.cfg.max_room_memberships,
             ) {
                 log::warn!("Socket::join refused: {limit:?}");
-                return;
+                return false;
+            }
+            if recoverable {
+                // Unbounded here: the loop's index bounds the memberships.
+                let _ = self.hub.lock().rooms.socket_join(
+                    socket,
+                    room.clone(),
+                    0,
+                    usize::MAX,
+                    usize::MAX,
+                );
             }
             room
         } else {
             if held >= self.cfg.max_rooms_per_user {
                 log::warn!("Socket::join refused: the socket is in {held} rooms already");
-                return;
+                return false;
             }
             let room: Arc<str> = Arc::from(room);
             self.sio
@@ -955,6 +1048,7 @@ impl Engine {
         if let Some(s) = self.sio.sockets.get_mut(&socket) {
             s.rooms.push(room);
         }
+        true
     }
 
     /// `Socket::leave` (a room the socket did not join is left alone).
@@ -968,6 +1062,9 @@ impl Engine {
             return;
         }
         if s.nsp.as_ref() == "/" {
+            if s.recovery.is_some() {
+                self.hub.lock().rooms.socket_leave(socket, room);
+            }
             self.index.socket_leave(socket, room);
             return;
         }

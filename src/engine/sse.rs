@@ -34,6 +34,9 @@ struct PendingStream {
 #[derive(Debug)]
 struct Stream {
     conn: ConnId,
+    /// Broadcasts up to this sequence number are not delivered any more: the stream resumed past
+    /// them (see `sse_resume`).
+    floor: u64,
 }
 
 /// All SSE state.
@@ -53,6 +56,11 @@ impl Sse {
     pub(crate) fn conn_of(&self, stream: u64) -> Option<ConnId> {
         self.streams.get(&stream).map(|s| s.conn)
     }
+
+    /// Where a broadcast to `stream` goes, and its floor.
+    pub(crate) fn target_of(&self, stream: u64) -> Option<(ConnId, u64)> {
+        self.streams.get(&stream).map(|s| (s.conn, s.floor))
+    }
 }
 
 impl Engine {
@@ -64,8 +72,7 @@ impl Engine {
             .map(str::to_string)
             .or_else(|| req.head.query_param("lastEventId"));
         let cors_origin = self.allowed_origin(&req.head);
-        let request = self.sse.next_request;
-        self.sse.next_request += 1;
+        let request = Self::take_id(&mut self.sse.next_request, self.hub.loops, self.loop_index);
         self.sse.pending.insert(
             request,
             PendingStream {
@@ -114,8 +121,7 @@ impl Engine {
                 return;
             }
         };
-        let id = self.next_recipient;
-        self.next_recipient += 1;
+        let id = self.new_recipient_id();
         let mut resp = Response::new(200);
         resp.header("Content-Type", "text/event-stream; charset=utf-8");
         resp.header("Cache-Control", "no-cache");
@@ -134,7 +140,13 @@ impl Engine {
         });
         self.push(Output::StartStream { conn: p.conn });
         self.roles.insert(p.conn, ConnRole::Sse(id));
-        self.sse.streams.insert(id, Stream { conn: p.conn });
+        self.sse.streams.insert(
+            id,
+            Stream {
+                conn: p.conn,
+                floor: 0,
+            },
+        );
         self.index.add(id, RecipientKind::Sse, identity.as_ref());
         self.sse_resume(now, id, p.conn, p.last_event_id.as_deref());
         let hb = now + self.cfg.sse_heartbeat;
@@ -149,30 +161,33 @@ impl Engine {
         }));
     }
 
-    /// Replays what the client missed, or tells it that it cannot be done.
+    /// Replays what the client missed, or tells it that it cannot be done. The replay goes up
+    /// to what this loop has delivered; the broadcasts still on their way here come live, past
+    /// the stream's floor (the client's last id), so each arrives once whichever loop it saw it
+    /// on before.
     fn sse_resume(&mut self, now: Instant, id: u64, conn: ConnId, last: Option<&str>) {
         // An empty Last-Event-ID is what a client sends before it saw any id: a fresh start.
         let Some(last) = last.filter(|l| !l.is_empty()) else {
             return;
         };
+        let hub = self.hub.clone();
+        let mut state = hub.lock();
         // Age the history first: with no stream open, nothing else may have trimmed it lately.
-        self.history.trim(now, self.history_limits());
-        let reason = match codec::parse_last_event_id(last) {
+        state.history.trim(now, self.history_limits());
+        let parsed = codec::parse_last_event_id(last);
+        let reason = match parsed {
             Err(_) => Some("invalid-id"),
-            Ok(EventId { epoch, .. }) if epoch != self.epoch => Some("unknown-epoch"),
-            Ok(EventId { seq, .. }) => match self.history.gap(seq, self.seq) {
+            Ok(EventId { epoch, .. }) if epoch != hub.epoch => Some("unknown-epoch"),
+            Ok(EventId { seq, .. }) => match state.history.gap(seq, state.seq) {
                 Gap::Invalid => Some("invalid-id"),
                 Gap::Expired => Some("expired"),
                 Gap::Fillable => None,
             },
         };
         if let Some(reason) = reason {
+            let eid = hub.event_id(state.seq);
+            drop(state);
             let mut out = Vec::new();
-            let eid = EventId {
-                epoch: self.epoch,
-                seq: self.seq,
-            }
-            .encode();
             let data = format!("{{\"reason\":\"{reason}\"}}");
             if codec::encode_event(&mut out, Some(RESET_EVENT), Some(&eid), &data).is_ok() {
                 self.push(Output::Write {
@@ -182,16 +197,22 @@ impl Engine {
             }
             return;
         }
-        let Ok(EventId { seq: after, .. }) = codec::parse_last_event_id(last) else {
+        let Ok(EventId { seq: after, .. }) = parsed else {
             return;
         };
         let user = self.index.user_of(id).cloned();
-        let frames: Vec<Arc<[u8]>> = self
+        let until = self.delivered_seq;
+        let frames: Vec<Arc<[u8]>> = state
             .history
             .after(after)
+            .take_while(|e| e.seq <= until)
             .filter(|e| e.audience.reaches(user.as_ref(), None))
             .filter_map(|e| e.sse.clone())
             .collect();
+        drop(state);
+        if let Some(s) = self.sse.streams.get_mut(&id) {
+            s.floor = after;
+        }
         for f in frames {
             self.push(Output::Write {
                 conn,
@@ -239,7 +260,7 @@ impl Engine {
         }
         self.sse.heartbeat_armed = None;
         let limits = self.history_limits();
-        self.history.trim(now, limits);
+        self.hub.lock().history.trim(now, limits);
         if self.sse.streams.is_empty() {
             return;
         }

@@ -238,6 +238,9 @@ impl H {
                         }
                     }
                     Output::App(ev) => self.app.push_back(ev),
+                    Output::Forward { conn, .. } => {
+                        panic!("connection {conn} forwarded to another loop by an engine alone")
+                    }
                 }
             }
             if gone.is_empty() {
@@ -532,7 +535,7 @@ impl H {
 
     /// The SSE id of broadcast number `seq`.
     pub(super) fn id(&self, seq: u64) -> String {
-        format!("{}:{}", self.e.epoch, seq)
+        format!("{}:{}", self.e.hub.epoch, seq)
     }
 
     pub(super) fn emit_ack(&mut self, socket: SocketId, event: &str, timeout: Duration) -> AckRx {
@@ -544,7 +547,8 @@ impl H {
             attachments: Vec::new(),
             ack: Some((timeout, AckReply::Channel(tx))),
             volatile: false,
-        });
+ seq: None,
+});
         rx
     }
 }

@@ -303,7 +303,8 @@ impl Out {
             | Output::ResponseDone { conn: c, .. }
             | Output::StartWebSocket { conn: c }
             | Output::StartStream { conn: c }
-            | Output::Close { conn: c } => *c == conn,
+            | Output::Close { conn: c }
+            | Output::Forward { conn: c, .. } => *c == conn,
             Output::App(_) => false,
         })
     }

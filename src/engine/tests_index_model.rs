@@ -206,7 +206,9 @@ fn run_index_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     h.cmd(Command::SioJoin {
                         socket,
                         room: ROOMS[r].into(),
-                    });
+ in_main: true,
+ hub_added: false,
+});
                     l.rooms.insert(ROOMS[r].into());
                 }
             }
@@ -217,7 +219,8 @@ fn run_index_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     h.cmd(Command::SioLeave {
                         socket,
                         room: ROOMS[r].into(),
-                    });
+ in_main: true,
+});
                     l.rooms.remove(ROOMS[r]);
                 }
             }

@@ -134,7 +134,9 @@ fn recovered_within_the_window_with_every_missed_event_in_order_once() {
     h.cmd(Command::SioJoin {
         socket: a.socket,
         room: "chat".into(),
-    });
+ in_main: true,
+ hub_added: false,
+});
     bcast(&mut h, Target::User(alice()), "seen");
     let t = h.texts(a.conn);
     assert_eq!(t, vec![format!(r#"42["seen",1,"{}"]"#, h.id(1))]);
@@ -188,7 +190,7 @@ fn recovered_within_the_window_with_every_missed_event_in_order_once() {
     assert!(t[0].starts_with(r#"42["live",1,""#), "{t:?}");
     let inv = h.e.index.check_invariants();
     assert!(inv.is_ok(), "{inv:?}");
-    assert_eq!(h.e.sio.parked.len(), 0);
+    assert_eq!(h.e.hub.lock().parked.len(), 0);
 }
 
 #[test]
@@ -198,16 +200,18 @@ fn outside_the_window_a_fresh_session() {
     h.cmd(Command::SioJoin {
         socket: a.socket,
         room: "chat".into(),
-    });
+ in_main: true,
+ hub_added: false,
+});
     h.close(a.conn);
     assert_eq!(
-        h.e.stats().index_rooms,
+        h.e.hub.lock().rooms.sizes().3,
         1,
         "the parked socket keeps its room"
     );
     bcast(&mut h, Target::User(alice()), "missed");
     h.advance(WINDOW + Duration::from_millis(1));
-    assert_eq!(h.e.sio.parked.len(), 0);
+    assert_eq!(h.e.hub.lock().parked.len(), 0);
     assert_eq!(
         h.e.stats().index_rooms,
         0,
@@ -321,11 +325,14 @@ fn a_room_left_before_the_disconnect_is_not_replayed() {
     h.cmd(Command::SioJoin {
         socket: a.socket,
         room: "left".into(),
-    });
+ in_main: true,
+ hub_added: false,
+});
     h.cmd(Command::SioLeave {
         socket: a.socket,
         room: "left".into(),
-    });
+ in_main: true,
+});
     h.cmd(Command::JoinRoomReply {
         user: alice(),
         room: "user-left".into(),
@@ -405,16 +412,16 @@ fn only_recoverable_reasons_park_the_socket() {
     let mut h = H::with(config());
     let a = connect(&mut h, "", Some(alice()));
     h.send(a.conn, "41");
-    assert_eq!(h.e.sio.parked.len(), 0);
+    assert_eq!(h.e.hub.lock().parked.len(), 0);
     let b = reconnect(&mut h, &a, None, Some(alice()));
     assert!(!b.recovered);
     h.cmd(Command::SioDisconnect { socket: b.socket });
-    assert_eq!(h.e.sio.parked.len(), 0);
+    assert_eq!(h.e.hub.lock().parked.len(), 0);
     let c = reconnect(&mut h, &b, None, Some(alice()));
     assert!(!c.recovered);
     // A forced close of the connection (Socket::close_connection) is recoverable.
     h.cmd(Command::SioCloseConnection { socket: c.socket });
-    assert_eq!(h.e.sio.parked.len(), 1);
+    assert_eq!(h.e.hub.lock().parked.len(), 1);
 }
 
 #[test]
@@ -423,7 +430,7 @@ fn hostile_pids_and_offsets_give_fresh_sessions() {
     let a = connect(&mut h, "", Some(alice()));
     bcast(&mut h, Target::User(alice()), "seen");
     h.close(a.conn);
-    let other_epoch = format!("{}:1", h.e.epoch + 1);
+    let other_epoch = format!("{}:1", h.e.hub.epoch + 1);
     let ahead = h.id(99);
     let huge = "9".repeat(100_000);
     let payloads = [
@@ -465,7 +472,7 @@ fn a_pid_of_the_main_namespace_does_nothing_in_another() {
     let t = h.texts(conn);
     assert!(t[0].starts_with("40/admin,{\"sid\":"), "{t:?}");
     assert!(!t[0].contains("pid"), "recovery is for the main namespace");
-    assert_eq!(h.e.sio.parked.len(), 1, "still waiting for its client");
+    assert_eq!(h.e.hub.lock().parked.len(), 1, "still waiting for its client");
 }
 
 #[test]
@@ -492,7 +499,8 @@ fn direct_emits_are_stamped_and_replayed_acked_ones_are_not() {
         attachments: vec![],
         ack: None,
         volatile: false,
-    });
+ seq: None,
+});
     let t = h.texts(a.conn);
     assert_eq!(t, vec![format!(r#"42["direct","x","{}"]"#, h.id(1))]);
     let _rx = h.emit_ack(a.socket, "asked", Duration::from_secs(5));
@@ -569,7 +577,8 @@ fn volatile_events_are_neither_stamped_nor_replayed_and_dropped_when_backlogged(
         attachments: vec![],
         ack: None,
         volatile: true,
-    });
+ seq: None,
+});
     assert_eq!(h.texts(a.conn), vec![r#"42["v3"]"#.to_string()]);
     // Nothing volatile comes back with a recovery.
     h.close(a.conn);

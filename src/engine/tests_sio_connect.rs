@@ -95,6 +95,7 @@ fn sio_connect_accepted_sends_sid_and_reports_identity() {
         attachments: Vec::new(),
         ack: None,
         volatile: false,
+        seq: None,
     });
     assert_eq!(h.texts(conn), vec![r#"42["direct","x",null]"#]);
 }

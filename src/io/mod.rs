@@ -18,7 +18,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::buf::Chunk;
 use crate::config::Config;
-use crate::engine::{AppEvent, Command, ConnId, Engine, Output};
+use crate::engine::{AppEvent, Command, ConnId, Engine, Output, Request};
 use conn::{Conn, Mode, ReadOutcome};
 
 const LISTENER: Token = Token(usize::MAX);
@@ -39,12 +39,79 @@ const WRITE_BUDGET: usize = 256 * 1024;
 /// While paused, how often the loop looks whether the dispatcher caught up.
 const BACKLOG_RECHECK: Duration = Duration::from_millis(5);
 
-/// Messages from the handle to the loop.
-#[derive(Debug)]
+/// Messages from the handle (and the other loops) to a loop.
 pub(crate) enum LoopCommand {
     Engine(Command),
     /// Close everything within the given time and stop.
     Shutdown(Duration),
+    /// A connection for this loop: freshly accepted by the accepting loop, or moved here with
+    /// the request it carries because that request is for a session of this loop.
+    Adopt(Box<Arrival>),
+    /// A connection closed somewhere while the server was at `max_connections`: accept again.
+    ResumeAccept,
+}
+
+impl std::fmt::Debug for LoopCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LoopCommand::Engine(c) => write!(f, "Engine({c:?})"),
+            LoopCommand::Shutdown(d) => write!(f, "Shutdown({d:?})"),
+            LoopCommand::Adopt(_) => f.write_str("Adopt"),
+            LoopCommand::ResumeAccept => f.write_str("ResumeAccept"),
+        }
+    }
+}
+
+/// A connection handed from one loop to another.
+pub(crate) enum Arrival {
+    Accepted {
+        stream: TcpStream,
+        remote: Option<std::net::SocketAddr>,
+    },
+    Moved {
+        conn: Conn,
+        request: Request,
+    },
+}
+
+/// Every loop's command channel and waker: how the handle reaches a loop, and how a loop hands
+/// a connection to another.
+pub(crate) struct Loops {
+    senders: Vec<Sender<LoopCommand>>,
+    wakers: Vec<Arc<LoopWaker>>,
+}
+
+impl Loops {
+    pub(crate) fn new(senders: Vec<Sender<LoopCommand>>, wakers: Vec<Arc<LoopWaker>>) -> Loops {
+        Loops { senders, wakers }
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.senders.len()
+    }
+
+    /// Queues a command for loop `to`, without waking it (see [`Loops::wake`]).
+    pub(crate) fn queue(&self, to: usize, cmd: LoopCommand) -> io::Result<()> {
+        self.senders
+            .get(to)
+            .ok_or_else(|| io::Error::other("no such loop"))?
+            .send(cmd)
+            .map_err(|_| io::Error::other("the loop has stopped"))
+    }
+
+    /// Wakes loop `to` if it sleeps.
+    pub(crate) fn wake(&self, to: usize) -> io::Result<()> {
+        match self.wakers.get(to) {
+            Some(w) => w.wake(),
+            None => Ok(()),
+        }
+    }
+
+    /// Queues and wakes.
+    pub(crate) fn send(&self, to: usize, cmd: LoopCommand) -> io::Result<()> {
+        self.queue(to, cmd)?;
+        self.wake(to)
+    }
 }
 
 /// Slot table of connections; a token is `generation << 32 | index`, so a reused slot never gets a
@@ -167,6 +234,13 @@ pub(crate) struct EventLoop {
     waker: Arc<LoopWaker>,
     /// A command taken from the queue by the last look before sleeping.
     stashed: Option<LoopCommand>,
+    /// Which loop this is, and every loop (set before the loop runs).
+    index: usize,
+    loops: Option<Arc<Loops>>,
+    /// Open connections over every loop (`max_connections` is for the server).
+    live_total: Arc<AtomicUsize>,
+    /// The loop the next accepted connection goes to (round robin, accepting loop only).
+    next_loop: usize,
 }
 
 /// Wakes the loop, but only when it sleeps (or is about to): a command sent while the loop is
@@ -189,13 +263,17 @@ impl LoopWaker {
 }
 
 impl EventLoop {
+    /// Loop `index`; the one given the listener accepts for all of them.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         cfg: Arc<Config>,
-        listener: std::net::TcpListener,
+        listener: Option<std::net::TcpListener>,
         engine: Engine,
         commands: Receiver<LoopCommand>,
         app_events: Sender<AppEvent>,
         app_backlog: Arc<AtomicUsize>,
+        index: usize,
+        live_total: Arc<AtomicUsize>,
     ) -> io::Result<(EventLoop, Arc<LoopWaker>)> {
         let counters = engine.counters();
         let poll = Poll::new()?;
@@ -203,14 +281,20 @@ impl EventLoop {
             waker: Waker::new(poll.registry(), WAKER)?,
             sleeping: AtomicBool::new(false),
         });
-        listener.set_nonblocking(true)?;
-        let mut listener = TcpListener::from_std(listener);
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let listener = match listener {
+            Some(listener) => {
+                listener.set_nonblocking(true)?;
+                let mut listener = TcpListener::from_std(listener);
+                poll.registry()
+                    .register(&mut listener, LISTENER, Interest::READABLE)?;
+                Some(listener)
+            }
+            None => None,
+        };
         Ok((
             EventLoop {
                 poll,
-                listener: Some(listener),
+                listener,
                 conns: Slab {
                     slots: Vec::new(),
                     free: Vec::new(),
@@ -234,9 +318,18 @@ impl EventLoop {
                 shutdown_deadline: None,
                 waker: waker.clone(),
                 stashed: None,
+                index,
+                loops: None,
+                live_total,
+                next_loop: index,
             },
             waker,
         ))
+    }
+
+    /// Every loop of the server (this one included), for handing connections over.
+    pub(crate) fn set_loops(&mut self, loops: Arc<Loops>) {
+        self.loops = Some(loops);
     }
 
     /// Runs until shutdown. Returns an error only if the poller itself fails.
@@ -360,6 +453,8 @@ impl EventLoop {
                     self.apply_outputs(now);
                 }
                 Ok(LoopCommand::Shutdown(grace)) => self.begin_shutdown(now, grace),
+                Ok(LoopCommand::Adopt(arrival)) => self.adopt(now, *arrival),
+                Ok(LoopCommand::ResumeAccept) => self.accept(now),
                 Err(TryRecvError::Empty) => return,
                 Err(TryRecvError::Disconnected) => {
                     // Every handle is gone: nobody can ask us to stop any more, so stop now.
@@ -396,7 +491,7 @@ impl EventLoop {
             return;
         }
         loop {
-            if self.conns.live >= self.cfg.max_connections {
+            if self.live_total.load(Ordering::Acquire) >= self.cfg.max_connections {
                 // Leave the rest in the backlog; retried when a connection closes.
                 return;
             }
@@ -406,7 +501,8 @@ impl EventLoop {
             match listener.accept() {
                 Ok((stream, remote)) => {
                     self.counters.accepted();
-                    self.register(now, stream, Some(remote))
+                    self.live_total.fetch_add(1, Ordering::AcqRel);
+                    self.hand_out(now, stream, Some(remote));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -427,6 +523,80 @@ impl EventLoop {
         }
     }
 
+    /// An accepted connection goes to the next loop in turn (this one, or another through its
+    /// channel).
+    fn hand_out(&mut self, now: Instant, stream: TcpStream, remote: Option<std::net::SocketAddr>) {
+        let count = self.loops.as_ref().map_or(1, |l| l.len()).max(1);
+        let to = self.next_loop % count;
+        self.next_loop = (to + 1) % count;
+        if to == self.index {
+            return self.register(now, stream, remote);
+        }
+        let Some(loops) = self.loops.clone() else {
+            return self.register(now, stream, remote);
+        };
+        let arrival = Box::new(Arrival::Accepted { stream, remote });
+        if loops.send(to, LoopCommand::Adopt(arrival)).is_err() {
+            // That loop has stopped (shutdown): the connection is dropped.
+            self.live_total.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// A connection from another loop.
+    fn adopt(&mut self, now: Instant, arrival: Arrival) {
+        match arrival {
+            Arrival::Accepted { stream, remote } => self.register(now, stream, remote),
+            Arrival::Moved { mut conn, request } => {
+                let Some(id) = self.conns.vacant_id() else {
+                    self.live_total.fetch_sub(1, Ordering::AcqRel);
+                    return;
+                };
+                if self
+                    .poll
+                    .registry()
+                    .register(
+                        &mut conn.stream,
+                        Token(id as usize),
+                        Interest::READABLE | Interest::WRITABLE,
+                    )
+                    .is_err()
+                {
+                    self.live_total.fetch_sub(1, Ordering::AcqRel);
+                    return;
+                }
+                conn.id = id;
+                conn.queued_dirty = false;
+                let deadline = conn.deadline;
+                let queued = !conn.out.is_empty();
+                self.conns.insert(conn);
+                if let Some(at) = deadline {
+                    self.deadlines.push(Reverse((at, id)));
+                }
+                if queued {
+                    self.mark_dirty(id);
+                }
+                self.engine.handle_request(now, id, request);
+                self.apply_outputs(now);
+            }
+        }
+    }
+
+    /// The engine says the request on `conn` is for loop `to`'s session: the connection moves
+    /// there with it (its queued bytes and any pipelined input go along).
+    fn forward(&mut self, conn: ConnId, to: usize, request: Request) {
+        let Some(loops) = self.loops.clone() else {
+            return;
+        };
+        let Some(mut c) = self.conns.remove(conn) else {
+            return;
+        };
+        let _ = self.poll.registry().deregister(&mut c.stream);
+        let arrival = Box::new(Arrival::Moved { conn: c, request });
+        if loops.send(to, LoopCommand::Adopt(arrival)).is_err() {
+            self.live_total.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
     fn register(
         &mut self,
         now: Instant,
@@ -434,6 +604,7 @@ impl EventLoop {
         remote: Option<std::net::SocketAddr>,
     ) {
         let Some(id) = self.conns.vacant_id() else {
+            self.live_total.fetch_sub(1, Ordering::AcqRel);
             return;
         };
         let _ = stream.set_nodelay(true);
@@ -447,6 +618,7 @@ impl EventLoop {
             )
             .is_err()
         {
+            self.live_total.fetch_sub(1, Ordering::AcqRel);
             return;
         }
         let mut conn = Conn::new(id, stream, remote, &self.cfg);
@@ -626,6 +798,7 @@ impl EventLoop {
                         self.app_backlog.fetch_add(1, Ordering::Relaxed);
                     }
                 }
+                Output::Forward { conn, to, request } => self.forward(conn, to, *request),
             }
         }
     }
@@ -682,10 +855,16 @@ impl EventLoop {
         };
         let _ = self.poll.registry().deregister(&mut c.stream);
         drop(c);
+        let was = self.live_total.fetch_sub(1, Ordering::AcqRel);
         self.engine.handle_conn_closed(now, id);
         self.apply_outputs(now);
-        if self.listener.is_some() && self.conns.live + 1 == self.cfg.max_connections {
-            self.accept(now);
+        if was == self.cfg.max_connections && self.shutdown_deadline.is_none() {
+            // The accepting loop left connections in the backlog: there is room again.
+            if self.listener.is_some() {
+                self.accept(now);
+            } else if let Some(loops) = &self.loops {
+                let _ = loops.send(0, LoopCommand::ResumeAccept);
+            }
         }
     }
 }

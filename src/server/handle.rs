@@ -2,19 +2,23 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Sender};
+use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
+use crate::config::Config;
+use crate::engine::fanout::{self, Routed};
+use crate::engine::hub::Hub;
 use crate::engine::{Command, Data, SessionId, Stats, StreamId};
 use crate::error::{BroadcastError, ServerClosed};
-use crate::io::{LoopCommand, LoopWaker};
+use crate::io::{LoopCommand, Loops};
 
 /// A cheap, cloneable handle to a running server, usable from any thread.
 #[derive(Clone)]
 pub struct Handle {
-    pub(super) commands: Sender<LoopCommand>,
-    pub(super) waker: Arc<LoopWaker>,
+    pub(super) loops: Arc<Loops>,
+    pub(super) hub: Arc<Hub>,
+    pub(super) cfg: Arc<Config>,
     pub(super) max_payload: usize,
     pub(super) counters: Arc<crate::metrics::Counters>,
     pub(super) backlog: Arc<AtomicUsize>,
@@ -27,13 +31,42 @@ impl fmt::Debug for Handle {
 }
 
 impl Handle {
-    pub(crate) fn send(&self, cmd: LoopCommand) -> Result<(), ServerClosed> {
-        self.commands.send(cmd).map_err(|_| ServerClosed)?;
-        self.waker.wake().map_err(|_| ServerClosed)
+    /// Sends a loop command to every loop.
+    pub(crate) fn send_all(&self, cmd: impl Fn() -> LoopCommand) {
+        for to in 0..self.loops.len() {
+            let _ = self.loops.send(to, cmd());
+        }
+    }
+
+    /// Routes an engine command to its loop(s) (see `engine::fanout`); how many loops got it.
+    pub(crate) fn command_routed(&self, cmd: Command) -> Result<Routed, ServerClosed> {
+        let mut failed = false;
+        // Loops ≤ 64: one bit each, woken once the hub is unlocked.
+        let mut touched = 0u64;
+        let routed = fanout::route(&self.hub, &self.cfg, Instant::now(), cmd, &mut |to, c| {
+            if self.loops.queue(to, LoopCommand::Engine(c)).is_err() {
+                failed = true;
+            }
+            touched |= 1u64 << (to % 64);
+        });
+        for to in 0..self.loops.len().min(64) {
+            if touched & (1u64 << to) != 0 && self.loops.wake(to).is_err() {
+                failed = true;
+            }
+        }
+        if failed {
+            return Err(ServerClosed);
+        }
+        Ok(routed)
     }
 
     pub(crate) fn command(&self, cmd: Command) -> Result<(), ServerClosed> {
-        self.send(LoopCommand::Engine(cmd))
+        self.command_routed(cmd).map(|_| ())
+    }
+
+    /// How many event loops the server runs.
+    pub fn event_loops(&self) -> usize {
+        self.loops.len()
     }
 
     /// The configured `max_payload`: the largest message the server sends or accepts.
@@ -92,11 +125,32 @@ impl Handle {
         &self.counters
     }
 
-    /// Engine counters (sessions, sockets, streams, pending acks, index sizes).
+    /// Engine counters (sessions, sockets, streams, pending acks, index sizes), summed over the
+    /// event loops (a user with connections on two loops counts on both; the history and the
+    /// parked sockets, which the loops share, count once).
     pub fn stats(&self) -> Result<Stats, ServerClosed> {
         let (tx, rx) = mpsc::channel();
-        self.command(Command::Stats { reply: tx })?;
-        rx.recv_timeout(Duration::from_secs(10))
-            .map_err(|_| ServerClosed)
+        let parts = match self.command_routed(Command::Stats { reply: tx })? {
+            Routed::Loops(n) => n,
+            Routed::Answered => 0,
+        };
+        let mut total = Stats::default();
+        for _ in 0..parts {
+            let s = rx
+                .recv_timeout(Duration::from_secs(10))
+                .map_err(|_| ServerClosed)?;
+            total.eio_sessions += s.eio_sessions;
+            total.sio_sockets += s.sio_sockets;
+            total.sse_streams += s.sse_streams;
+            total.pending_acks += s.pending_acks;
+            total.index_recipients += s.index_recipients;
+            total.index_users += s.index_users;
+            total.index_tenants += s.index_tenants;
+            total.index_rooms += s.index_rooms;
+            total.timer_entries += s.timer_entries;
+            total.sse_history = total.sse_history.max(s.sse_history);
+            total.parked_sockets = total.parked_sockets.max(s.parked_sockets);
+        }
+        Ok(total)
     }
 }

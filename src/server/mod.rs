@@ -26,8 +26,9 @@ pub use route::{HttpRequest, HttpResponse, Responder};
 pub use socket::{AckResponder, ConnectDecision, Event, Socket};
 
 use crate::config::{Config, ConfigError};
-use crate::engine::{CloseReason, Data, Engine, SessionId};
-use crate::io::{EventLoop, LoopCommand};
+use crate::engine::hub::Hub;
+use crate::engine::{new_epoch, CloseReason, Data, Engine, SessionId};
+use crate::io::{EventLoop, LoopCommand, Loops};
 use builder::Handlers;
 use dispatch::{dispatch, os_random};
 
@@ -92,12 +93,12 @@ impl From<std::io::Error> for StartError {
     }
 }
 
-/// A running server: the loop thread, the dispatcher thread (handlers run there, never on the io
-/// thread) and a handle.
+/// A running server: its event loop threads (`Config::event_loops`), the dispatcher thread
+/// (handlers run there, never on an io thread) and a handle.
 pub struct Server {
     handle: Handle,
     local_addr: SocketAddr,
-    thread: Option<JoinHandle<std::io::Result<()>>>,
+    threads: Vec<JoinHandle<std::io::Result<()>>>,
     dispatcher: Option<JoinHandle<()>>,
     events: Mutex<Option<Receiver<EngineIoEvent>>>,
 }
@@ -129,22 +130,46 @@ impl Server {
                 ))));
             }
         }
-        let random = os_random()?;
         let max_payload = config.max_payload;
+        let loop_count = config.event_loops;
         let cfg = Arc::new(config);
         let listener = std::net::TcpListener::bind(cfg.bind)?;
         let local_addr = listener.local_addr()?;
-        let (cmd_tx, cmd_rx) = mpsc::channel();
+        let mut listener = Some(listener);
         let (ev_tx, ev_rx) = mpsc::channel();
-        let mut engine = Engine::new(cfg.clone(), random);
-        engine.set_routes(handlers.routes.keys().cloned().collect());
-        let counters = engine.counters();
+        let hub = Arc::new(Hub::new(new_epoch(&mut os_random()?), loop_count));
+        let counters = Arc::new(crate::metrics::Counters::default());
         let backlog = Arc::new(AtomicUsize::new(0));
-        let (event_loop, waker) =
-            EventLoop::new(cfg, listener, engine, cmd_rx, ev_tx, backlog.clone())?;
+        let live_total = Arc::new(AtomicUsize::new(0));
+        let routes: Vec<String> = handlers.routes.keys().cloned().collect();
+        let mut event_loops = Vec::with_capacity(loop_count);
+        let mut senders = Vec::with_capacity(loop_count);
+        let mut wakers = Vec::with_capacity(loop_count);
+        for index in 0..loop_count {
+            let (cmd_tx, cmd_rx) = mpsc::channel();
+            let mut engine = Engine::on_hub(cfg.clone(), os_random()?, hub.clone(), index);
+            engine.set_routes(routes.clone());
+            engine.set_counters(counters.clone());
+            let (event_loop, waker) = EventLoop::new(
+                cfg.clone(),
+                listener.take(),
+                engine,
+                cmd_rx,
+                ev_tx.clone(),
+                backlog.clone(),
+                index,
+                live_total.clone(),
+            )?;
+            event_loops.push(event_loop);
+            senders.push(cmd_tx);
+            wakers.push(waker);
+        }
+        drop(ev_tx);
+        let loops = Arc::new(Loops::new(senders, wakers));
         let handle = Handle {
-            commands: cmd_tx,
-            waker,
+            loops: loops.clone(),
+            hub,
+            cfg: cfg.clone(),
             max_payload,
             counters,
             backlog: backlog.clone(),
@@ -156,14 +181,20 @@ impl Server {
                 .name("tidings-dispatch".into())
                 .spawn(move || dispatch(ev_rx, handle, handlers, raw_tx, backlog))?
         };
-        log::info!("tidings listening on {local_addr}");
-        let thread = std::thread::Builder::new()
-            .name("tidings-loop".into())
-            .spawn(move || event_loop.run())?;
+        log::info!("tidings listening on {local_addr} with {loop_count} event loop(s)");
+        let mut threads = Vec::with_capacity(loop_count);
+        for (index, mut event_loop) in event_loops.into_iter().enumerate() {
+            event_loop.set_loops(loops.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("tidings-loop-{index}"))
+                    .spawn(move || event_loop.run())?,
+            );
+        }
         Ok(Server {
             handle,
             local_addr,
-            thread: Some(thread),
+            threads,
             dispatcher: Some(dispatcher),
             events: Mutex::new(Some(raw_rx)),
         })
@@ -190,13 +221,16 @@ impl Server {
     }
 
     fn stop(&mut self, grace: Duration) -> std::io::Result<()> {
-        let _ = self.handle.send(LoopCommand::Shutdown(grace));
-        let result = match self.thread.take() {
-            Some(t) => t
+        self.handle.send_all(|| LoopCommand::Shutdown(grace));
+        let mut result = Ok(());
+        for t in self.threads.drain(..) {
+            let r = t
                 .join()
-                .unwrap_or_else(|_| Err(std::io::Error::other("the loop thread panicked"))),
-            None => Ok(()),
-        };
+                .unwrap_or_else(|_| Err(std::io::Error::other("a loop thread panicked")));
+            if result.is_ok() {
+                result = r;
+            }
+        }
         // The loop dropped its event sender: the dispatcher drains what is left and ends.
         if let Some(d) = self.dispatcher.take() {
             let _ = d.join();

@@ -104,7 +104,8 @@ impl Socket {
                 attachments,
                 ack: None,
                 volatile: self.volatile,
-            })
+ seq: None,
+})
             .map_err(BroadcastError::from)
     }
 
@@ -132,7 +133,8 @@ impl Socket {
                 attachments: Vec::new(),
                 ack: Some((timeout, AckReply::Callback(Box::new(cb)))),
                 volatile: false,
-            })
+ seq: None,
+})
             .map_err(BroadcastError::from)
     }
 
@@ -153,7 +155,8 @@ impl Socket {
             attachments: Vec::new(),
             ack: Some((timeout, AckReply::Channel(tx))),
             volatile: false,
-        })?;
+ seq: None,
+})?;
         let mut results = rx.recv().map_err(|_| BroadcastError::ServerClosed)?;
         Ok(results
             .pop()
@@ -173,7 +176,9 @@ impl Socket {
             .command(Command::SioJoin {
                 socket: self.id,
                 room: room.to_string(),
-            })
+ in_main: self.nsp.as_ref() == "/",
+ hub_added: false,
+})
             .map_err(BroadcastError::from)
     }
 
@@ -184,7 +189,8 @@ impl Socket {
             .command(Command::SioLeave {
                 socket: self.id,
                 room: room.to_string(),
-            })
+ in_main: self.nsp.as_ref() == "/",
+})
             .map_err(BroadcastError::from)
     }
 

@@ -1,0 +1,242 @@
+//! What the event loops of one server share: the broadcast sequence and its one history (so an
+//! SSE id or a Socket.IO offset from any loop resumes on any), users' room memberships (written
+//! before `join_room` returns, so `user_rooms` reads its writes), the rooms of recoverable
+//! sockets (a replay reaches the members of the time of the send), the sockets waiting for
+//! recovery (a client may come back through any loop), and where a recovered socket lives now.
+//!
+//! One mutex, taken per broadcast, per join and per recovery — never per delivery: each loop
+//! resolves and writes its own connections without it. A sender holds it while it hands the
+//! broadcast to every loop, so every loop sees the broadcasts in sequence order.
+//!
+//! Still sans-IO: no socket, no clock (`now` is passed in), no thread.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use super::history::{History, HistoryAudience, Limits};
+use super::index::{Audience, Index};
+use super::recovery::Parked;
+use super::sio::EncodedPacket;
+use super::{Payload, Transports};
+use crate::config::Config;
+
+/// The most loops a server runs (a loop's index is one base64url character of its sids).
+pub(crate) const MAX_LOOPS: usize = 64;
+
+/// The shared state (see the module docs).
+pub(crate) struct Hub {
+    state: Mutex<HubState>,
+    /// This server's epoch (SSE ids and offsets are `epoch:seq`).
+    pub(crate) epoch: u64,
+    /// How many loops share it (ids and sids name their loop: see [`Hub::loop_of_id`]).
+    pub(crate) loops: usize,
+    /// Entries in `HubState::moved`: while zero, routing a socket's command takes no lock.
+    moved: AtomicUsize,
+}
+
+/// Behind the hub's mutex.
+#[derive(Default)]
+pub(crate) struct HubState {
+    /// The last sequence number given out.
+    pub(crate) seq: u64,
+    pub(crate) history: History,
+    /// User rooms (`join_room`, with the limits) and the `Socket::join` rooms of recoverable
+    /// sockets of `/` (parked ones included): no recipients, memberships only.
+    pub(crate) rooms: Index,
+    pub(crate) parked: Parked,
+    /// Recovered sockets that live on another loop than their id names.
+    moved: HashMap<u64, usize>,
+}
+
+/// A broadcast made ready once for every loop: its sequence number, its audience and its bytes.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    pub(crate) seq: Option<u64>,
+    pub(crate) audience: Audience,
+    pub(crate) transports: Transports,
+    pub(crate) sse_frame: Option<Arc<[u8]>>,
+    pub(crate) sio_packet: Option<EncodedPacket>,
+    pub(crate) volatile: bool,
+}
+
+impl Hub {
+    pub(crate) fn new(epoch: u64, loops: usize) -> Hub {
+        Hub {
+            state: Mutex::new(HubState::default()),
+            epoch,
+            loops: loops.clamp(1, MAX_LOOPS),
+            moved: AtomicUsize::new(0),
+        }
+    }
+
+    /// The state; a loop that panicked while holding it poisons nothing we cannot use.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, HubState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The loop an id (socket, stream, session, request) was made on: ids are
+    /// `counter * loops + loop`.
+    pub(crate) fn loop_of_id(&self, id: u64) -> usize {
+        (id % self.loops as u64) as usize
+    }
+
+    /// The loop a socket lives on now (a recovered socket may have moved).
+    pub(crate) fn loop_of_socket(&self, socket: u64) -> usize {
+        if self.moved.load(Ordering::Acquire) > 0 {
+            if let Some(l) = self.lock().moved.get(&socket) {
+                return *l;
+            }
+        }
+        self.loop_of_id(socket)
+    }
+
+    /// The same, for a caller that holds the lock.
+    pub(crate) fn loop_of_socket_in(&self, state: &HubState, socket: u64) -> usize {
+        match state.moved.get(&socket) {
+            Some(l) => *l,
+            None => self.loop_of_id(socket),
+        }
+    }
+
+    /// `socket` lives on `lp` from now on (or again on the loop its id names).
+    pub(crate) fn set_socket_loop(&self, state: &mut HubState, socket: u64, lp: usize) {
+        if lp == self.loop_of_id(socket) {
+            if state.moved.remove(&socket).is_some() {
+                self.moved.fetch_sub(1, Ordering::AcqRel);
+            }
+        } else if state.moved.insert(socket, lp).is_none() {
+            self.moved.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// `socket` is gone for good.
+    pub(crate) fn forget_socket(&self, state: &mut HubState, socket: u64) {
+        if self.moved.load(Ordering::Acquire) > 0 && state.moved.remove(&socket).is_some() {
+            self.moved.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
+    /// `<epoch>:<seq>`.
+    pub(crate) fn event_id(&self, seq: u64) -> String {
+        crate::proto::sse::EventId {
+            epoch: self.epoch,
+            seq,
+        }
+        .encode()
+    }
+
+    /// Gives the broadcast its sequence number (unless volatile), encodes each wire form once,
+    /// and remembers it for resume and recovery with its audience frozen as of now. The caller
+    /// holds the lock and hands the result to every loop before it lets go.
+    pub(crate) fn prepare(
+        &self,
+        state: &mut HubState,
+        cfg: &Config,
+        now: Instant,
+        audience: Audience,
+        transports: Transports,
+        payload: Payload<'_>,
+        volatile: bool,
+    ) -> Prepared {
+        // A volatile event is never replayed, so it takes no sequence number and carries no id.
+        let seq = if volatile {
+            None
+        } else {
+            state.seq += 1;
+            Some(state.seq)
+        };
+        let mut sse_frame = None;
+        if transports != Transports::SocketIo && cfg.sse_path.is_some() {
+            let id = seq.map(|seq| self.event_id(seq));
+            let mut frame = Vec::with_capacity(payload.sse_data.len() + payload.event.len() + 48);
+            if crate::proto::sse::encode_event(
+                &mut frame,
+                Some(payload.event),
+                id.as_deref(),
+                payload.sse_data,
+            )
+            .is_ok()
+            {
+                sse_frame = Some(Arc::from(frame));
+            }
+        }
+        // With recovery on, every event that may be replayed carries its offset as the last
+        // argument (the client keeps the last one it saw and presents it when it reconnects).
+        let recovery = cfg.connection_state_recovery.is_some();
+        let offset = seq.filter(|_| recovery);
+        let sio_packet = (transports != Transports::Sse)
+            .then(|| self.event_packet_text(payload.event, payload.sio_args, offset));
+        if let Some(seq) = seq {
+            let sio_kept = sio_packet.clone().filter(|_| offset.is_some());
+            if sse_frame.is_some() || sio_kept.is_some() {
+                let frozen = Self::history_audience(state, &audience, recovery);
+                let limits = history_limits(cfg);
+                state
+                    .history
+                    .push(now, limits, seq, frozen, sse_frame.clone(), sio_kept);
+            }
+        }
+        Prepared {
+            seq,
+            audience,
+            transports,
+            sse_frame,
+            sio_packet,
+            volatile,
+        }
+    }
+
+    /// `42["event",args…(,"offset")]` in the main namespace, framed once for many recipients.
+    pub(crate) fn event_packet_text(
+        &self,
+        event: &str,
+        sio_args: &str,
+        offset: Option<u64>,
+    ) -> EncodedPacket {
+        // Every part is already valid JSON, so plain concatenation is exact (and the main
+        // namespace needs no prefix).
+        let event_json = serde_json::Value::String(event.to_string()).to_string();
+        let mut text = String::with_capacity(event_json.len() + sio_args.len() + 32);
+        text.push_str("42[");
+        text.push_str(&event_json);
+        if !sio_args.is_empty() {
+            text.push(',');
+            text.push_str(sio_args);
+        }
+        if let Some(seq) = offset {
+            text.push_str(",\"");
+            text.push_str(&self.event_id(seq));
+            text.push('"');
+        }
+        text.push(']');
+        EncodedPacket::from_text(Arc::from(text.into_bytes())).shared()
+    }
+
+    /// Who a broadcast reaches, frozen now for a later replay.
+    fn history_audience(state: &HubState, audience: &Audience, recovery: bool) -> HistoryAudience {
+        use HistoryAudience as H;
+        match audience {
+            Audience::User(k) => H::User(k.clone()),
+            Audience::Tenant(t) => H::Tenant(t.clone()),
+            Audience::Room(r) => {
+                let (users, sockets) = state.rooms.room_snapshot(r, recovery);
+                H::Members {
+                    users: Arc::from(users),
+                    sockets: Arc::from(sockets),
+                }
+            }
+            Audience::All => H::All,
+        }
+    }
+}
+
+/// The history's limits, from `Config`.
+pub(crate) fn history_limits(cfg: &Config) -> Limits {
+    Limits {
+        events: cfg.sse_history_events,
+        bytes: cfg.sse_history_bytes,
+        age: cfg.sse_history_age,
+    }
+}
