@@ -6,6 +6,10 @@
 # engine.io-client, eventsource, Chromium via playwright-core) against the examples `cargo test`
 # built, which also drives the gateway binary (`--features gateway`) as a process.
 #
+# The servers the tests start take their number of event loops from TIDINGS_EVENT_LOOPS (when a
+# test does not set `Config::event_loops` itself): the Rust tests and the interop suite run once
+# with one loop and once with two, so every promise is checked within a loop and across loops.
+#
 # Everything builds in the dev/test profile, once: the benches are checked with `cargo build
 # --benches`, which reuses the test build's dependencies, instead of `cargo bench --no-run`, which
 # would build everything again under the release profile's fat LTO for minutes. Real benchmark
@@ -38,8 +42,10 @@ cargo clippy --all-targets --all-features -- -D warnings
 step "cargo doc -D warnings (every public item documented, no broken link)"
 RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --lib --quiet
 
-step "cargo test (and build every example)"
-cargo test
+for loops in 1 2; do
+    step "cargo test with $loops event loop(s) (and build every example)"
+    TIDINGS_EVENT_LOOPS=$loops cargo test
+done
 
 step "cargo test: the gateway binary's unit tests"
 cargo test --features gateway --bin tidings-gateway
@@ -47,5 +53,7 @@ cargo test --features gateway --bin tidings-gateway
 step "cargo build --benches (compile and link them, test profile)"
 cargo build --benches
 
-step "interop: real clients against examples/interop.rs"
-bash scripts/interop.sh
+for loops in 1 2; do
+    step "interop with $loops event loop(s): real clients against examples/interop.rs"
+    TIDINGS_EVENT_LOOPS=$loops bash scripts/interop.sh
+done

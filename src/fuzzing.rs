@@ -488,16 +488,16 @@ impl Driver {
                     Command::SioJoin {
                         socket,
                         room: room.into(),
- in_main: true,
- hub_added: false,
-}
+                        in_main: true,
+                        hub_added: false,
+                    }
                 } else {
                     rooms.remove(room);
                     Command::SioLeave {
                         socket,
                         room: room.into(),
- in_main: true,
-}
+                        in_main: true,
+                    }
                 };
                 self.engine.handle_command(self.now, cmd);
             }

@@ -372,3 +372,57 @@ fn shutdown_closes_everything_and_joins() {
     assert!(TcpStream::connect(addr).is_err());
     assert!(handle.stats().is_err());
 }
+
+/// With two event loops, new connections alternate between them: a polling session whose
+/// requests each come on a fresh connection has half of them arrive on the loop that does not
+/// hold it. They must be served as if there were one loop (the connection moves to the session's
+/// loop with its request), and so must an upgrade that arrives on the other loop.
+#[test]
+fn polling_session_across_loops() {
+    let srv = TestServer::start(Config {
+        event_loops: 2,
+        ..eio_config()
+    });
+    assert_eq!(srv.handle.event_loops(), 2);
+    let (_c, sid, _) = polling_handshake(srv.addr);
+    let session = srv.wait_open(&sid);
+    for i in 0..6 {
+        // A fresh connection per round trip: loops 1, 0, 1, 0, … in turn.
+        let mut post = Http::new(srv.addr);
+        let msg = format!("4m{i}");
+        assert_eq!(
+            post.request("POST", &poll_url(&sid), msg.as_bytes()).text(),
+            "ok"
+        );
+        assert_eq!(srv.wait_message(session), Data::Text(format!("m{i}")));
+        srv.sync();
+        let mut get = Http::new(srv.addr);
+        assert_eq!(get.request("GET", &poll_url(&sid), b"").text(), msg);
+        // The moved connection stays usable for the session (keep-alive).
+        assert_eq!(get.request("POST", &poll_url(&sid), b"4again").text(), "ok");
+        assert_eq!(srv.wait_message(session), Data::Text("again".into()));
+        srv.sync();
+        assert_eq!(post.request("GET", &poll_url(&sid), b"").text(), "4again");
+    }
+    // An unknown sid is still refused, whichever loop it names.
+    for first in ['A', 'B', 'Z'] {
+        let fake = format!("{first}{}", &sid[1..]).replace(&sid[1..2], "~");
+        let r = Http::new(srv.addr).request("GET", &poll_url(&fake), b"");
+        assert_eq!(r.status(), 400, "{fake}");
+    }
+    // The upgrade, probed on connections of both loops in turn.
+    let _spacer = Http::new(srv.addr);
+    let mut ws = WsClient::connect(
+        srv.addr,
+        &format!("/engine.io/?EIO=4&transport=websocket&sid={sid}"),
+    );
+    ws.send_text("2probe").unwrap();
+    assert_eq!(ws.expect_text(), "3probe");
+    ws.send_text("5").unwrap();
+    ws.send_text("4over ws").unwrap();
+    assert_eq!(ws.expect_text(), "4over ws");
+    srv.handle.eio_close(session).unwrap();
+    ws.expect_close(1000);
+    assert_eq!(srv.wait_close(session), CloseReason::ServerClose);
+    srv.shutdown();
+}

@@ -40,9 +40,7 @@ pub(crate) fn route(
         Routed::Loops(1)
     };
     match cmd {
-        Command::EioSend { session, .. } | Command::EioClose { session }
-            if loops > 1 =>
-        {
+        Command::EioSend { session, .. } | Command::EioClose { session } if loops > 1 => {
             let to = hub.loop_of_id(session.0);
             one(send, to, cmd)
         }
@@ -102,7 +100,13 @@ pub(crate) fn route(
                 let mut state = hub.lock();
                 let added = state
                     .rooms
-                    .socket_join(socket.0, Arc::from(room.as_str()), 0, usize::MAX, usize::MAX)
+                    .socket_join(
+                        socket.0,
+                        Arc::from(room.as_str()),
+                        0,
+                        usize::MAX,
+                        usize::MAX,
+                    )
                     .unwrap_or(false);
                 let to = hub.loop_of_socket_in(&state, socket.0);
                 let cmd = Command::SioJoin {
@@ -176,15 +180,7 @@ pub(crate) fn route(
                 sio_args: &data,
             };
             broadcast(
-                hub,
-                cfg,
-                now,
-                &target,
-                transports,
-                payload,
-                volatile,
-                reply,
-                send,
+                hub, cfg, now, &target, transports, payload, volatile, reply, send,
             )
         }
         Command::SioEmitToRoom {

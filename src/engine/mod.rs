@@ -24,6 +24,7 @@ use crate::config::Config;
 use crate::proto::http::{self, RequestHead, Response};
 
 pub use eio::{CloseReason, Data, SessionId};
+use hub::{Hub, Prepared};
 use index::{Audience, Index};
 pub use index::{Identity, RecipientKind, RoomLimit};
 pub(crate) use route::json_error;
@@ -31,7 +32,6 @@ pub use sio::{
     AckCallback, AckOutcome, AckReply, AckResult, DisconnectReason, Rejection, SocketId,
 };
 pub use sse::{StreamId, RESET_EVENT};
-use hub::{Hub, Prepared};
 use timers::{TimerKey, Timers};
 
 use serde_json::Value;

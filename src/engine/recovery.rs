@@ -22,10 +22,10 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::history::Gap;
+use super::hub::{Hub, HubState};
 use super::index::{Identity, Index, RecipientKind, UserKey};
 use super::sio::{DisconnectReason, EncodedPacket, SocketId};
 use super::timers::TimerKey;
-use super::hub::{Hub, HubState};
 use super::{AppEvent, Engine, Output};
 use crate::proto::sio::Packet;
 use crate::proto::sse::{self as sse_codec, EventId};

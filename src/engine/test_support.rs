@@ -547,8 +547,8 @@ impl H {
             attachments: Vec::new(),
             ack: Some((timeout, AckReply::Channel(tx))),
             volatile: false,
- seq: None,
-});
+            seq: None,
+        });
         rx
     }
 }

@@ -206,9 +206,9 @@ fn run_index_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     h.cmd(Command::SioJoin {
                         socket,
                         room: ROOMS[r].into(),
- in_main: true,
- hub_added: false,
-});
+                        in_main: true,
+                        hub_added: false,
+                    });
                     l.rooms.insert(ROOMS[r].into());
                 }
             }
@@ -219,8 +219,8 @@ fn run_index_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     h.cmd(Command::SioLeave {
                         socket,
                         room: ROOMS[r].into(),
- in_main: true,
-});
+                        in_main: true,
+                    });
                     l.rooms.remove(ROOMS[r]);
                 }
             }

@@ -134,9 +134,9 @@ fn recovered_within_the_window_with_every_missed_event_in_order_once() {
     h.cmd(Command::SioJoin {
         socket: a.socket,
         room: "chat".into(),
- in_main: true,
- hub_added: false,
-});
+        in_main: true,
+        hub_added: false,
+    });
     bcast(&mut h, Target::User(alice()), "seen");
     let t = h.texts(a.conn);
     assert_eq!(t, vec![format!(r#"42["seen",1,"{}"]"#, h.id(1))]);
@@ -200,9 +200,9 @@ fn outside_the_window_a_fresh_session() {
     h.cmd(Command::SioJoin {
         socket: a.socket,
         room: "chat".into(),
- in_main: true,
- hub_added: false,
-});
+        in_main: true,
+        hub_added: false,
+    });
     h.close(a.conn);
     assert_eq!(
         h.e.hub.lock().rooms.sizes().3,
@@ -325,14 +325,14 @@ fn a_room_left_before_the_disconnect_is_not_replayed() {
     h.cmd(Command::SioJoin {
         socket: a.socket,
         room: "left".into(),
- in_main: true,
- hub_added: false,
-});
+        in_main: true,
+        hub_added: false,
+    });
     h.cmd(Command::SioLeave {
         socket: a.socket,
         room: "left".into(),
- in_main: true,
-});
+        in_main: true,
+    });
     h.cmd(Command::JoinRoomReply {
         user: alice(),
         room: "user-left".into(),
@@ -472,7 +472,11 @@ fn a_pid_of_the_main_namespace_does_nothing_in_another() {
     let t = h.texts(conn);
     assert!(t[0].starts_with("40/admin,{\"sid\":"), "{t:?}");
     assert!(!t[0].contains("pid"), "recovery is for the main namespace");
-    assert_eq!(h.e.hub.lock().parked.len(), 1, "still waiting for its client");
+    assert_eq!(
+        h.e.hub.lock().parked.len(),
+        1,
+        "still waiting for its client"
+    );
 }
 
 #[test]
@@ -499,8 +503,8 @@ fn direct_emits_are_stamped_and_replayed_acked_ones_are_not() {
         attachments: vec![],
         ack: None,
         volatile: false,
- seq: None,
-});
+        seq: None,
+    });
     let t = h.texts(a.conn);
     assert_eq!(t, vec![format!(r#"42["direct","x","{}"]"#, h.id(1))]);
     let _rx = h.emit_ack(a.socket, "asked", Duration::from_secs(5));
@@ -577,8 +581,8 @@ fn volatile_events_are_neither_stamped_nor_replayed_and_dropped_when_backlogged(
         attachments: vec![],
         ack: None,
         volatile: true,
- seq: None,
-});
+        seq: None,
+    });
     assert_eq!(h.texts(a.conn), vec![r#"42["v3"]"#.to_string()]);
     // Nothing volatile comes back with a recovery.
     h.close(a.conn);

@@ -137,8 +137,8 @@ fn sio_app_answers_client_acks_text_and_binary() {
         attachments: vec![vec![0, 255]],
         ack: None,
         volatile: false,
- seq: None,
-});
+        seq: None,
+    });
     assert_eq!(
         h.frames(conn),
         vec![
@@ -153,8 +153,8 @@ fn sio_app_answers_client_acks_text_and_binary() {
         attachments: vec![],
         ack: None,
         volatile: false,
- seq: None,
-});
+        seq: None,
+    });
     assert_eq!(h.texts(conn), vec![r#"42/admin,["adm"]"#]);
     // An ack for a socket that is gone is dropped.
     h.cmd(Command::SioAck {
@@ -210,8 +210,8 @@ fn sio_server_ack_reply_is_ok_and_table_empties() {
             AckReply::Callback(Box::new(move |r| tx.send(r).unwrap())),
         )),
         volatile: false,
- seq: None,
-});
+        seq: None,
+    });
     assert_eq!(h.texts(conn), vec![r#"422["cb"]"#]);
     h.send(conn, "432[true]");
     match h.expect_app() {
@@ -378,21 +378,21 @@ fn sio_socket_rooms_reach_members_only() {
     h.cmd(Command::SioJoin {
         socket: s1,
         room: "r".into(),
- in_main: true,
- hub_added: false,
-});
+        in_main: true,
+        hub_added: false,
+    });
     h.cmd(Command::SioJoin {
         socket: s1,
         room: "r".into(),
- in_main: true,
- hub_added: false,
-});
+        in_main: true,
+        hub_added: false,
+    });
     h.cmd(Command::SioJoin {
         socket: a3,
         room: "r".into(),
- in_main: true,
- hub_added: false,
-});
+        in_main: true,
+        hub_added: false,
+    });
     let emit = |nsp: &str, room: &str| Command::SioEmitToRoom {
         nsp: nsp.into(),
         room: room.into(),
@@ -419,17 +419,17 @@ fn sio_socket_rooms_reach_members_only() {
     h.cmd(Command::SioLeave {
         socket: s1,
         room: "r".into(),
- in_main: true,
-});
+        in_main: true,
+    });
     h.cmd(emit("/", "r"));
     assert!(h.take_fresh().is_empty());
     // A member that disconnects is forgotten.
     h.cmd(Command::SioJoin {
         socket: s2,
         room: "q".into(),
- in_main: true,
- hub_added: false,
-});
+        in_main: true,
+        hub_added: false,
+    });
     h.close(c2);
     h.app.clear();
     h.take_fresh();
@@ -438,9 +438,9 @@ fn sio_socket_rooms_reach_members_only() {
     h.cmd(Command::SioJoin {
         socket: s2,
         room: "q".into(),
- in_main: true,
- hub_added: false,
-});
+        in_main: true,
+        hub_added: false,
+    });
     h.cmd(emit("/", "q"));
     assert!(h.take_fresh().is_empty());
 }

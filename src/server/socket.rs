@@ -104,8 +104,8 @@ impl Socket {
                 attachments,
                 ack: None,
                 volatile: self.volatile,
- seq: None,
-})
+                seq: None,
+            })
             .map_err(BroadcastError::from)
     }
 
@@ -133,8 +133,8 @@ impl Socket {
                 attachments: Vec::new(),
                 ack: Some((timeout, AckReply::Callback(Box::new(cb)))),
                 volatile: false,
- seq: None,
-})
+                seq: None,
+            })
             .map_err(BroadcastError::from)
     }
 
@@ -155,8 +155,8 @@ impl Socket {
             attachments: Vec::new(),
             ack: Some((timeout, AckReply::Channel(tx))),
             volatile: false,
- seq: None,
-})?;
+            seq: None,
+        })?;
         let mut results = rx.recv().map_err(|_| BroadcastError::ServerClosed)?;
         Ok(results
             .pop()
@@ -176,9 +176,9 @@ impl Socket {
             .command(Command::SioJoin {
                 socket: self.id,
                 room: room.to_string(),
- in_main: self.nsp.as_ref() == "/",
- hub_added: false,
-})
+                in_main: self.nsp.as_ref() == "/",
+                hub_added: false,
+            })
             .map_err(BroadcastError::from)
     }
 
@@ -189,8 +189,8 @@ impl Socket {
             .command(Command::SioLeave {
                 socket: self.id,
                 room: room.to_string(),
- in_main: self.nsp.as_ref() == "/",
-})
+                in_main: self.nsp.as_ref() == "/",
+            })
             .map_err(BroadcastError::from)
     }
 
