@@ -1185,6 +1185,8 @@ mod tests;
 #[cfg(test)]
 mod tests_index_model;
 #[cfg(test)]
+mod tests_loops;
+#[cfg(test)]
 mod tests_recovery;
 #[cfg(test)]
 mod tests_sio_connect;
