@@ -68,13 +68,19 @@
 //!   Socket.IO clients get what they missed from one bounded history — or, when the gap cannot be
 //!   filled, a [`RESET_EVENT`] / a fresh session. Volatile sends are never replayed.
 //! - **Every call validates** its input: a [`BroadcastError`], and nothing sent.
+//! - **Every core**: [`Config::event_loops`] loops (default: one per core, at most 8), each with
+//!   its own connections and no lock per delivery. All of the above holds across them as within
+//!   one: a broadcast is encoded once and handed to every loop in one order; rooms, acks and the
+//!   history are the server's, not a loop's; a polling session works whichever connection (and
+//!   loop) carries each request; a client recovers or resumes through any loop.
 //!
 //! # Layout
 //!
 //! Layers with one-way dependencies: `proto` (pure codecs: bytes in, values out, no clock, no
 //! sockets) → `engine` (sans-IO state machines: Engine.IO sessions, Socket.IO sockets, SSE
 //! streams, the index of users, tenants and rooms, acks; time is an input, so tests drive it on
-//! a simulated clock) → `io` (the mio loop: the only place with sockets and the clock) →
+//! a simulated clock; the hub the loops share and the routing of commands to loops are sans-IO
+//! too) → `io` (the mio loops: the only place with sockets and the clock) →
 //! `server` and `api` (the thread-safe handle, the dispatcher thread that runs handlers, the
 //! provider traits). [`validate`] and the errors sit below `server` and `api`.
 #![deny(missing_docs)]

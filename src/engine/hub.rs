@@ -130,6 +130,7 @@ impl Hub {
     /// Gives the broadcast its sequence number (unless volatile), encodes each wire form once,
     /// and remembers it for resume and recovery with its audience frozen as of now. The caller
     /// holds the lock and hands the result to every loop before it lets go.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn prepare(
         &self,
         state: &mut HubState,

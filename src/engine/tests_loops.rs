@@ -295,12 +295,19 @@ impl Cluster {
 
 #[derive(Clone, Debug)]
 enum Op {
-    Connect { sio: bool, user: usize },
+    Connect {
+        sio: bool,
+        user: usize,
+    },
     Close(usize),
     Join(usize, usize),
     Leave(usize, usize),
     SocketJoin(usize, usize),
-    Broadcast { target: usize, arg: usize, transports: usize },
+    Broadcast {
+        target: usize,
+        arg: usize,
+        transports: usize,
+    },
     Ask(usize),
     Rooms(usize),
     /// Lets loop `n % loops` take a few commands (the interleaving).
@@ -376,8 +383,8 @@ fn run(loops: usize, ops: &[Op]) -> Observed {
                     2 => Target::Tenant(USERS[*arg].0.into()),
                     _ => Target::Room(ROOMS[arg % 2].into()),
                 };
-                let transports = [Transports::Both, Transports::Sse, Transports::SocketIo]
-                    [*transports];
+                let transports =
+                    [Transports::Both, Transports::Sse, Transports::SocketIo][*transports];
                 k.route(Command::Broadcast {
                     target,
                     transports,
@@ -411,11 +418,10 @@ fn run(loops: usize, ops: &[Op]) -> Observed {
     }
     k.answer_asks();
     for rx in pending_asks {
-        let results = rx.try_recv().expect("every ask answered once all sockets replied");
-        let mut kinds: Vec<String> = results
-            .iter()
-            .map(|r| format!("{:?}", r.outcome))
-            .collect();
+        let results = rx
+            .try_recv()
+            .expect("every ask answered once all sockets replied");
+        let mut kinds: Vec<String> = results.iter().map(|r| format!("{:?}", r.outcome)).collect();
         kinds.sort();
         asks.push(kinds);
     }

@@ -32,10 +32,13 @@ const LINGER: Duration = Duration::from_secs(5);
 /// Application events waiting for the dispatcher beyond which the loop stops reading client input
 /// (backpressure: a slow handler slows the clients down instead of growing memory).
 const APP_BACKLOG_HIGH: usize = 16 * 1024;
-/// Chunks queued by commands in one turn before the loop stops to write them: a burst of
-/// broadcasts starts reaching clients at once instead of after the whole batch is queued, and
-/// memory stays bounded by what one turn may queue.
-const WRITE_BUDGET: usize = 256 * 1024;
+/// Chunks queued by commands in one turn before the loop stops to write them, at first: a burst
+/// of broadcasts starts reaching clients after this many, not after the whole batch is queued.
+const WRITE_BUDGET_FIRST: usize = 8 * 1024;
+/// While a burst lasts, each turn that spends its budget doubles it up to this, so later turns
+/// coalesce more chunks per write (what makes bursts cheap), and memory stays bounded by what one
+/// turn may queue.
+const WRITE_BUDGET_MAX: usize = 256 * 1024;
 /// While paused, how often the loop looks whether the dispatcher caught up.
 const BACKLOG_RECHECK: Duration = Duration::from_millis(5);
 
@@ -69,7 +72,7 @@ pub(crate) enum Arrival {
         remote: Option<std::net::SocketAddr>,
     },
     Moved {
-        conn: Conn,
+        conn: Box<Conn>,
         request: Request,
     },
 }
@@ -220,8 +223,9 @@ pub(crate) struct EventLoop {
     app_backlog: Arc<AtomicUsize>,
     /// The command queue was not drained in the last turn (bounded per turn).
     more_commands: bool,
-    /// Chunks queued this turn (see `WRITE_BUDGET`).
+    /// Chunks queued this turn, and how many this turn may queue (see `WRITE_BUDGET_FIRST`).
     writes_this_turn: usize,
+    write_budget: usize,
     /// Socket reads land here, for every connection (none keeps a read buffer of its own).
     scratch: Vec<u8>,
     /// A WebSocket reader between connections (see `conn::WsReader`).
@@ -311,6 +315,7 @@ impl EventLoop {
                 app_backlog,
                 more_commands: false,
                 writes_this_turn: 0,
+                write_budget: WRITE_BUDGET_FIRST,
                 counters,
                 scratch: vec![0u8; 64 * 1024],
                 ws_spare: None,
@@ -440,7 +445,9 @@ impl EventLoop {
         // Bounded per turn, in commands and in what they queue, so a flood of commands can
         // neither starve the sockets nor delay the first write of a burst.
         for _ in 0..4096 {
-            if self.writes_this_turn > WRITE_BUDGET {
+            if self.writes_this_turn > self.write_budget {
+                // A burst: write what is queued now, take a larger share next turn.
+                self.write_budget = (self.write_budget * 2).min(WRITE_BUDGET_MAX);
                 break;
             }
             let next = match self.stashed.take() {
@@ -455,7 +462,11 @@ impl EventLoop {
                 Ok(LoopCommand::Shutdown(grace)) => self.begin_shutdown(now, grace),
                 Ok(LoopCommand::Adopt(arrival)) => self.adopt(now, *arrival),
                 Ok(LoopCommand::ResumeAccept) => self.accept(now),
-                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Empty) => {
+                    // Caught up: the next burst starts small again.
+                    self.write_budget = WRITE_BUDGET_FIRST;
+                    return;
+                }
                 Err(TryRecvError::Disconnected) => {
                     // Every handle is gone: nobody can ask us to stop any more, so stop now.
                     if self.shutdown_deadline.is_none() {
@@ -568,7 +579,7 @@ impl EventLoop {
                 conn.queued_dirty = false;
                 let deadline = conn.deadline;
                 let queued = !conn.out.is_empty();
-                self.conns.insert(conn);
+                self.conns.insert(*conn);
                 if let Some(at) = deadline {
                     self.deadlines.push(Reverse((at, id)));
                 }
@@ -591,7 +602,10 @@ impl EventLoop {
             return;
         };
         let _ = self.poll.registry().deregister(&mut c.stream);
-        let arrival = Box::new(Arrival::Moved { conn: c, request });
+        let arrival = Box::new(Arrival::Moved {
+            conn: Box::new(c),
+            request,
+        });
         if loops.send(to, LoopCommand::Adopt(arrival)).is_err() {
             self.live_total.fetch_sub(1, Ordering::AcqRel);
         }
