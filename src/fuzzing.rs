@@ -1,7 +1,9 @@
 //! Structured fuzzing of the whole engine, for `cargo fuzz` and the corpus replay under
 //! `cargo test`. Not an API: hidden from the docs, not covered by semver.
 //!
-//! [`engine`] reads its input as a sequence of operations — connections opened on every
+//! [`engine`] reads its input as a sequence of operations, on one engine or on two joined as
+//! loops (one hub, commands routed as the server routes them, forwarded polling requests moving
+//! their connection) — connections opened on every
 //! transport, client messages (valid, hostile and raw), closes, application decisions and
 //! commands, and time steps on a simulated clock — and checks after each one:
 //! - nothing is written to a connection after it closed;
@@ -110,7 +112,12 @@ struct Sent {
 }
 
 struct Driver {
-    engine: Engine,
+    /// One engine per simulated loop, sharing a hub; commands reach them through `fanout`.
+    engines: Vec<Engine>,
+    cfg: Arc<Config>,
+    hub: Arc<crate::engine::hub::Hub>,
+    /// Which loop each connection is on (a forwarded polling request moves it).
+    conn_loop: BTreeMap<ConnId, usize>,
     now: Instant,
     next_conn: ConnId,
     conns: BTreeMap<ConnId, ConnModel>,
@@ -146,16 +153,18 @@ fn ws_head(target: &str) -> String {
 }
 
 impl Driver {
-    fn new(recovery: bool) -> Driver {
-        let mut state: u64 = 0x2545_F491_4F6C_DD1D;
-        let random: RandomSource = Box::new(move |buf: &mut [u8]| {
-            for b in buf.iter_mut() {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                *b = state as u8;
-            }
-        });
+    fn new(recovery: bool, loops: usize) -> Driver {
+        let random = |seed: u64| -> RandomSource {
+            let mut state: u64 = 0x2545_F491_4F6C_DD1D ^ seed;
+            Box::new(move |buf: &mut [u8]| {
+                for b in buf.iter_mut() {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    *b = state as u8;
+                }
+            })
+        };
         let cfg = Config {
             namespaces: vec!["/admin".into()],
             ping_interval: Duration::from_millis(500),
@@ -170,8 +179,15 @@ impl Driver {
             }),
             ..Config::default()
         };
+        let cfg = Arc::new(cfg);
+        let hub = Arc::new(crate::engine::hub::Hub::new(1, loops));
         Driver {
-            engine: Engine::new(Arc::new(cfg), random),
+            engines: (0..loops)
+                .map(|i| Engine::on_hub(cfg.clone(), random(i as u64), hub.clone(), i))
+                .collect(),
+            cfg,
+            hub,
+            conn_loop: BTreeMap::new(),
             now: Instant::now(),
             next_conn: 1,
             conns: BTreeMap::new(),
@@ -188,17 +204,47 @@ impl Driver {
         let c = self.next_conn;
         self.next_conn += 1;
         self.conns.insert(c, ConnModel::default());
+        // New connections go to the loops in turn, as the accepting loop hands them out.
+        self.conn_loop.insert(c, (c as usize) % self.engines.len());
         c
     }
 
-    /// Drains the engine, as io would, checking that no closed connection is written to.
+    /// The engine of the loop `conn` is on.
+    fn on(&mut self, conn: ConnId) -> &mut Engine {
+        let lp = self.conn_loop.get(&conn).copied().unwrap_or(0);
+        &mut self.engines[lp]
+    }
+
+    /// An application command, routed as the server's handle routes it; every loop then takes
+    /// what it was sent.
+    fn command(&mut self, cmd: Command) {
+        let mut queues: Vec<Vec<Command>> = self.engines.iter().map(|_| Vec::new()).collect();
+        crate::engine::fanout::route(&self.hub, &self.cfg, self.now, cmd, &mut |to, c| {
+            queues[to].push(c)
+        });
+        for (lp, q) in queues.into_iter().enumerate() {
+            for c in q {
+                self.engines[lp].handle_command(self.now, c);
+            }
+        }
+        self.pump();
+    }
+
+    /// Drains the engines, as io would, checking that no closed connection is written to.
     fn pump(&mut self) {
         for _ in 0..1_000_000 {
-            let Some(out) = self.engine.poll_output() else {
+            let Some((lp, out)) = (0..self.engines.len())
+                .find_map(|lp| self.engines[lp].poll_output().map(|o| (lp, o)))
+            else {
                 return;
             };
             match out {
                 Output::Write { conn, chunk } | Output::WriteVolatile { conn, chunk } => {
+                    assert_eq!(
+                        self.conn_loop.get(&conn),
+                        Some(&lp),
+                        "a write from a loop the connection is not on"
+                    );
                     let c = self.conns.entry(conn).or_default();
                     assert!(!c.closed, "a write to closed connection {conn}");
                     c.written.extend_from_slice(chunk.as_slice());
@@ -207,7 +253,7 @@ impl Driver {
                     if let Some(c) = self.conns.get_mut(&conn) {
                         if !c.closed {
                             c.closed = true;
-                            self.engine.handle_conn_closed(self.now, conn);
+                            self.engines[lp].handle_conn_closed(self.now, conn);
                         }
                     }
                 }
@@ -216,19 +262,25 @@ impl Driver {
                         if let Some(c) = self.conns.get_mut(&conn) {
                             if !c.closed {
                                 c.closed = true;
-                                self.engine.handle_conn_closed(self.now, conn);
+                                self.engines[lp].handle_conn_closed(self.now, conn);
                             }
                         }
                     }
                 }
                 Output::StartWebSocket { .. } | Output::StartStream { .. } => {}
                 Output::App(ev) => self.app(ev),
-                Output::Forward { conn, .. } => {
-                    panic!("connection {conn} forwarded to another loop by an engine alone")
+                Output::Forward { conn, to, request } => {
+                    // io moves the connection to that loop with its request.
+                    assert!(
+                        to < self.engines.len() && to != lp,
+                        "forwarded to loop {to}"
+                    );
+                    self.conn_loop.insert(conn, to);
+                    self.engines[to].handle_request(self.now, conn, *request);
                 }
             }
         }
-        panic!("the engine produced more than a million outputs in one step");
+        panic!("the engines produced more than a million outputs in one step");
     }
 
     fn app(&mut self, ev: AppEvent) {
@@ -305,7 +357,8 @@ impl Driver {
                 self.acting = Some(conn);
                 if let Some(r) = request(&ws_head("/socket.io/?EIO=4&transport=websocket"), vec![])
                 {
-                    self.engine.handle_request(self.now, conn, r);
+                    let now = self.now;
+                    self.on(conn).handle_request(now, conn, r);
                 }
             }
             1 => {
@@ -318,7 +371,8 @@ impl Driver {
                 };
                 let raw = format!("GET /events HTTP/1.1\r\nHost: f\r\n{last}\r\n");
                 if let Some(r) = request(&raw, vec![]) {
-                    self.engine.handle_request(self.now, conn, r);
+                    let now = self.now;
+                    self.on(conn).handle_request(now, conn, r);
                 }
             }
             2 => {
@@ -339,7 +393,8 @@ impl Driver {
                     ),
                 };
                 if let Some(r) = request(&raw, body) {
-                    self.engine.handle_request(self.now, conn, r);
+                    let now = self.now;
+                    self.on(conn).handle_request(now, conn, r);
                 }
             }
             3 => {
@@ -357,7 +412,8 @@ impl Driver {
                         text.to_string()
                     };
                     let msg = WsMessage::Text(text);
-                    self.engine.handle_ws_message(self.now, conn, msg);
+                    let now = self.now;
+                    self.on(conn).handle_ws_message(now, conn, msg);
                 }
             }
             4 => {
@@ -369,7 +425,8 @@ impl Driver {
                     } else {
                         WsMessage::Text(String::from_utf8_lossy(&raw).into_owned())
                     };
-                    self.engine.handle_ws_message(self.now, conn, msg);
+                    let now = self.now;
+                    self.on(conn).handle_ws_message(now, conn, msg);
                 }
             }
             5 => {
@@ -377,7 +434,8 @@ impl Driver {
                     if let Some(c) = self.conns.get_mut(&conn) {
                         c.closed = true;
                     }
-                    self.engine.handle_conn_closed(self.now, conn);
+                    let now = self.now;
+                    self.on(conn).handle_conn_closed(now, conn);
                 }
             }
             6 => {
@@ -402,7 +460,7 @@ impl Driver {
                 } else {
                     Command::SioConnectDecision { request, decision }
                 };
-                self.engine.handle_command(self.now, cmd);
+                self.command(cmd);
                 self.pump();
             }
             8 => {
@@ -425,17 +483,14 @@ impl Driver {
                     user_rooms: self.user_rooms.clone(),
                     socket_rooms: self.socket_rooms.clone(),
                 });
-                self.engine.handle_command(
-                    self.now,
-                    Command::Broadcast {
-                        target,
-                        transports,
-                        event: Arc::from(event.as_str()),
-                        data: Arc::from("1"),
-                        volatile,
-                        reply: None,
-                    },
-                );
+                self.command(Command::Broadcast {
+                    target,
+                    transports,
+                    event: Arc::from(event.as_str()),
+                    data: Arc::from("1"),
+                    volatile,
+                    reply: None,
+                });
             }
             9 => {
                 let Some(user) = Self::identity(inp) else {
@@ -445,25 +500,19 @@ impl Driver {
                 let join = inp.byte().unwrap_or(0) % 2 == 0;
                 if join {
                     let (tx, rx) = std::sync::mpsc::channel();
-                    self.engine.handle_command(
-                        self.now,
-                        Command::JoinRoomReply {
-                            user: user.clone(),
-                            room: room.into(),
-                            reply: tx,
-                        },
-                    );
+                    self.command(Command::JoinRoomReply {
+                        user: user.clone(),
+                        room: room.into(),
+                        reply: tx,
+                    });
                     if rx.try_recv().is_ok_and(|r| r.is_ok()) {
                         self.user_rooms.entry(user).or_default().insert(room);
                     }
                 } else {
-                    self.engine.handle_command(
-                        self.now,
-                        Command::LeaveRoom {
-                            user: user.clone(),
-                            room: room.into(),
-                        },
-                    );
+                    self.command(Command::LeaveRoom {
+                        user: user.clone(),
+                        room: room.into(),
+                    });
                     if let Some(rs) = self.user_rooms.get_mut(&user) {
                         rs.remove(room);
                     }
@@ -499,22 +548,19 @@ impl Driver {
                         in_main: true,
                     }
                 };
-                self.engine.handle_command(self.now, cmd);
+                self.command(cmd);
             }
             11 => {
                 // Ask a user with an ack (callback form: its outcome comes back as an app event).
                 let user = Self::identity(inp).unwrap_or(Identity::new("t0", "u0"));
                 let ms = u64::from(inp.byte().unwrap_or(0)) * 8;
-                self.engine.handle_command(
-                    self.now,
-                    Command::UserAck {
-                        user,
-                        event: "question".into(),
-                        data: serde_json::Value::Null,
-                        timeout: Duration::from_millis(ms),
-                        reply: AckReply::Callback(Box::new(|_| {})),
-                    },
-                );
+                self.command(Command::UserAck {
+                    user,
+                    event: "question".into(),
+                    data: serde_json::Value::Null,
+                    timeout: Duration::from_millis(ms),
+                    reply: AckReply::Callback(Box::new(|_| {})),
+                });
             }
             12 => {
                 // A client answers one of the server's ack requests (or an unknown one).
@@ -523,7 +569,8 @@ impl Driver {
                 };
                 let id = u64::from(inp.byte().unwrap_or(0)) % 8;
                 let msg = WsMessage::Text(format!("43{id}[true]"));
-                self.engine.handle_ws_message(self.now, conn, msg);
+                let now = self.now;
+                self.on(conn).handle_ws_message(now, conn, msg);
             }
             _ => {
                 // A server-side disconnect or close of a socket.
@@ -538,7 +585,7 @@ impl Driver {
                 } else {
                     Command::SioCloseConnection { socket }
                 };
-                self.engine.handle_command(self.now, cmd);
+                self.command(cmd);
             }
         }
     }
@@ -546,17 +593,22 @@ impl Driver {
     fn advance(&mut self, d: Duration) {
         let target = self.now + d;
         for _ in 0..10_000 {
-            match self.engine.next_deadline() {
+            let next = self.engines.iter().filter_map(Engine::next_deadline).min();
+            match next {
                 Some(t) if t <= target => {
                     self.now = self.now.max(t);
-                    self.engine.handle_timeout(self.now);
+                    for e in &mut self.engines {
+                        e.handle_timeout(self.now);
+                    }
                     self.pump();
                 }
                 _ => break,
             }
         }
         self.now = target;
-        self.engine.handle_timeout(self.now);
+        for e in &mut self.engines {
+            e.handle_timeout(self.now);
+        }
         self.pump();
     }
 
@@ -615,8 +667,9 @@ pub fn engine(data: &[u8]) {
 /// tell an input that exercises deliveries from one that does nothing).
 fn run(data: &[u8]) -> usize {
     let mut inp = Input { data };
-    let recovery = inp.byte().unwrap_or(0) % 2 == 1;
-    let mut d = Driver::new(recovery);
+    // The first byte: recovery on (bit 0), two loops instead of one (bit 1).
+    let first = inp.byte().unwrap_or(0);
+    let mut d = Driver::new(first & 1 == 1, 1 + usize::from(first >> 1 & 1));
     for _ in 0..512 {
         let Some(op) = inp.byte() else {
             break;
@@ -625,8 +678,10 @@ fn run(data: &[u8]) -> usize {
         d.pump();
         d.acting = None;
         d.check_audiences();
-        if let Err(e) = d.engine.check_index() {
-            panic!("index invariant: {e}");
+        for e in &d.engines {
+            if let Err(e) = e.check_index() {
+                panic!("index invariant: {e}");
+            }
         }
     }
     d.check_audiences();
@@ -652,22 +707,32 @@ fn run(data: &[u8]) -> usize {
         if let Some(m) = d.conns.get_mut(&c) {
             m.closed = true;
         }
-        d.engine.handle_conn_closed(d.now, c);
+        let now = d.now;
+        d.on(c).handle_conn_closed(now, c);
         d.pump();
     }
     for (user, rooms) in std::mem::take(&mut d.user_rooms) {
         for room in rooms {
-            d.engine.handle_command(
-                d.now,
-                Command::LeaveRoom {
-                    user: user.clone(),
-                    room: room.into(),
-                },
-            );
+            d.command(Command::LeaveRoom {
+                user: user.clone(),
+                room: room.into(),
+            });
         }
     }
     d.advance(Duration::from_secs(3600));
-    let s = d.engine.stats();
+    let all: Vec<crate::engine::Stats> = d.engines.iter().map(Engine::stats).collect();
+    let s = crate::engine::Stats {
+        eio_sessions: all.iter().map(|s| s.eio_sessions).sum(),
+        sio_sockets: all.iter().map(|s| s.sio_sockets).sum(),
+        sse_streams: all.iter().map(|s| s.sse_streams).sum(),
+        pending_acks: all.iter().map(|s| s.pending_acks).sum(),
+        index_recipients: all.iter().map(|s| s.index_recipients).sum(),
+        index_users: all.iter().map(|s| s.index_users).sum(),
+        index_tenants: all.iter().map(|s| s.index_tenants).sum(),
+        index_rooms: all.iter().map(|s| s.index_rooms).sum(),
+        parked_sockets: all.iter().map(|s| s.parked_sockets).max().unwrap_or(0),
+        ..crate::engine::Stats::default()
+    };
     assert_eq!(
         (s.eio_sessions, s.sio_sockets, s.sse_streams, s.pending_acks),
         (0, 0, 0, 0),
@@ -722,6 +787,17 @@ mod tests {
         assert_eq!(super::run(&no_recovery), 4);
         let corpus = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/engine/sample");
         assert_eq!(std::fs::read(corpus).ok(), Some(super::sample_input()));
+    }
+
+    #[test]
+    fn the_sample_input_on_two_loops_recovers_across_them() {
+        // Connections alternate between the loops: the socket parks on one and its client comes
+        // back through the other; the gap's broadcast is replayed all the same.
+        let mut two = super::sample_input();
+        two[0] = 3;
+        assert_eq!(super::run(&two), 5);
+        let corpus = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/engine/sample_two_loops");
+        assert_eq!(std::fs::read(corpus).ok(), Some(two));
     }
 
     proptest! {

@@ -539,6 +539,7 @@ pub(crate) struct Engine {
 
 impl Engine {
     /// An engine alone (one loop, a hub of its own).
+    #[cfg(test)]
     pub fn new(cfg: Arc<Config>, mut random: RandomSource) -> Engine {
         let hub = Arc::new(Hub::new(new_epoch(&mut random), 1));
         Engine::on_hub(cfg, random, hub, 0)
