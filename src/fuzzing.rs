@@ -796,7 +796,10 @@ mod tests {
         let mut two = super::sample_input();
         two[0] = 3;
         assert_eq!(super::run(&two), 5);
-        let corpus = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/engine/sample_two_loops");
+        let corpus = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fuzz/corpus/engine/sample_two_loops"
+        );
         assert_eq!(std::fs::read(corpus).ok(), Some(two));
     }
 
