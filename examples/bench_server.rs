@@ -10,8 +10,12 @@
 //!   `rate` 0 sends at full speed, otherwise `rate` broadcasts per second. The ack (if asked for)
 //!   answers `{"ok": true}` at once: the work happens on a burst thread, never in the handler
 //!   (handlers share one dispatcher thread).
+//! - Client event `bench:ack ARGS...` with an ack: the handler answers at once with the same
+//!   arguments (the ack round trip of the benchmark's ack phase).
 //!
-//! Listens on 127.0.0.1:$PORT (default 3000). Run: `cargo run --release --example bench_server`.
+//! Listens on 127.0.0.1:$PORT (default 3000). The script runs it with `TIDINGS_EVENT_LOOPS` (1 or
+//! 2) in its environment, the number of event loops; this file does not read it (it goes to the
+//! server as it stands). Run: `cargo run --release --example bench_server`.
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -70,7 +74,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let config = Config {
         bind: ([127, 0, 0, 1], port).into(),
-        // 5 000 receivers + the control connection, under the ~20 000 fd limit.
+        // 10 000 receivers + the control connection, under the ~20 000 fd limit.
         max_connections: 19_000,
         ..Config::default()
     };
@@ -87,6 +91,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let accepted = jobs.send(burst).is_ok();
             if let Some(ack) = ev.ack {
                 let _ = ack.send(vec![json!({ "ok": accepted })]);
+            }
+        })
+        .on_event("/", "bench:ack", |_, ev| {
+            if let Some(ack) = ev.ack {
+                let _ = ack.send(ev.args);
             }
         })
         .start()?;

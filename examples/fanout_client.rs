@@ -2,19 +2,23 @@
 //! official Node socket.io server and socketioxide): N raw Socket.IO connections over WebSocket
 //! (or N SSE streams) on one mio thread, one control connection that asks the server for
 //! `bench:burst` runs, and the numbers: deliveries per second, delivery latency (p50 / p99 / max,
-//! from the `t` the server stamps into each `tick`, same machine clock), lost messages, and — given
-//! the server's pid — its RSS growth per idle connection and its CPU time per delivered message
-//! (from `/proc/<pid>/status` and `/proc/<pid>/stat`).
+//! from the `t` the server stamps into each `tick`, same machine clock), the first delivery of a
+//! run (from the server's first send, the smallest `t`, to the first receipt), lost messages, and
+//! — given the server's pid — its RSS growth per idle connection and its CPU time per delivered
+//! message (from `/proc/<pid>/status` and `/proc/<pid>/stat`). Then, with `--acks`, an ack phase:
+//! some receivers emit `bench:ack` with an ack, a window of them in flight each, while all stay
+//! connected; acks per second and server CPU per ack.
 //!
 //! ```text
 //! fanout_client --port P --clients N [--proto sio|sse] [--server-pid PID] [--label NAME]
-//!               [--hold SECS] [--run NAME:COUNT:SIZE:RATE]... [--deadline SECS]
+//!               [--hold SECS] [--run NAME:COUNT:SIZE:RATE]... [--acks SENDERS:WINDOW:SECS]
+//!               [--deadline SECS]
 //! ```
 //!
 //! `--port` and `--clients` are required; `--help` prints every flag with its meaning and default.
-//! Works against any server with the `bench:burst {count, size, rate}` contract (see
-//! `examples/bench_server.rs`). Prints `IDLE ...` and `RESULT ...` lines of `key=value` pairs for
-//! the script. A run named `warmup` is executed but not reported. 127.0.0.1 only; every phase is
+//! Works against any server with the `bench:burst {count, size, rate}` and `bench:ack` contract
+//! (see `examples/bench_server.rs`). Prints `IDLE ...`, `RESULT ...` and `ACKS ...` lines of
+//! `key=value` pairs for the script. A run named `warmup` is executed but not reported. 127.0.0.1 only; every phase is
 //! bounded in time and the whole process by `--deadline` (default 300 s).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -45,6 +49,21 @@ enum Proto {
     Sse,
 }
 
+/// `--acks SENDERS:WINDOW:SECS`: the ack phase.
+#[derive(Clone, Copy, Debug)]
+struct AckSpec {
+    senders: usize,
+    window: usize,
+    secs: u64,
+}
+
+/// Longest ack phase, in seconds; most emits one sender keeps in flight.
+const MAX_ACK_SECS: u64 = 600;
+const MAX_ACK_WINDOW: u64 = 1000;
+/// Ack traffic before the ack phase is measured, and the longest wait for the last answers.
+const ACK_WARMUP: Duration = Duration::from_secs(1);
+const ACK_DRAIN: Duration = Duration::from_secs(5);
+
 #[derive(Clone, Debug)]
 struct Run {
     name: String,
@@ -63,11 +82,13 @@ fanout_client: the load client of scripts/bench-peers.sh. Opens N receivers (Soc
 WebSocket, or SSE streams) to a server with the `bench:burst {count, size, rate}` contract (see
 examples/bench_server.rs), holds them idle, then asks for each --run over one extra Socket.IO
 control connection and measures deliveries/s, latency (p50/p99/max from the `t` stamped into each
-`tick`), losses and, with --server-pid, the server's RSS per idle connection and CPU per message.
+`tick`), the first delivery, losses and, with --server-pid, the server's RSS per idle connection
+and CPU per message; then, with --acks, ack round trips per second (and CPU per ack).
 Connects to 127.0.0.1 only; the host cannot be changed.
 
 Usage: fanout_client --port P --clients N [--proto sio|sse] [--server-pid PID] [--label NAME]
-                     [--hold SECS] [--run NAME:COUNT:SIZE:RATE]... [--deadline SECS]
+                     [--hold SECS] [--run NAME:COUNT:SIZE:RATE]... [--acks SENDERS:WINDOW:SECS]
+                     [--deadline SECS]
 
   --port P          TCP port of the server on 127.0.0.1 (1-65535). Required.
   --clients N       receivers to open (1-19000). Required.
@@ -86,16 +107,27 @@ Usage: fanout_client --port P --clients N [--proto sio|sse] [--server-pid PID] [
                     `tick` padded with SIZE bytes, RATE broadcasts per second (0: full speed).
                     A run named `warmup` is done but not reported. (default: no run; only the
                     connect and idle phases)
+  --acks SENDERS:WINDOW:SECS
+                    after the runs, the ack phase (sio only): the first SENDERS receivers (1-19000)
+                    each keep WINDOW (1-1000) `bench:ack` emits with an ack in flight, a new one
+                    per answer, for SECS seconds (1-600) after a 1 s warm-up, while every receiver
+                    stays connected; the servers answer with the emit's argument (the id), which
+                    is checked. Then up to 5 s for the answers still due. (default: no ack phase)
   --deadline SECS   bound on the whole process, in seconds (1-3600; default: 300)
   -h, --help        print this text and exit
 
-Prints `IDLE key=value...` after the idle phase (with --server-pid) and one `RESULT key=value...`
-line per reported run. Exit status: 0 done, 1 the control connection failed, 2 bad arguments.
+Prints `IDLE key=value...` after the idle phase (with --server-pid), one `RESULT key=value...`
+line per reported run and one `ACKS key=value...` line for the ack phase. In RESULT, first_ms runs
+from the server's first send (the smallest `t` of the run's ticks) to the first receipt by any
+receiver, first_req_ms from the client's request to that receipt. In ACKS, lost counts emits never
+answered (dropped connections included), mismatched answers with an unknown id or another argument.
+Exit status: 0 done, 1 the control connection failed, 2 bad arguments.
 
-Example (the benchmark server, then 1000 Socket.IO receivers, one burst and one paced run):
+Example (the benchmark server, then 1000 Socket.IO receivers, one burst, one paced run and
+64 of them keeping 16 acks in flight for 5 s):
   PORT=3000 cargo run --release --example bench_server
   cargo run --release --example fanout_client -- --proto sio --port 3000 --clients 1000 \\
-      --run warmup:20:64:0 --run burst:1000:64:0 --run paced:200:64:20
+      --run warmup:20:64:0 --run burst:1000:64:0 --run paced:200:64:20 --acks 64:16:5
 ";
 
 struct Args {
@@ -106,6 +138,7 @@ struct Args {
     label: String,
     hold: Duration,
     runs: Vec<Run>,
+    acks: Option<AckSpec>,
     deadline: Duration,
 }
 
@@ -144,6 +177,21 @@ fn parse_run(v: &str) -> Result<Run, String> {
     })
 }
 
+/// `SENDERS:WINDOW:SECS`.
+fn parse_acks(v: &str) -> Result<AckSpec, String> {
+    let bad = || format!("--acks {v:?}: expected SENDERS:WINDOW:SECS, e.g. 256:16:10");
+    let mut p = v.split(':');
+    let (Some(senders), Some(window), Some(secs), None) = (p.next(), p.next(), p.next(), p.next())
+    else {
+        return Err(bad());
+    };
+    Ok(AckSpec {
+        senders: number("--acks SENDERS", senders, 1, MAX_CLIENTS as u64)? as usize,
+        window: number("--acks WINDOW", window, 1, MAX_ACK_WINDOW)? as usize,
+        secs: number("--acks SECS", secs, 1, MAX_ACK_SECS)?,
+    })
+}
+
 /// `Err` is a one-line message about the first bad argument.
 fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> {
     let mut port: Option<u16> = None;
@@ -156,6 +204,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> 
         label: "server".into(),
         hold: Duration::from_secs(3),
         runs: Vec::new(),
+        acks: None,
         deadline: Duration::from_secs(300),
     };
     let mut it = args.into_iter();
@@ -172,6 +221,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> 
             "--hold",
             "--deadline",
             "--run",
+            "--acks",
         ];
         if !known.contains(&flag.as_str()) {
             return Err(format!("unknown argument {flag:?}"));
@@ -207,8 +257,12 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> 
             "--deadline" => {
                 a.deadline = Duration::from_secs(number("--deadline", &val, 1, MAX_SECS)?)
             }
+            "--acks" => a.acks = Some(parse_acks(&val)?),
             _ => a.runs.push(parse_run(&val)?),
         }
+    }
+    if a.acks.is_some() && a.proto != Proto::Sio {
+        return Err("--acks needs Socket.IO receivers (--proto sio)".into());
     }
     match (port, clients) {
         (Some(port), Some(clients)) => Ok(Parsed::Run(Args { port, clients, ..a })),
@@ -233,7 +287,8 @@ fn proc_cpu_secs(pid: &str) -> Option<f64> {
     Some((utime + stime) as f64 / 100.0)
 }
 
-/// A `/proc/<pid>/status` field in KiB: `VmRSS` (now) or `VmHWM` (peak since the process began).
+/// A `/proc/<pid>/status` number: `VmRSS` (now) or `VmHWM` (peak since the process began) in
+/// KiB, or `Threads`.
 fn proc_status_kib(pid: &str, field: &str) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     s.lines()
@@ -242,6 +297,14 @@ fn proc_status_kib(pid: &str, field: &str) -> Option<u64> {
         .nth(1)?
         .parse()
         .ok()
+}
+
+/// The machine's 1-minute load average, as `/proc/loadavg` prints it.
+fn load1() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_default()
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
@@ -290,16 +353,38 @@ struct Conn {
     acked: bool,
     attempts: u32,
     received: u64,
+    /// Ack phase: ids of this receiver's `bench:ack` emits not answered yet, and the next id.
+    ack_pending: Vec<u64>,
+    ack_next: u64,
+}
+
+/// The ack phase: how many emits each sender keeps in flight, and what came back.
+#[derive(Default)]
+struct AckTally {
+    /// Refill the window on every answer (off while draining).
+    sending: bool,
+    window: usize,
+    /// Answers to an emit in flight that echo its argument.
+    done: u64,
+    /// Answers with an unknown id or another argument.
+    mismatched: u64,
 }
 
 /// What the parsers report to the client while a run is measured.
 #[derive(Default)]
 struct Tally {
     measuring: bool,
+    /// Wall clock (µs since the epoch) when the run was asked for: ticks stamped earlier are
+    /// stragglers of a previous run and do not count as its first send.
+    since_us: u64,
     received: u64,
     lat_us: Vec<u32>,
     first_recv: Option<Instant>,
     last_recv: Option<Instant>,
+    /// The earliest `t` of the run's ticks: when the server sent its first broadcast.
+    first_send_us: Option<u64>,
+    /// Wall clock when the first of the run's ticks reached any receiver.
+    first_recv_us: Option<u64>,
     unparsed: u64,
 }
 
@@ -312,11 +397,16 @@ impl Tally {
         self.first_recv.get_or_insert(now);
         self.last_recv = Some(now);
         match tick_time(payload) {
-            Some(t) if self.lat_us.len() < MAX_SAMPLES => {
-                let d = now_us.saturating_sub(t);
-                self.lat_us.push(u32::try_from(d).unwrap_or(u32::MAX));
+            Some(t) => {
+                if t >= self.since_us {
+                    self.first_send_us = Some(self.first_send_us.map_or(t, |f| f.min(t)));
+                    self.first_recv_us.get_or_insert(now_us);
+                }
+                if self.lat_us.len() < MAX_SAMPLES {
+                    let d = now_us.saturating_sub(t);
+                    self.lat_us.push(u32::try_from(d).unwrap_or(u32::MAX));
+                }
             }
-            Some(_) => {}
             None => self.unparsed += 1,
         }
     }
@@ -330,6 +420,7 @@ struct Client {
     addr: SocketAddr,
     port: u16,
     tally: Tally,
+    acks: AckTally,
     mask_state: u32,
     deadline: Instant,
     /// Connections whose read budget ran out with bytes possibly left (edge-triggered).
@@ -366,6 +457,8 @@ impl Conn {
             acked: false,
             attempts: 0,
             received: 0,
+            ack_pending: Vec::new(),
+            ack_next: 0,
         }
     }
 
@@ -384,6 +477,7 @@ impl Client {
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
             port,
             tally: Tally::default(),
+            acks: AckTally::default(),
             mask_state: 0x9e37_79b9,
             deadline,
             again: Vec::new(),
@@ -463,9 +557,52 @@ impl Client {
     }
 
     fn send_text(&mut self, i: usize, text: &str) {
+        self.queue_text(i, text);
+        self.flush(i);
+    }
+
+    /// Queues a text frame; the next `flush` writes it.
+    fn queue_text(&mut self, i: usize, text: &str) {
         let mask = self.next_mask();
         masked_frame(0x1, text.as_bytes(), mask, &mut self.conns[i].out);
-        self.flush(i);
+    }
+
+    /// Ack phase: tops receiver `i` up to the window of `bench:ack` emits in flight (queued, not
+    /// flushed).
+    fn emit_acks(&mut self, i: usize) {
+        while self.acks.sending && self.conns[i].ack_pending.len() < self.acks.window {
+            let id = self.conns[i].ack_next;
+            self.conns[i].ack_next += 1;
+            self.conns[i].ack_pending.push(id);
+            self.queue_text(i, &format!("42{id}[\"bench:ack\",{id}]"));
+        }
+    }
+
+    /// An ACK packet for receiver `i`, `rest` after its `43`: `<id>[<id>]` from the servers'
+    /// `bench:ack` handlers, which answer with the argument they got.
+    fn on_ack(&mut self, i: usize, rest: &[u8]) {
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        let id = std::str::from_utf8(&rest[..digits])
+            .ok()
+            .and_then(|d| d.parse::<u64>().ok());
+        let echoed = rest[digits..]
+            .strip_prefix(b"[")
+            .and_then(|a| a.strip_suffix(b"]"))
+            .and_then(|a| std::str::from_utf8(a).ok())
+            .and_then(|a| a.parse::<u64>().ok());
+        let pending = &mut self.conns[i].ack_pending;
+        match id.and_then(|id| pending.iter().position(|&p| p == id)) {
+            Some(at) => {
+                pending.swap_remove(at);
+                if echoed == id {
+                    self.acks.done += 1;
+                } else {
+                    self.acks.mismatched += 1;
+                }
+            }
+            None => self.acks.mismatched += 1,
+        }
+        self.emit_acks(i);
     }
 
     fn flush(&mut self, i: usize) {
@@ -569,6 +706,8 @@ impl Client {
                         self.close(i);
                         return;
                     }
+                    // What the frames just read asked to send (ack refills), in one write.
+                    self.flush(i);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -747,7 +886,11 @@ impl Client {
                     true
                 }
                 Some(b'3') => {
-                    self.conns[i].acked = true;
+                    if self.conns[i].control {
+                        self.conns[i].acked = true;
+                    } else {
+                        self.on_ack(i, &m[2..]);
+                    }
                     true
                 }
                 // 41 disconnect, 44 connect error.
@@ -872,8 +1015,14 @@ fn main() {
         } else {
             f64::NAN
         };
+        let threads = pid
+            .as_deref()
+            .and_then(|p| proc_status_kib(p, "Threads:"))
+            .map_or("?".into(), |t| t.to_string());
         println!(
-            "IDLE label={label} proto={proto} clients={idle_alive} rss_before_kib={b} rss_after_kib={a} bytes_per_conn={per:.0}"
+            "IDLE label={label} proto={proto} clients={idle_alive} rss_before_kib={b} \
+             rss_after_kib={a} bytes_per_conn={per:.0} threads={threads} load1={}",
+            load1()
         );
     }
 
@@ -903,6 +1052,7 @@ fn main() {
         let expected = receivers.len() as u64 * run.count;
         cl.tally = Tally {
             measuring: true,
+            since_us: now_us(),
             lat_us: Vec::with_capacity((expected as usize).min(MAX_SAMPLES)),
             ..Tally::default()
         };
@@ -945,7 +1095,14 @@ fn main() {
             .last_recv
             .map_or(Duration::ZERO, |l| l.duration_since(t0));
         let received = cl.tally.received;
-        let first_ms = cl
+        // From the server's first send (the `t` of its first tick) to the first receipt anywhere;
+        // `first_req_ms` counts from the client's request instead (adds the request's trip and
+        // the server's way to its first broadcast).
+        let first_ms = match (cl.tally.first_send_us, cl.tally.first_recv_us) {
+            (Some(s), Some(r)) => r.saturating_sub(s) as f64 / 1000.0,
+            _ => f64::NAN,
+        };
+        let first_req_ms = cl
             .tally
             .first_recv
             .map_or(f64::NAN, |f| f.duration_since(t0).as_secs_f64() * 1000.0);
@@ -953,10 +1110,7 @@ fn main() {
             (Some(h), Some(b)) => h.saturating_sub(b).to_string(),
             _ => "?".into(),
         };
-        let load = std::fs::read_to_string("/proc/loadavg")
-            .ok()
-            .and_then(|l| l.split_whitespace().next().map(str::to_string))
-            .unwrap_or_default();
+        let load = load1();
         let mut lat = std::mem::take(&mut cl.tally.lat_us);
         cl.tally.measuring = false;
         lat.sort_unstable();
@@ -984,7 +1138,7 @@ fn main() {
                  expected={expected} received={received} lost={} dropped_conns={dropped} \
                  secs={:.3} per_sec={per_sec:.0} p50_ms={:.2} p99_ms={:.2} max_ms={:.2} \
                  server_cpu_s={cpu:.2} cpu_us_per_msg={cpu_us_per_msg:.3} client_cpu_s={client_cpu:.2} \
-                 first_ms={first_ms:.2} peak_rss_growth_kib={peak_growth_kib} load1={load} \
+                 first_ms={first_ms:.2} first_req_ms={first_req_ms:.2} peak_rss_growth_kib={peak_growth_kib} load1={load} \
                  acked={} unparsed={}",
                 run.name,
                 receivers.len(),
@@ -1005,5 +1159,73 @@ fn main() {
         while Instant::now() < pause {
             cl.pump(Duration::from_millis(20));
         }
+    }
+
+    // Phase 5: acks. The first SENDERS receivers keep WINDOW `bench:ack` emits in flight each
+    // (a new one per answer) while every receiver stays connected; measured after a warm-up.
+    if let Some(spec) = args.acks {
+        let receivers: Vec<usize> = (0..cl.conns.len())
+            .filter(|&i| !cl.conns[i].control && cl.conns[i].ready && cl.conns[i].alive())
+            .collect();
+        let senders: Vec<usize> = receivers.iter().copied().take(spec.senders).collect();
+        cl.acks = AckTally {
+            sending: true,
+            window: spec.window,
+            ..AckTally::default()
+        };
+        for &i in &senders {
+            cl.emit_acks(i);
+            cl.flush(i);
+        }
+        let warm_end = (Instant::now() + ACK_WARMUP).min(deadline);
+        while Instant::now() < warm_end {
+            cl.pump(Duration::from_millis(20));
+        }
+        let (done_a, cpu_a, self_a, t0) = (cl.acks.done, server_cpu(), self_cpu(), Instant::now());
+        let end = (t0 + Duration::from_secs(spec.secs)).min(deadline);
+        while Instant::now() < end {
+            cl.pump(Duration::from_millis(20));
+        }
+        let (done_b, cpu_b, self_b, took) = (cl.acks.done, server_cpu(), self_cpu(), t0.elapsed());
+        // Drain: no new emits; wait for the answers still due.
+        cl.acks.sending = false;
+        let in_flight = |cl: &Client| {
+            senders
+                .iter()
+                .map(|&i| cl.conns[i].ack_pending.len())
+                .sum::<usize>()
+        };
+        let drain_end = (Instant::now() + ACK_DRAIN).min(deadline);
+        while in_flight(&cl) > 0 && Instant::now() < drain_end {
+            cl.pump(Duration::from_millis(20));
+        }
+        let acks = done_b - done_a;
+        let per_sec = acks as f64 / took.as_secs_f64();
+        let cpu = match (cpu_a, cpu_b) {
+            (Some(a), Some(b)) => b - a,
+            _ => f64::NAN,
+        };
+        let client_cpu = match (self_a, self_b) {
+            (Some(a), Some(b)) => b - a,
+            _ => f64::NAN,
+        };
+        let cpu_us_per_ack = if acks > 0 {
+            cpu * 1e6 / acks as f64
+        } else {
+            f64::NAN
+        };
+        let dropped = receivers.iter().filter(|&&i| !cl.conns[i].alive()).count();
+        println!(
+            "ACKS label={label} proto={proto} clients={} senders={} window={} secs={:.3} \
+             acks={acks} per_sec={per_sec:.0} server_cpu_s={cpu:.2} cpu_us_per_ack={cpu_us_per_ack:.3} \
+             client_cpu_s={client_cpu:.2} lost={} mismatched={} dropped_conns={dropped} load1={}",
+            receivers.len(),
+            senders.len(),
+            spec.window,
+            took.as_secs_f64(),
+            in_flight(&cl),
+            cl.acks.mismatched,
+            load1(),
+        );
     }
 }

@@ -7,6 +7,9 @@
 // back to back in one synchronous loop (what `io.emit` in a loop does in an application; ws writes
 // to the sockets as it goes); otherwise `rate` broadcasts per second on timers, aimed at
 // start + i/rate so late timers do not add drift. The ack answers {ok: true} at once.
+//
+// Client event `bench:ack ...args` with an ack: the handler answers at once with the same args.
+// Single-threaded: scripts/bench-peers.sh pins it to one core.
 
 import { createServer } from "node:http";
 import { Server } from "socket.io";
@@ -46,6 +49,10 @@ function burst({ count, size, rate }) {
 let queue = Promise.resolve();
 
 io.on("connection", (socket) => {
+  socket.on("bench:ack", (...args) => {
+    const ack = args.pop();
+    if (typeof ack === "function") ack(...args);
+  });
   socket.on("bench:burst", (req, ack) => {
     const job = {
       count: num(req?.count, MAX_COUNT),

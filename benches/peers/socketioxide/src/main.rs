@@ -2,16 +2,23 @@
 //! to its peers): the same contract as `examples/bench_server.rs`. Socket.IO on `/socket.io/` over
 //! axum, 127.0.0.1:$PORT, default settings except `max_buffer_size` (see below).
 //!
+//! `WORKERS` (default: the machine's cores): 1 runs everything on one thread (tokio's
+//! `current_thread` runtime: accept loop, connections, bursts), N > 1 a `multi_thread` runtime
+//! with N workers (the accept loop runs on them too).
+//!
 //! Client event `bench:burst {count, size, rate}`: broadcast `count` `tick` events to every socket
 //! with `{i, t, pad}` — `t` the send time in µs since the UNIX epoch, `pad` "x" × size. rate 0:
 //! back to back; otherwise `rate` broadcasts per second aimed at start + i/rate (no drift). The
 //! work runs on its own task (one burst after another), never in the handler; the ack answers
 //! `{"ok": true}` at once.
+//!
+//! Client event `bench:ack ARG` with an ack: the handler answers at once with `ARG` (socketioxide
+//! handlers are async: each event is a spawned task).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{json, Value};
 use socketioxide::extract::{AckSender, Data, SocketRef};
 use socketioxide::SocketIo;
 use tokio::sync::mpsc;
@@ -60,12 +67,37 @@ async fn run_burst(io: &SocketIo, b: Burst) {
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
+type AnyError = Box<dyn std::error::Error + Send + Sync>;
+
+fn main() -> Result<(), AnyError> {
     let port: u16 = match std::env::var("PORT") {
         Ok(p) => p.parse()?,
         Err(_) => 3000,
     };
+    let workers: usize = match std::env::var("WORKERS") {
+        Ok(w) => w
+            .parse()
+            .ok()
+            .filter(|&w| (1..=256).contains(&w))
+            .ok_or(format!("WORKERS {w:?}: expected 1 to 256"))?,
+        Err(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    let rt = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()?
+    };
+    println!("socketioxide peer: {workers} worker thread(s)");
+    // Spawned, so that on a multi-thread runtime the accept loop runs on a worker too.
+    rt.block_on(async move { tokio::spawn(serve(port)).await? })
+}
+
+async fn serve(port: u16) -> Result<(), AnyError> {
     let (layer, io) = SocketIo::builder()
         .max_buffer_size(MAX_BUFFER)
         .build_layer();
@@ -85,6 +117,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             async move |Data(req): Data<Burst>, ack: AckSender| {
                 let ok = jobs.send(req).is_ok();
                 let _ = ack.send(&json!({ "ok": ok }));
+            },
+        );
+        s.on(
+            "bench:ack",
+            async |Data(arg): Data<Value>, ack: AckSender| {
+                let _ = ack.send(&arg);
             },
         );
     });
