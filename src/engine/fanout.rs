@@ -94,69 +94,40 @@ pub(crate) fn route(
             in_main,
             hub_added: _,
         } => {
-            if recovery && in_main {
+            let (to, hub_added) = if recovery && in_main {
                 // Written now, so a broadcast sent after this call freezes an audience with the
                 // socket in it, whenever the loop gets to the join.
                 let mut state = hub.lock();
+                let room = Arc::from(room.as_str());
                 let added = state
                     .rooms
-                    .socket_join(
-                        socket.0,
-                        Arc::from(room.as_str()),
-                        0,
-                        usize::MAX,
-                        usize::MAX,
-                    )
+                    .socket_join(socket.0, room, 0, usize::MAX, usize::MAX)
                     .unwrap_or(false);
-                let to = hub.loop_of_socket_in(&state, socket.0);
-                let cmd = Command::SioJoin {
-                    socket,
-                    room,
-                    in_main,
-                    hub_added: added,
-                };
-                one(send, to, cmd)
+                (hub.loop_of_socket_in(&state, socket.0), added)
             } else {
-                let to = hub.loop_of_socket(socket.0);
-                let cmd = Command::SioJoin {
-                    socket,
-                    room,
-                    in_main,
-                    hub_added: false,
-                };
-                one(send, to, cmd)
-            }
+                (hub.loop_of_socket(socket.0), false)
+            };
+            let cmd = Command::SioJoin {
+                socket,
+                room,
+                in_main,
+                hub_added,
+            };
+            one(send, to, cmd)
         }
         Command::SioLeave {
-            socket,
-            room,
+            ref socket,
+            ref room,
             in_main,
         } => {
-            if recovery && in_main {
+            let to = if recovery && in_main {
                 let mut state = hub.lock();
-                state.rooms.socket_leave(socket.0, &room);
-                let to = hub.loop_of_socket_in(&state, socket.0);
-                one(
-                    send,
-                    to,
-                    Command::SioLeave {
-                        socket,
-                        room,
-                        in_main,
-                    },
-                )
+                state.rooms.socket_leave(socket.0, room);
+                hub.loop_of_socket_in(&state, socket.0)
             } else {
-                let to = hub.loop_of_socket(socket.0);
-                one(
-                    send,
-                    to,
-                    Command::SioLeave {
-                        socket,
-                        room,
-                        in_main,
-                    },
-                )
-            }
+                hub.loop_of_socket(socket.0)
+            };
+            one(send, to, cmd)
         }
         Command::SioAck { socket, .. }
         | Command::SioDisconnect { socket }
