@@ -219,11 +219,13 @@ pub(crate) struct Sessions {
     by_key: HashMap<u64, Session>,
     by_sid: HashMap<Arc<str>, u64>,
     next_key: u64,
-    /// Sids whose client just closed them over polling with no poll pending, oldest first: a GET
-    /// that raced with the client's own close request (sent concurrently, arriving second) is
-    /// answered with a noop, as if it had been pending, instead of an error. Used once.
+    /// Sids just closed over polling with no poll pending (by the client's close request or by
+    /// the server), oldest first: a GET that raced with the close is answered as if it had been
+    /// pending (see `client_closed_set`), instead of an error. Used once.
     client_closed: VecDeque<(Instant, Arc<str>)>,
-    client_closed_set: std::collections::HashSet<Arc<str>>,
+    /// The packet a racing poll of each gets: a noop after the client's own close, the close
+    /// packet after the server's (so the client hears "transport close", not an error).
+    client_closed_set: HashMap<Arc<str>, &'static str>,
 }
 
 /// How long a client-closed sid still answers one racing poll.
@@ -342,12 +344,12 @@ impl Engine {
                     }
                 }
                 let Some(key) = key else {
-                    if !is_ws
-                        && req.head.method == http::Method::Get
-                        && self.eio_take_client_closed(now, &sid)
-                    {
+                    let racing = (!is_ws && req.head.method == http::Method::Get)
+                        .then(|| self.eio_take_client_closed(now, &sid))
+                        .flatten();
+                    if let Some(answer) = racing {
                         let mut body = Vec::new();
-                        Queued::control("6").append_to_payload(&mut body);
+                        Queued::control(answer).append_to_payload(&mut body);
                         let resp = Response::new(200).with_body("text/plain; charset=UTF-8", body);
                         return self.respond(conn, &req.head, resp);
                     }
@@ -637,7 +639,7 @@ impl Engine {
     }
 
     /// `true` (once) if `sid` was closed by its client within the grace period.
-    fn eio_take_client_closed(&mut self, now: Instant, sid: &str) -> bool {
+    fn eio_take_client_closed(&mut self, now: Instant, sid: &str) -> Option<&'static str> {
         self.eio_expire_client_closed(now);
         self.eio.client_closed_set.remove(sid)
     }
@@ -830,13 +832,19 @@ impl Engine {
         };
         log::debug!("engine.io session {} closed: {reason}", s.sid);
         self.eio.by_sid.remove(&s.sid);
-        if reason == CloseReason::ClientClose
-            && s.pending_get.is_none()
-            && matches!(s.transport, Transport::Polling)
+        let racing_answer = match reason {
+            CloseReason::ClientClose => Some("6"),
+            // The server closed it while the client's next poll may be on its way (with several
+            // loops, possibly moving between them).
+            CloseReason::ServerClose => Some("1"),
+            _ => None,
+        };
+        if let Some(answer) = racing_answer
+            .filter(|_| s.pending_get.is_none() && matches!(s.transport, Transport::Polling))
         {
             self.eio_expire_client_closed(now);
             self.eio.client_closed.push_back((now, s.sid.clone()));
-            self.eio.client_closed_set.insert(s.sid.clone());
+            self.eio.client_closed_set.insert(s.sid.clone(), answer);
         }
         if let Some(get) = s.pending_get {
             if self.roles.remove(&get.conn).is_some() {

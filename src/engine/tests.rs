@@ -993,6 +993,20 @@ fn a_poll_racing_the_clients_close_gets_one_noop_then_400() {
 }
 
 #[test]
+fn a_poll_racing_the_servers_close_gets_the_close_packet_once() {
+    // The server closes a polling session while the client's next poll is on its way (with
+    // several loops it may be moving between them): the poll hears the close, not an error.
+    let mut h = H::new(config_slow_ping());
+    let (session, sid, _) = h.open_polling(0);
+    h.eng.handle_command(h.at(1), Command::EioClose { session });
+    let g = h.conn();
+    let racing = h.get(2, g, &poll_url(&sid)).response(g);
+    assert_eq!((racing.status, racing.text()), (200, "1"));
+    let g2 = h.conn();
+    assert_eq!(h.get(3, g2, &poll_url(&sid)).response(g2).status, 400);
+}
+
+#[test]
 fn server_close_and_shutdown() {
     let mut h = H::new(config_slow_ping());
     let (session, sid, _) = h.open_polling(0);
