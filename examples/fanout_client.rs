@@ -1119,19 +1119,9 @@ fn main() {
         } else {
             0.0
         };
-        let cpu = match (cpu_a, cpu_b) {
-            (Some(a), Some(b)) => b - a,
-            _ => f64::NAN,
-        };
-        let client_cpu = match (self_a, self_b) {
-            (Some(a), Some(b)) => b - a,
-            _ => f64::NAN,
-        };
-        let cpu_us_per_msg = if received > 0 {
-            cpu * 1e6 / received as f64
-        } else {
-            f64::NAN
-        };
+        let cpu = cpu_delta(cpu_a, cpu_b);
+        let client_cpu = cpu_delta(self_a, self_b);
+        let cpu_us_per_msg = us_per(cpu, received as u64);
         if run.name != "warmup" {
             println!(
                 "RESULT label={label} proto={proto} run={} clients={} count={} size={} rate={} \
@@ -1201,19 +1191,9 @@ fn main() {
         }
         let acks = done_b - done_a;
         let per_sec = acks as f64 / took.as_secs_f64();
-        let cpu = match (cpu_a, cpu_b) {
-            (Some(a), Some(b)) => b - a,
-            _ => f64::NAN,
-        };
-        let client_cpu = match (self_a, self_b) {
-            (Some(a), Some(b)) => b - a,
-            _ => f64::NAN,
-        };
-        let cpu_us_per_ack = if acks > 0 {
-            cpu * 1e6 / acks as f64
-        } else {
-            f64::NAN
-        };
+        let cpu = cpu_delta(cpu_a, cpu_b);
+        let client_cpu = cpu_delta(self_a, self_b);
+        let cpu_us_per_ack = us_per(cpu, acks as u64);
         let dropped = receivers.iter().filter(|&&i| !cl.conns[i].alive()).count();
         println!(
             "ACKS label={label} proto={proto} clients={} senders={} window={} secs={:.3} \
@@ -1227,5 +1207,22 @@ fn main() {
             cl.acks.mismatched,
             load1(),
         );
+    }
+}
+
+/// CPU seconds between two readings (NaN when either is missing).
+fn cpu_delta(a: Option<f64>, b: Option<f64>) -> f64 {
+    match (a, b) {
+        (Some(a), Some(b)) => b - a,
+        _ => f64::NAN,
+    }
+}
+
+/// CPU seconds spread over `n` items, in µs each (NaN for none).
+fn us_per(cpu: f64, n: u64) -> f64 {
+    if n > 0 {
+        cpu * 1e6 / n as f64
+    } else {
+        f64::NAN
     }
 }
