@@ -1193,7 +1193,7 @@ fn main() {
         let per_sec = acks as f64 / took.as_secs_f64();
         let cpu = cpu_delta(cpu_a, cpu_b);
         let client_cpu = cpu_delta(self_a, self_b);
-        let cpu_us_per_ack = us_per(cpu, acks as u64);
+        let cpu_us_per_ack = us_per(cpu, acks);
         let dropped = receivers.iter().filter(|&&i| !cl.conns[i].alive()).count();
         println!(
             "ACKS label={label} proto={proto} clients={} senders={} window={} secs={:.3} \
