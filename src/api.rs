@@ -223,6 +223,7 @@ impl TransportProvider {
         data: &Value,
         reply: Option<mpsc::Sender<Reach>>,
     ) -> Result<usize, BroadcastError> {
+        let reply = reply.map(crate::engine::ReachReply::Channel);
         match &target {
             Target::User(user) => validate_user(user)?,
             Target::Tenant(tenant) => validate_tenant(tenant)?,
@@ -237,7 +238,7 @@ impl TransportProvider {
         if size > max {
             return Err(BroadcastError::PayloadTooLarge { size, max });
         }
-        let routed = self.handle.command_routed(Command::Broadcast {
+        let routed = self.handle.submit(Command::Broadcast {
             target,
             transports: self.transport.transports(),
             event: Arc::from(event),
@@ -290,7 +291,7 @@ impl TransportProvider {
         if size > max {
             return Err(BroadcastError::PayloadTooLarge { size, max });
         }
-        self.handle.command(Command::UserAck {
+        self.handle.submit(Command::UserAck {
             user: user.clone(),
             event: event.to_string(),
             data: data.clone(),
@@ -366,6 +367,10 @@ impl SocketIoFeatures for TransportProvider {
 fn join_room(handle: &Handle, user: &Identity, room: &str) -> Result<(), BroadcastError> {
     validate_user(user)?;
     validate_room(room)?;
+    #[cfg(feature = "redis")]
+    if let Some(cluster) = handle.cluster() {
+        return cluster.room(user, room, true);
+    }
     let (tx, rx) = mpsc::channel();
     handle.command(Command::JoinRoomReply {
         user: user.clone(),
@@ -380,6 +385,10 @@ fn join_room(handle: &Handle, user: &Identity, room: &str) -> Result<(), Broadca
 fn leave_room(handle: &Handle, user: &Identity, room: &str) -> Result<(), BroadcastError> {
     validate_user(user)?;
     validate_room(room)?;
+    #[cfg(feature = "redis")]
+    if let Some(cluster) = handle.cluster() {
+        return cluster.room(user, room, false);
+    }
     handle.command(Command::LeaveRoom {
         user: user.clone(),
         room: room.to_string(),
@@ -389,6 +398,10 @@ fn leave_room(handle: &Handle, user: &Identity, room: &str) -> Result<(), Broadc
 
 fn user_rooms(handle: &Handle, user: &Identity) -> Result<Vec<String>, BroadcastError> {
     validate_user(user)?;
+    #[cfg(feature = "redis")]
+    if let Some(cluster) = handle.cluster() {
+        return cluster.user_rooms(user);
+    }
     let (tx, rx) = mpsc::channel();
     // The hub holds every join that returned before this call.
     handle.command(Command::UserRooms {

@@ -38,6 +38,10 @@ pub enum BroadcastError {
     },
     /// The server has shut down.
     ServerClosed,
+    /// A cluster node cannot reach Redis now (or its publish queue is full): nothing was sent,
+    /// on this node or any other. Retry later; `Handle::cluster_connected` says when the link is
+    /// back.
+    ClusterUnavailable(String),
 }
 
 impl fmt::Display for BroadcastError {
@@ -51,6 +55,7 @@ impl fmt::Display for BroadcastError {
                 write!(f, "payload of {size} bytes is over the {max}-byte limit")
             }
             BroadcastError::ServerClosed => f.write_str("the server has shut down"),
+            BroadcastError::ClusterUnavailable(why) => write!(f, "cluster unavailable: {why}"),
             BroadcastError::TooManyRooms(RoomLimit::PerUser(n)) => {
                 write!(f, "the user is already in {n} rooms")
             }

@@ -88,6 +88,8 @@
 
 mod api;
 pub(crate) mod buf;
+#[cfg(feature = "redis")]
+mod cluster;
 mod config;
 mod engine;
 mod error;
@@ -109,6 +111,8 @@ pub use api::{
     AckCallback, AckOutcomes, NotificationService, PendingReach, RealtimeBroadcast,
     RealtimeProvider, SocketIoFeatures, Transport, TransportProvider, UnknownTransport,
 };
+#[cfg(feature = "redis")]
+pub use cluster::ClusterConfig;
 pub use config::{Config, ConfigError, Cors, Page, Recovery};
 pub use engine::{
     AckOutcome, AckResult, CloseReason, Data, DisconnectReason, Identity, Reach, Rejection,

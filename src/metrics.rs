@@ -16,6 +16,10 @@ pub(crate) struct Counters {
     delivered_socketio: AtomicU64,
     connections_accepted: AtomicU64,
     route_requests: AtomicU64,
+    cluster_published: AtomicU64,
+    cluster_dropped: AtomicU64,
+    cluster_reconnects: AtomicU64,
+    cluster_foreign: AtomicU64,
 }
 
 fn add(counter: &AtomicU64, n: u64) {
@@ -54,6 +58,26 @@ impl Counters {
         add(&self.route_requests, 1);
     }
 
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn cluster_published(&self) {
+        add(&self.cluster_published, 1);
+    }
+
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn cluster_dropped(&self) {
+        add(&self.cluster_dropped, 1);
+    }
+
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn cluster_reconnected(&self) {
+        add(&self.cluster_reconnects, 1);
+    }
+
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn cluster_foreign(&self) {
+        add(&self.cluster_foreign, 1);
+    }
+
     pub(crate) fn snapshot(&self, dispatcher_backlog: usize) -> Metrics {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         Metrics {
@@ -65,6 +89,10 @@ impl Counters {
             delivered_socketio: get(&self.delivered_socketio),
             connections_accepted: get(&self.connections_accepted),
             route_requests: get(&self.route_requests),
+            cluster_published: get(&self.cluster_published),
+            cluster_dropped: get(&self.cluster_dropped),
+            cluster_reconnects: get(&self.cluster_reconnects),
+            cluster_foreign: get(&self.cluster_foreign),
             dispatcher_backlog,
         }
     }
@@ -91,6 +119,15 @@ pub struct Metrics {
     pub connections_accepted: u64,
     /// Requests handed to application routes.
     pub route_requests: u64,
+    /// Cluster only: messages Redis took (broadcasts, room changes, requests).
+    pub cluster_published: u64,
+    /// Cluster only: sends accepted, then given up because Redis stayed unreachable past
+    /// `ClusterConfig::retry_for`.
+    pub cluster_dropped: u64,
+    /// Cluster only: links to Redis made again after they broke.
+    pub cluster_reconnects: u64,
+    /// Cluster only: messages on the cluster's channels that were not ours (ignored).
+    pub cluster_foreign: u64,
     /// Application events waiting for the dispatcher thread (now, not a total).
     pub dispatcher_backlog: usize,
 }

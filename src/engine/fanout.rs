@@ -69,10 +69,7 @@ pub(crate) fn route(
             // in the same order as the broadcasts every loop sees.
             let numbered = recovery && !volatile && ack.is_none();
             let mut state = numbered.then(|| hub.lock());
-            let seq = state.as_mut().map(|s| {
-                s.seq += 1;
-                s.seq
-            });
+            let seq = state.as_mut().and_then(|s| hub.next_local_seq(s));
             let to = match &state {
                 Some(s) => hub.loop_of_socket_in(s, socket.0),
                 None => hub.loop_of_socket(socket.0),
@@ -151,7 +148,7 @@ pub(crate) fn route(
                 sio_args: &data,
             };
             broadcast(
-                hub, cfg, now, &target, transports, payload, volatile, reply, send,
+                hub, cfg, now, &target, transports, payload, volatile, None, reply, send,
             )
         }
         Command::SioEmitToRoom {
@@ -177,6 +174,7 @@ pub(crate) fn route(
                 Transports::Both,
                 payload,
                 volatile,
+                None,
                 None,
                 send,
             )
@@ -292,9 +290,9 @@ pub(crate) fn route(
 }
 
 /// Prepares once, hands the same broadcast to every loop while the hub is locked (so every loop
-/// sees the sequence numbers in order).
+/// sees the sequence numbers in order). `numbered`: the sequence number a cluster gave it.
 #[allow(clippy::too_many_arguments)]
-fn broadcast(
+pub(crate) fn broadcast(
     hub: &Hub,
     cfg: &Config,
     now: Instant,
@@ -302,7 +300,8 @@ fn broadcast(
     transports: Transports,
     payload: Payload<'_>,
     volatile: bool,
-    reply: Option<std::sync::mpsc::Sender<super::Reach>>,
+    numbered: Option<u64>,
+    reply: Option<super::ReachReply>,
     send: &mut dyn FnMut(usize, Command),
 ) -> Routed {
     let mut state = hub.lock();
@@ -314,6 +313,7 @@ fn broadcast(
         transports,
         payload,
         volatile,
+        numbered,
     ));
     for to in 0..hub.loops {
         send(

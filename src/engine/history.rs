@@ -170,6 +170,13 @@ impl History {
         }
     }
 
+    /// Nothing up to `seq` can be served any more (a cluster node missed what the log no longer
+    /// has): a client that saw less gets a reset.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn mark_hole(&mut self, seq: u64) {
+        self.evicted_up_to = self.evicted_up_to.max(seq);
+    }
+
     /// The entries after `seq`, oldest first.
     pub(crate) fn after(&self, seq: u64) -> impl Iterator<Item = &Entry> {
         // Entries are in sequence order: skip the older ones from the front.

@@ -11,7 +11,7 @@
 //! Still sans-IO: no socket, no clock (`now` is passed in), no thread.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -28,8 +28,13 @@ pub(crate) const MAX_LOOPS: usize = 64;
 /// The shared state (see the module docs).
 pub(crate) struct Hub {
     state: Mutex<HubState>,
-    /// This server's epoch (SSE ids and offsets are `epoch:seq`).
-    pub(crate) epoch: u64,
+    /// This server's epoch (SSE ids and offsets are `epoch:seq`); a cluster's, shared by its
+    /// nodes, which changes only when Redis lost the history.
+    epoch: AtomicU64,
+    /// 0 alone. In a cluster, the cluster's sequence numbers are shifted left by this, and the
+    /// numbers in between are this node's own (a socket's emits, kept for its recovery only), so
+    /// both kinds stay in one order without a round trip to Redis per emit.
+    seq_shift: u32,
     /// How many loops share it (ids and sids name their loop: see [`Hub::loop_of_id`]).
     pub(crate) loops: usize,
     /// Entries in `HubState::moved`: while zero, routing a socket's command takes no lock.
@@ -65,10 +70,51 @@ impl Hub {
     pub(crate) fn new(epoch: u64, loops: usize) -> Hub {
         Hub {
             state: Mutex::new(HubState::default()),
-            epoch,
+            epoch: AtomicU64::new(epoch),
+            seq_shift: 0,
             loops: loops.clamp(1, MAX_LOOPS),
             moved: AtomicUsize::new(0),
         }
+    }
+
+    /// The hub of a cluster node (see `seq_shift`).
+    pub(crate) fn new_cluster_node(epoch: u64, loops: usize) -> Hub {
+        Hub {
+            seq_shift: CLUSTER_SEQ_SHIFT,
+            ..Hub::new(epoch, loops)
+        }
+    }
+
+    /// The epoch of the ids given out now.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// A cluster's new epoch (Redis lost the history): the caller empties the history under the
+    /// lock and tells every loop (`Command::ResetSequence`).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn set_epoch(&self, epoch: u64) {
+        self.epoch.store(epoch, Ordering::Release);
+    }
+
+    /// The local sequence number of the cluster's `seq` (see `seq_shift`).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn cluster_seq(&self, seq: u64) -> u64 {
+        seq << self.seq_shift
+    }
+
+    /// A sequence number of this node's own (a socket's emit, with recovery on); `None` in a
+    /// cluster once 2^24 - 1 of them went out since the last cluster broadcast (that emit is then
+    /// sent without an offset and not kept).
+    pub(crate) fn next_local_seq(&self, state: &mut HubState) -> Option<u64> {
+        if self.seq_shift > 0 {
+            let mask = (1u64 << self.seq_shift) - 1;
+            if state.seq & mask == mask {
+                return None;
+            }
+        }
+        state.seq += 1;
+        Some(state.seq)
     }
 
     /// The state; a loop that panicked while holding it poisons nothing we cannot use.
@@ -121,15 +167,16 @@ impl Hub {
     /// `<epoch>:<seq>`.
     pub(crate) fn event_id(&self, seq: u64) -> String {
         crate::proto::sse::EventId {
-            epoch: self.epoch,
+            epoch: self.epoch(),
             seq,
         }
         .encode()
     }
 
-    /// Gives the broadcast its sequence number (unless volatile), encodes each wire form once,
-    /// and remembers it for resume and recovery with its audience frozen as of now. The caller
-    /// holds the lock and hands the result to every loop before it lets go.
+    /// Gives the broadcast its sequence number (unless volatile; `numbered`: the one a cluster
+    /// gave it), encodes each wire form once, and remembers it for resume and recovery with its
+    /// audience frozen as of now. The caller holds the lock and hands the result to every loop
+    /// before it lets go.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn prepare(
         &self,
@@ -140,10 +187,14 @@ impl Hub {
         transports: Transports,
         payload: Payload<'_>,
         volatile: bool,
+        numbered: Option<u64>,
     ) -> Prepared {
         // A volatile event is never replayed, so it takes no sequence number and carries no id.
         let seq = if volatile {
             None
+        } else if let Some(seq) = numbered {
+            state.seq = state.seq.max(seq);
+            Some(seq)
         } else {
             state.seq += 1;
             Some(state.seq)
@@ -232,6 +283,9 @@ impl Hub {
         }
     }
 }
+
+/// See `Hub::seq_shift`.
+const CLUSTER_SEQ_SHIFT: u32 = 24;
 
 /// The history's limits, from `Config`.
 pub(crate) fn history_limits(cfg: &Config) -> Limits {

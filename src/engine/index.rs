@@ -264,6 +264,21 @@ impl Index {
         removed
     }
 
+    /// Every `(user, room)` of `join_room`.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn user_memberships(&self) -> Vec<(Identity, String)> {
+        let mut out = Vec::new();
+        for ((tenant, user), entry) in &self.users {
+            for room in &entry.rooms {
+                out.push((
+                    Identity::new(tenant.as_ref(), user.as_ref()),
+                    room.to_string(),
+                ));
+            }
+        }
+        out
+    }
+
     pub(crate) fn rooms_of(&self, identity: &Identity) -> Vec<String> {
         self.users
             .get(&Self::user_key(identity))

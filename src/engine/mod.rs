@@ -15,6 +15,7 @@ mod sse;
 pub(crate) mod timers;
 
 use std::collections::{HashMap, VecDeque};
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -384,13 +385,13 @@ pub(crate) enum Command {
         data: Arc<str>,
         /// Dropped first under back-pressure, never replayed.
         volatile: bool,
-        reply: Option<std::sync::mpsc::Sender<Reach>>,
+        reply: Option<ReachReply>,
     },
     /// A broadcast made ready once (sequence number, history, bytes) for every loop: deliver it
     /// to this loop's connections. `reply`, when set, hears this loop's reach.
     Deliver {
         prepared: Arc<Prepared>,
-        reply: Option<std::sync::mpsc::Sender<Reach>>,
+        reply: Option<ReachReply>,
     },
     /// `to_user_with_ack`: every Socket.IO connection of the user, one outcome each.
     UserAck {
@@ -428,6 +429,10 @@ pub(crate) enum Command {
         user: Identity,
         reply: std::sync::mpsc::Sender<Vec<String>>,
     },
+    /// A cluster's sequence starts again (Redis lost the history, a new epoch began): nothing
+    /// seen before may hold back what comes next.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    ResetSequence,
     /// Reads engine counters; the answer goes to the channel.
     Stats {
         reply: std::sync::mpsc::Sender<Stats>,
@@ -437,6 +442,69 @@ pub(crate) enum Command {
         request: u64,
         response: Response,
     },
+}
+
+/// Where a broadcast's reach goes (one answer per loop).
+#[derive(Clone)]
+pub(crate) enum ReachReply {
+    /// The sender waits on the channel (and sums one answer per loop).
+    Channel(std::sync::mpsc::Sender<Reach>),
+    /// Summed over `parts` loops, then handed on once (a cluster node replies to the origin).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    Merge(Arc<ReachMerge>),
+}
+
+impl ReachReply {
+    pub(crate) fn send(&self, reach: Reach) {
+        match self {
+            ReachReply::Channel(tx) => {
+                let _ = tx.send(reach);
+            }
+            ReachReply::Merge(m) => m.add(reach),
+        }
+    }
+}
+
+impl fmt::Debug for ReachReply {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ReachReply::Channel(_) => "ReachReply::Channel",
+            ReachReply::Merge(_) => "ReachReply::Merge",
+        })
+    }
+}
+
+/// The reach of a broadcast that several loops answer, summed for one completion.
+pub(crate) struct ReachMerge {
+    state: std::sync::Mutex<(usize, Reach, Option<ReachDone>)>,
+}
+
+type ReachDone = Box<dyn FnOnce(Reach) + Send>;
+
+impl ReachMerge {
+    /// A sum of `parts` answers, then `done` (run by whoever adds the last part).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn new(parts: usize, done: ReachDone) -> Arc<ReachMerge> {
+        Arc::new(ReachMerge {
+            state: std::sync::Mutex::new((parts, Reach::default(), Some(done))),
+        })
+    }
+
+    fn add(&self, reach: Reach) {
+        let done = {
+            let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            s.0 = s.0.saturating_sub(1);
+            s.1.sse += reach.sse;
+            s.1.socketio += reach.socketio;
+            if s.0 > 0 {
+                return;
+            }
+            s.2.take().map(|d| (d, s.1))
+        };
+        if let Some((done, total)) = done {
+            done(total);
+        }
+    }
 }
 
 /// How many connections a broadcast reached, per transport (Socket.IO: sockets of the main
@@ -813,13 +881,13 @@ impl Engine {
             } => {
                 let reach = self.broadcast(now, &target, transports, &event, &data, volatile);
                 if let Some(reply) = reply {
-                    let _ = reply.send(reach);
+                    reply.send(reach);
                 }
             }
             Command::Deliver { prepared, reply } => {
                 let reach = self.deliver(now, &prepared);
                 if let Some(reply) = reply {
-                    let _ = reply.send(reach);
+                    reply.send(reach);
                 }
             }
             Command::UserAck {
@@ -870,6 +938,11 @@ impl Engine {
             }
             Command::Stats { reply } => {
                 let _ = reply.send(self.stats());
+            }
+            Command::ResetSequence => {
+                self.delivered_seq = 0;
+                self.sse.reset_floors();
+                self.sio.reset_floors();
             }
             Command::HttpRespond { request, response } => self.route_respond(request, response),
         }
@@ -933,6 +1006,7 @@ impl Engine {
                 transports,
                 payload,
                 volatile,
+                None,
             )
         };
         self.deliver(now, &prepared)

@@ -272,7 +272,7 @@ impl Engine {
             None => since,
             Some(offset) => {
                 let EventId { epoch, seq } = sse_codec::parse_last_event_id(offset).ok()?;
-                if epoch != self.hub.epoch {
+                if epoch != self.hub.epoch() {
                     return None;
                 }
                 seq.max(since)

@@ -255,6 +255,16 @@ pub(crate) struct Sio {
 }
 
 impl Sio {
+    /// A new sequence (a cluster's new epoch): no socket holds back what comes next.
+    pub(crate) fn reset_floors(&mut self) {
+        for s in self.sockets.values_mut() {
+            if let Some(r) = s.recovery.as_mut() {
+                r.floor = 0;
+                r.since_seq = 0;
+            }
+        }
+    }
+
     pub(crate) fn socket_count(&self) -> usize {
         self.sockets.len()
     }
@@ -737,10 +747,11 @@ impl Engine {
             EmitKind::Plain(given) if recoverable => {
                 let hub = self.hub.clone();
                 let mut state = hub.lock();
-                let seq = given.unwrap_or_else(|| {
-                    state.seq += 1;
-                    state.seq
-                });
+                let Some(seq) = given.or_else(|| hub.next_local_seq(&mut state)) else {
+                    drop(state);
+                    self.sio_send_packet(now, session, &packet);
+                    return;
+                };
                 if let Some(Value::Array(a)) = packet.data.as_mut() {
                     a.push(Value::String(hub.event_id(seq)));
                 }

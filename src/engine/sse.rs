@@ -49,6 +49,13 @@ pub(crate) struct Sse {
 }
 
 impl Sse {
+    /// A new sequence (a cluster's new epoch): no stream holds back what comes next.
+    pub(crate) fn reset_floors(&mut self) {
+        for s in self.streams.values_mut() {
+            s.floor = 0;
+        }
+    }
+
     pub(crate) fn stream_count(&self) -> usize {
         self.streams.len()
     }
@@ -177,7 +184,7 @@ impl Engine {
         let parsed = codec::parse_last_event_id(last);
         let reason = match parsed {
             Err(_) => Some("invalid-id"),
-            Ok(EventId { epoch, .. }) if epoch != hub.epoch => Some("unknown-epoch"),
+            Ok(EventId { epoch, .. }) if epoch != hub.epoch() => Some("unknown-epoch"),
             Ok(EventId { seq, .. }) => match state.history.gap(seq, state.seq) {
                 Gap::Invalid => Some("invalid-id"),
                 Gap::Expired => Some("expired"),

@@ -535,7 +535,7 @@ impl H {
 
     /// The SSE id of broadcast number `seq`.
     pub(super) fn id(&self, seq: u64) -> String {
-        format!("{}:{}", self.e.hub.epoch, seq)
+        format!("{}:{}", self.e.hub.epoch(), seq)
     }
 
     pub(super) fn emit_ack(&mut self, socket: SocketId, event: &str, timeout: Duration) -> AckRx {

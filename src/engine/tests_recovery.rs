@@ -430,7 +430,7 @@ fn hostile_pids_and_offsets_give_fresh_sessions() {
     let a = connect(&mut h, "", Some(alice()));
     bcast(&mut h, Target::User(alice()), "seen");
     h.close(a.conn);
-    let other_epoch = format!("{}:1", h.e.hub.epoch + 1);
+    let other_epoch = format!("{}:1", h.e.hub.epoch() + 1);
     let ahead = h.id(99);
     let huge = "9".repeat(100_000);
     let payloads = [

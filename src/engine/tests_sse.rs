@@ -127,7 +127,7 @@ fn sse_accepted_stream_head_retry_and_ids() {
     assert!(bytes.is_empty() && evs.is_empty());
     // The epoch is the same for every id, the sequence counts broadcasts.
     let id = crate::proto::sse::parse_last_event_id(&h.id(3)).unwrap();
-    assert_eq!(id.epoch, h.e.hub.epoch);
+    assert_eq!(id.epoch, h.e.hub.epoch());
 }
 
 #[test]
@@ -202,7 +202,7 @@ fn sse_hostile_last_event_id_gets_a_reset() {
     for n in 1..=3 {
         h.bcast(Target::All, Transports::Both, "e", &n.to_string());
     }
-    let epoch = h.e.hub.epoch;
+    let epoch = h.e.hub.epoch();
     let cases: Vec<(String, bool, &str)> = vec![
         (format!("{}:1", epoch + 1), true, "unknown-epoch"),
         (format!("{}:1", epoch ^ 1), true, "unknown-epoch"),

@@ -51,6 +51,8 @@ pub(super) struct Handlers {
 pub struct ServerBuilder {
     pub(super) config: Config,
     pub(super) handlers: Handlers,
+    #[cfg(feature = "redis")]
+    pub(super) cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl ServerBuilder {
@@ -193,6 +195,30 @@ impl ServerBuilder {
 
     /// Validates the configuration, binds, starts the loop and dispatcher threads.
     pub fn start(self) -> Result<Server, StartError> {
-        Server::start_with(self.config, self.handlers)
+        #[cfg(feature = "redis")]
+        return Server::start_with(self.config, self.handlers, self.cluster);
+        #[cfg(not(feature = "redis"))]
+        Server::start_with(self.config, self.handlers, None)
+    }
+
+    /// Joins the cluster of every server that uses the same Redis (and prefix): broadcasts,
+    /// user rooms and the history are the cluster's, so a client may connect to, and resume on,
+    /// any node. `start` fails unless Redis answers then; later outages are survived (see
+    /// [`crate::ClusterConfig`] and [`crate::BroadcastError::ClusterUnavailable`]).
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tidings::{ClusterConfig, Config, Server};
+    /// let server = Server::builder(Config::default())
+    ///     .allow_anonymous()
+    ///     .cluster(ClusterConfig::new("redis://127.0.0.1:6379/"))
+    ///     .start()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "redis")]
+    pub fn cluster(mut self, cluster: crate::cluster::ClusterConfig) -> Self {
+        self.cluster = Some(cluster);
+        self
     }
 }

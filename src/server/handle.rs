@@ -22,6 +22,10 @@ pub struct Handle {
     pub(super) max_payload: usize,
     pub(super) counters: Arc<crate::metrics::Counters>,
     pub(super) backlog: Arc<AtomicUsize>,
+    /// The cluster link when the server joined one (`ServerBuilder::cluster`); the handle the
+    /// link itself holds has none (it delivers locally what it hears).
+    #[cfg(feature = "redis")]
+    pub(super) cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl fmt::Debug for Handle {
@@ -62,6 +66,100 @@ impl Handle {
 
     pub(crate) fn command(&self, cmd: Command) -> Result<(), ServerClosed> {
         self.command_routed(cmd).map(|_| ())
+    }
+
+    /// Routes a command of the broadcast API: through the cluster when there is one (every node
+    /// must see it), else like `command_routed`.
+    pub(crate) fn submit(&self, cmd: Command) -> Result<Routed, BroadcastError> {
+        #[cfg(feature = "redis")]
+        let cmd = match &self.cluster {
+            Some(cluster) => match cluster.submit(cmd) {
+                crate::cluster::Submitted::Done(done) => return done,
+                crate::cluster::Submitted::Local(local) => *local,
+            },
+            None => cmd,
+        };
+        Ok(self.command_routed(cmd)?)
+    }
+
+    /// The cluster link, if the server joined one.
+    #[cfg(feature = "redis")]
+    pub(crate) fn cluster(&self) -> Option<&crate::cluster::Cluster> {
+        self.cluster.as_deref()
+    }
+
+    /// Whether this server is a node of a cluster (`ServerBuilder::cluster`) whose link to Redis
+    /// is up now: `None` alone, `Some(false)` while Redis is unreachable (broadcasts are then
+    /// refused with `BroadcastError::ClusterUnavailable`).
+    pub fn cluster_connected(&self) -> Option<bool> {
+        #[cfg(feature = "redis")]
+        if let Some(c) = &self.cluster {
+            return Some(c.connected());
+        }
+        None
+    }
+
+    /// Sends one command to every loop, woken once each.
+    #[cfg(feature = "redis")]
+    pub(crate) fn to_every_loop(&self, cmd: impl Fn() -> Command) {
+        for to in 0..self.loops.len() {
+            let _ = self.loops.queue(to, LoopCommand::Engine(cmd()));
+            let _ = self.loops.wake(to);
+        }
+    }
+
+    /// A broadcast a cluster numbered (or a volatile one), to this node's loops.
+    #[cfg(feature = "redis")]
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn deliver_numbered(
+        &self,
+        at: Instant,
+        target: &crate::engine::Target,
+        transports: crate::engine::Transports,
+        payload: crate::engine::Payload<'_>,
+        volatile: bool,
+        numbered: Option<u64>,
+        reply: Option<crate::engine::ReachReply>,
+    ) {
+        let loops = self.loops.len();
+        fanout::broadcast(
+            &self.hub,
+            &self.cfg,
+            at,
+            target,
+            transports,
+            payload,
+            volatile,
+            numbered,
+            reply,
+            &mut |to, c| {
+                let _ = self.loops.queue(to, LoopCommand::Engine(c));
+            },
+        );
+        for to in 0..loops {
+            let _ = self.loops.wake(to);
+        }
+    }
+
+    #[cfg(feature = "redis")]
+    pub(crate) fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    #[cfg(feature = "redis")]
+    pub(crate) fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// An application event is queued for the dispatcher from outside a loop.
+    #[cfg(feature = "redis")]
+    pub(crate) fn backlog_add(&self) {
+        self.backlog.fetch_add(1, Ordering::Relaxed);
+    }
+
+    #[cfg(feature = "redis")]
+    pub(crate) fn backlog_sub(&self) {
+        self.backlog.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// How many event loops the server runs.

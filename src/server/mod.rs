@@ -30,6 +30,12 @@ use crate::engine::hub::Hub;
 use crate::engine::{new_epoch, CloseReason, Data, Engine, SessionId};
 use crate::io::{EventLoop, LoopCommand, Loops};
 use builder::Handlers;
+
+/// How the server joins a cluster (nothing without the `redis` feature).
+#[cfg(feature = "redis")]
+type ClusterSettings = crate::cluster::ClusterConfig;
+#[cfg(not(feature = "redis"))]
+type ClusterSettings = std::convert::Infallible;
 use dispatch::{dispatch, os_random};
 
 /// What a raw Engine.IO session (`Config::engineio_path`) does, for `on_engineio` or
@@ -68,6 +74,8 @@ pub enum StartError {
     Config(ConfigError),
     /// Binding the address or starting a thread failed.
     Io(std::io::Error),
+    /// Joining the cluster failed: Redis did not answer, or the cluster settings are wrong.
+    Cluster(String),
 }
 
 impl fmt::Display for StartError {
@@ -75,6 +83,7 @@ impl fmt::Display for StartError {
         match self {
             StartError::Config(e) => write!(f, "{e}"),
             StartError::Io(e) => write!(f, "cannot start server: {e}"),
+            StartError::Cluster(e) => write!(f, "cannot join the cluster: {e}"),
         }
     }
 }
@@ -107,7 +116,7 @@ impl Server {
     /// Starts a server without handlers (raw Engine.IO events go to `take_events`; Socket.IO and
     /// SSE connections are refused: use `Server::builder` to authenticate them).
     pub fn start(config: Config) -> Result<Server, StartError> {
-        Server::start_with(config, Handlers::default())
+        Server::start_with(config, Handlers::default(), None)
     }
 
     /// A builder, to register the authentication hook and handlers.
@@ -115,10 +124,16 @@ impl Server {
         ServerBuilder {
             config,
             handlers: Handlers::default(),
+            #[cfg(feature = "redis")]
+            cluster: None,
         }
     }
 
-    fn start_with(config: Config, handlers: Handlers) -> Result<Server, StartError> {
+    fn start_with(
+        config: Config,
+        handlers: Handlers,
+        cluster: Option<ClusterSettings>,
+    ) -> Result<Server, StartError> {
         config.validate()?;
         for prefix in handlers.routes.keys() {
             let valid = prefix.starts_with('/')
@@ -137,7 +152,11 @@ impl Server {
         let local_addr = listener.local_addr()?;
         let mut listener = Some(listener);
         let (ev_tx, ev_rx) = mpsc::channel();
-        let hub = Arc::new(Hub::new(new_epoch(&mut os_random()?), loop_count));
+        let epoch = new_epoch(&mut os_random()?);
+        let hub = Arc::new(match &cluster {
+            Some(_) => Hub::new_cluster_node(epoch, loop_count),
+            None => Hub::new(epoch, loop_count),
+        });
         let counters = Arc::new(crate::metrics::Counters::default());
         let backlog = Arc::new(AtomicUsize::new(0));
         let live_total = Arc::new(AtomicUsize::new(0));
@@ -164,16 +183,36 @@ impl Server {
             senders.push(cmd_tx);
             wakers.push(waker);
         }
-        drop(ev_tx);
         let loops = Arc::new(Loops::new(senders, wakers));
-        let handle = Handle {
+        #[allow(unused_mut)]
+        let mut handle = Handle {
             loops: loops.clone(),
             hub,
             cfg: cfg.clone(),
             max_payload,
             counters,
             backlog: backlog.clone(),
+            #[cfg(feature = "redis")]
+            cluster: None,
         };
+        // Before the loops run: the snapshot of the cluster (rooms, history) is queued to them
+        // first, so the first connection already sees it.
+        #[cfg(feature = "redis")]
+        if let Some(settings) = cluster {
+            let node = crate::engine::new_epoch(&mut os_random()?);
+            let link = crate::cluster::Cluster::start(
+                settings,
+                node,
+                epoch,
+                handle.clone(),
+                ev_tx.clone(),
+            )
+            .map_err(StartError::Cluster)?;
+            handle.cluster = Some(link);
+        }
+        #[cfg(not(feature = "redis"))]
+        let _ = cluster;
+        drop(ev_tx);
         let (raw_tx, raw_rx) = mpsc::channel();
         let dispatcher = {
             let handle = handle.clone();
@@ -221,6 +260,11 @@ impl Server {
     }
 
     fn stop(&mut self, grace: Duration) -> std::io::Result<()> {
+        // The cluster link first: nothing new arrives for the loops while they close.
+        #[cfg(feature = "redis")]
+        if let Some(c) = self.handle.cluster.take() {
+            c.stop();
+        }
         self.handle.send_all(|| LoopCommand::Shutdown(grace));
         let mut result = Ok(());
         for t in self.threads.drain(..) {

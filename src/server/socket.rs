@@ -205,14 +205,14 @@ impl Socket {
         validate_room(room)?;
         validate_event(event)?;
         self.handle
-            .command(Command::SioEmitToRoom {
+            .submit(Command::SioEmitToRoom {
                 nsp: self.nsp.to_string(),
                 room: room.to_string(),
                 event: event.to_string(),
                 args,
                 volatile: self.volatile,
             })
-            .map_err(BroadcastError::from)
+            .map(|_| ())
     }
 
     /// Closes the connection under this socket (all its namespaces); the client reconnects.

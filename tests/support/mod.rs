@@ -16,6 +16,7 @@
 
 pub mod eio;
 pub mod http;
+pub mod redis;
 pub mod sio;
 pub mod sse;
 pub mod ws;

@@ -59,6 +59,7 @@ impl From<BroadcastError> for ApiError {
             BroadcastError::TooManyRooms(_) => (409, "too_many_rooms"),
             BroadcastError::PayloadTooLarge { .. } => (413, "payload_too_large"),
             BroadcastError::ServerClosed => (503, "shutting_down"),
+            BroadcastError::ClusterUnavailable(_) => (503, "cluster_unavailable"),
         };
         ApiError {
             status,
