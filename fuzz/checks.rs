@@ -32,7 +32,14 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("engine", engine),
     ("request_reader", request_reader),
     ("ws_frames", ws_frames),
+    ("cluster_wire", cluster_wire),
 ];
+
+/// The cluster's Redis messages: decoding any bytes never panics, what decodes encodes back to
+/// the same bytes, built messages round-trip (the check lives in `tidings::fuzzing`).
+pub fn cluster_wire(data: &[u8]) {
+    tidings::fuzzing::cluster_wire(data);
+}
 
 /// `FrameBoundaries` (which tells io whether a WebSocket connection is between two messages):
 /// any bytes in two chunkings give the same state; and on a stream of well-formed client frames

@@ -658,6 +658,12 @@ pub fn request_reader(data: &[u8]) {
     crate::io::request_reader::fuzz_request_reader(data);
 }
 
+/// The cluster's messages on Redis (`src/cluster/wire.rs`): any bytes decode without a panic,
+/// what decodes has one wire form, and messages built from the input round-trip.
+pub fn cluster_wire(data: &[u8]) {
+    crate::cluster::wire::fuzz_check(data);
+}
+
 /// The structured engine target: see the module docs. Panics on a broken invariant.
 pub fn engine(data: &[u8]) {
     run(data);

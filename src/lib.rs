@@ -88,7 +88,6 @@
 
 mod api;
 pub(crate) mod buf;
-#[cfg(feature = "redis")]
 mod cluster;
 mod config;
 mod engine;

@@ -125,3 +125,8 @@ fn corpus_request_reader() {
 fn corpus_ws_frames() {
     replay("ws_frames");
 }
+
+#[test]
+fn corpus_cluster_wire() {
+    replay("cluster_wire");
+}

@@ -1,0 +1,634 @@
+//! The node side of a cluster: its settings, the handle's part (what is published, what waits
+//! for replies) and what the publisher and subscriber threads share.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::link;
+use super::wire::{self, BroadcastMsg, Bus};
+use crate::engine::fanout::Routed;
+use crate::engine::{
+    room_args, AckCallback as EngineAckCallback, AckReply, AckResult, AppEvent, Command, Identity,
+    Reach, ReachReply, Target, Transports,
+};
+use crate::error::BroadcastError;
+use crate::server::Handle;
+
+/// How a server joins a cluster ([`crate::ServerBuilder::cluster`]).
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// The Redis server, as `redis://[user:password@]host:port[/db]`.
+    pub url: String,
+    /// The prefix of every key and channel (nodes with the same prefix on the same Redis are one
+    /// cluster). Default: `"tidings"`.
+    pub prefix: String,
+    /// Sends waiting for the publisher thread; past it a send is refused. Default: 65 536.
+    pub queue: usize,
+    /// How long a send accepted before the link to Redis broke is retried before it is given
+    /// up (and counted in `Metrics::cluster_dropped`). Default: 10 s.
+    pub retry_for: Duration,
+    /// How long `join_room`, `leave_room` and `user_rooms` wait for Redis. Default: 5 s.
+    pub request_timeout: Duration,
+    /// Connecting, and each Redis read or write. Default: 2 s.
+    pub io_timeout: Duration,
+}
+
+impl ClusterConfig {
+    /// The defaults, on the Redis server at `url`.
+    pub fn new(url: impl Into<String>) -> ClusterConfig {
+        ClusterConfig {
+            url: url.into(),
+            prefix: "tidings".to_string(),
+            queue: 65_536,
+            retry_for: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(5),
+            io_timeout: Duration::from_secs(2),
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        let prefix_ok = !self.prefix.is_empty()
+            && self.prefix.len() <= 64
+            && self
+                .prefix
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'#');
+        if !prefix_ok {
+            return Err(
+                "cluster prefix must be 1-64 printable ASCII characters without '#'".into(),
+            );
+        }
+        if self.queue == 0 {
+            return Err("cluster queue must hold at least one send".into());
+        }
+        if self.io_timeout.is_zero() || self.request_timeout.is_zero() {
+            return Err("cluster timeouts must be above zero".into());
+        }
+        Ok(())
+    }
+}
+
+/// Keys and channels of one cluster.
+#[derive(Clone, Debug)]
+pub(crate) struct Names {
+    pub(crate) epoch: String,
+    pub(crate) seq: String,
+    pub(crate) log: String,
+    pub(crate) rooms: String,
+    pub(crate) memberships: String,
+    pub(crate) bus: String,
+    prefix: String,
+}
+
+impl Names {
+    fn new(prefix: &str) -> Names {
+        Names {
+            epoch: format!("{prefix}:epoch"),
+            seq: format!("{prefix}:seq"),
+            log: format!("{prefix}:log"),
+            rooms: format!("{prefix}:rooms"),
+            memberships: format!("{prefix}:memberships"),
+            bus: format!("{prefix}#bus"),
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// A node's reply channel.
+    pub(crate) fn node(&self, node: u64) -> String {
+        format!("{}#node#{node:016x}", self.prefix)
+    }
+
+    /// A node's last published counter (the script drops what it already published).
+    pub(crate) fn dedup(&self, node: u64) -> String {
+        format!("{}:dedup:{node:016x}", self.prefix)
+    }
+}
+
+/// A user as a field of the rooms hash: unambiguous for any tenant and user text.
+pub(crate) fn user_field(user: &Identity) -> String {
+    format!("{}:{}{}", user.tenant.len(), user.tenant, user.user)
+}
+
+/// The inverse of `user_field`.
+pub(crate) fn parse_user_field(field: &str) -> Option<Identity> {
+    let (len, rest) = field.split_once(':')?;
+    let len: usize = len.parse().ok()?;
+    let tenant = rest.get(..len)?;
+    let user = rest.get(len..)?;
+    Some(Identity::new(tenant, user))
+}
+
+/// What the script does with a message.
+#[derive(Clone, Debug)]
+pub(crate) enum Op {
+    /// Numbered and kept in the history.
+    Keep,
+    /// Published only (volatile broadcasts, ack requests, other namespaces).
+    Pass,
+    /// A user joins a room (checked against the limits).
+    Join { field: String, room: String },
+    /// A user leaves a room.
+    Leave { field: String, room: String },
+}
+
+/// What the sender of a publish hears back.
+pub(crate) enum Done {
+    Nothing,
+    /// `join_room` / `leave_room`.
+    Room(mpsc::Sender<Result<(), BroadcastError>>),
+    /// A request that every node answers: the number of subscribers is the number of replies.
+    Request(u64),
+}
+
+/// A job for the publisher thread.
+pub(crate) enum Job {
+    Publish {
+        op: Op,
+        body: Vec<u8>,
+        done: Done,
+        queued: Instant,
+    },
+    /// `user_rooms`: read from Redis, so any node reads every write that returned.
+    Rooms {
+        field: String,
+        reply: mpsc::Sender<Result<Vec<String>, BroadcastError>>,
+    },
+    /// A reply to another node's request (not retried: the asker stops waiting at its deadline).
+    Reply { node: u64, body: Vec<u8> },
+}
+
+/// A request waiting for every node's reply.
+pub(crate) struct Pending {
+    pub(crate) expected: Option<usize>,
+    pub(crate) got: usize,
+    pub(crate) deadline: Instant,
+    pub(crate) acc: Acc,
+}
+
+pub(crate) enum Acc {
+    Acks {
+        results: Vec<AckResult>,
+        reply: AckReply,
+    },
+    Reach {
+        total: Reach,
+        reply: ReachReply,
+    },
+}
+
+/// Requests of this node waiting for replies, by id.
+#[derive(Default)]
+pub(crate) struct Requests {
+    map: HashMap<u64, Pending>,
+}
+
+impl Requests {
+    /// Counts one node's reply in; the finished request, if that was the last.
+    pub(crate) fn reply(&mut self, id: u64, reply: wire::Reply) -> Option<Pending> {
+        let p = self.map.get_mut(&id)?;
+        p.got += 1;
+        match (&mut p.acc, reply) {
+            (Acc::Acks { results, .. }, wire::Reply::Acks { results: mut r, .. }) => {
+                results.append(&mut r);
+            }
+            (Acc::Reach { total, .. }, wire::Reply::Reach { reach, .. }) => {
+                total.sse += reach.sse;
+                total.socketio += reach.socketio;
+            }
+            _ => log::warn!("cluster: a reply of the wrong kind for request {id}"),
+        }
+        self.finished(id)
+    }
+
+    /// Redis published the request to `n` subscribers.
+    pub(crate) fn expect(&mut self, id: u64, n: usize) -> Option<Pending> {
+        self.map.get_mut(&id)?.expected = Some(n);
+        self.finished(id)
+    }
+
+    fn finished(&mut self, id: u64) -> Option<Pending> {
+        let p = self.map.get(&id)?;
+        match p.expected {
+            Some(n) if p.got >= n => self.map.remove(&id),
+            _ => None,
+        }
+    }
+
+    /// The requests past their deadline (a node died before replying, or the publish failed).
+    pub(crate) fn expired(&mut self, now: Instant) -> Vec<Pending> {
+        let ids: Vec<u64> = self
+            .map
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| self.map.remove(&id))
+            .collect()
+    }
+
+    pub(crate) fn remove(&mut self, id: u64) -> Option<Pending> {
+        self.map.remove(&id)
+    }
+}
+
+/// What the handle, the publisher and the subscriber share.
+pub(crate) struct Shared {
+    pub(crate) node: u64,
+    pub(crate) names: Names,
+    pub(crate) cfg: ClusterConfig,
+    /// The publisher's link to Redis is up (sends are refused while it is not).
+    pub(crate) connected: AtomicBool,
+    pub(crate) stop: AtomicBool,
+    pub(crate) requests: Mutex<Requests>,
+    pub(crate) next_request: AtomicU64,
+    pub(crate) jobs: SyncSender<Job>,
+    /// For ack callbacks, which run on the dispatcher thread.
+    pub(crate) app_events: Mutex<Option<mpsc::Sender<AppEvent>>>,
+}
+
+impl Shared {
+    pub(crate) fn requests(&self) -> std::sync::MutexGuard<'_, Requests> {
+        self.requests.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Hands a finished request its answer.
+pub(crate) fn complete(handle: &Handle, shared: &Shared, p: Pending) {
+    match p.acc {
+        Acc::Reach { total, reply } => reply.send(total),
+        Acc::Acks { mut results, reply } => {
+            results.sort_by_key(|r| r.socket);
+            match reply {
+                AckReply::Channel(tx) => {
+                    let _ = tx.send(results);
+                }
+                AckReply::Callback(callback) => {
+                    let events = shared
+                        .app_events
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .clone();
+                    if let Some(events) = events {
+                        handle.backlog_add();
+                        let callback = EngineAckCallback(callback);
+                        if events
+                            .send(AppEvent::AckComplete { callback, results })
+                            .is_err()
+                        {
+                            handle.backlog_sub();
+                        }
+                    }
+                }
+                AckReply::Merge(_) => {}
+            }
+        }
+    }
+}
+
+/// What `Cluster::submit` did with a command.
+pub(crate) enum Submitted {
+    /// Published (or refused): the caller's answer.
+    Done(Result<Routed, BroadcastError>),
+    /// Not a cluster command: the caller routes it locally.
+    Local(Box<Command>),
+}
+
+/// A running cluster link: the publisher and subscriber threads of this node.
+pub(crate) struct Cluster {
+    pub(crate) shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Cluster({:016x})", self.shared.node)
+    }
+}
+
+fn unavailable(why: &str) -> BroadcastError {
+    BroadcastError::ClusterUnavailable(why.to_string())
+}
+
+impl Cluster {
+    /// Connects (Redis must answer now), loads the memberships and the history into the hub,
+    /// subscribes, and starts the threads. `handle` is the node's local handle (no cluster).
+    pub(crate) fn start(
+        cfg: ClusterConfig,
+        node: u64,
+        epoch_candidate: u64,
+        handle: Handle,
+        app_events: mpsc::Sender<AppEvent>,
+    ) -> Result<Arc<Cluster>, String> {
+        cfg.validate()?;
+        let (jobs, job_rx): (SyncSender<Job>, Receiver<Job>) = mpsc::sync_channel(cfg.queue);
+        let shared = Arc::new(Shared {
+            node,
+            names: Names::new(&cfg.prefix),
+            cfg,
+            connected: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            requests: Mutex::new(Requests::default()),
+            next_request: AtomicU64::new(1),
+            jobs,
+            app_events: Mutex::new(Some(app_events)),
+        });
+        let threads = link::start(shared.clone(), handle, job_rx, epoch_candidate)?;
+        Ok(Arc::new(Cluster {
+            shared,
+            threads: Mutex::new(threads),
+        }))
+    }
+
+    /// Stops the threads (the server is shutting down).
+    pub(crate) fn stop(&self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared
+            .app_events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    fn queue(&self, job: Job) -> Result<(), BroadcastError> {
+        if !self.shared.connected.load(Ordering::Acquire) {
+            return Err(unavailable("Redis is unreachable"));
+        }
+        match self.shared.jobs.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(_)) => Err(unavailable("the publish queue is full")),
+            Err(TrySendError::Disconnected(_)) => Err(BroadcastError::ServerClosed),
+        }
+    }
+
+    fn request(&self, acc: Acc, wait: Duration) -> u64 {
+        let id = self.shared.next_request.fetch_add(1, Ordering::Relaxed);
+        self.shared.requests().map.insert(
+            id,
+            Pending {
+                expected: None,
+                got: 0,
+                deadline: Instant::now() + wait,
+                acc,
+            },
+        );
+        id
+    }
+
+    fn publish(&self, op: Op, msg: &Bus, done: Done) -> Result<(), BroadcastError> {
+        let request = match &done {
+            Done::Request(id) => Some(*id),
+            _ => None,
+        };
+        let queued = self.queue(Job::Publish {
+            op,
+            body: wire::encode_bus(msg),
+            done,
+            queued: Instant::now(),
+        });
+        if queued.is_err() {
+            if let Some(id) = request {
+                self.shared.requests().remove(id);
+            }
+        }
+        queued
+    }
+
+    /// The cluster's part of `Handle::submit`: the commands every node must see.
+    pub(crate) fn submit(&self, cmd: Command) -> Submitted {
+        match cmd {
+            Command::Broadcast {
+                target,
+                transports,
+                event,
+                data,
+                volatile,
+                reply,
+            } => {
+                let counted = reply.map(|reply| {
+                    let acc = Acc::Reach {
+                        total: Reach::default(),
+                        reply,
+                    };
+                    (
+                        self.shared.node,
+                        self.request(acc, self.shared.cfg.request_timeout),
+                    )
+                });
+                let msg = Bus::Broadcast(BroadcastMsg {
+                    target,
+                    transports,
+                    volatile,
+                    event: event.to_string(),
+                    sio_args: data.to_string(),
+                    sse_data: data.to_string(),
+                    counted,
+                });
+                let op = if volatile { Op::Pass } else { Op::Keep };
+                let done = match counted {
+                    Some((_, id)) => Done::Request(id),
+                    None => Done::Nothing,
+                };
+                Submitted::Done(self.publish(op, &msg, done).map(|()| Routed::Loops(1)))
+            }
+            Command::SioEmitToRoom {
+                nsp,
+                room,
+                event,
+                args,
+                volatile,
+            } => {
+                let (msg, op) = if nsp == "/" {
+                    let (sio_args, sse_data) = room_args(&args);
+                    let msg = Bus::Broadcast(BroadcastMsg {
+                        target: Target::Room(room),
+                        transports: Transports::Both,
+                        volatile,
+                        event,
+                        sio_args,
+                        sse_data,
+                        counted: None,
+                    });
+                    (msg, if volatile { Op::Pass } else { Op::Keep })
+                } else {
+                    let args = serde_json::Value::Array(args).to_string();
+                    let msg = Bus::NspRoom {
+                        nsp,
+                        room,
+                        event,
+                        args,
+                        volatile,
+                    };
+                    (msg, Op::Pass)
+                };
+                Submitted::Done(
+                    self.publish(op, &msg, Done::Nothing)
+                        .map(|()| Routed::Loops(1)),
+                )
+            }
+            Command::UserAck {
+                user,
+                event,
+                data,
+                timeout,
+                reply,
+            } => {
+                // Each node times its own sockets out at `timeout`; the replies then need a round
+                // trip through Redis.
+                let wait = timeout + self.shared.cfg.request_timeout;
+                let acc = Acc::Acks {
+                    results: Vec::new(),
+                    reply,
+                };
+                let id = self.request(acc, wait);
+                let msg = Bus::AckRequest {
+                    origin: self.shared.node,
+                    request: id,
+                    timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                    user,
+                    event,
+                    data: data.to_string(),
+                };
+                Submitted::Done(
+                    self.publish(Op::Pass, &msg, Done::Request(id))
+                        .map(|()| Routed::Loops(1)),
+                )
+            }
+            other => Submitted::Local(Box::new(other)),
+        }
+    }
+
+    /// `join_room` (`joined`) or `leave_room`, once Redis stored it.
+    pub(crate) fn room(
+        &self,
+        user: &Identity,
+        room: &str,
+        joined: bool,
+    ) -> Result<(), BroadcastError> {
+        let (tx, rx) = mpsc::channel();
+        let field = user_field(user);
+        let op = if joined {
+            Op::Join {
+                field,
+                room: room.to_string(),
+            }
+        } else {
+            Op::Leave {
+                field,
+                room: room.to_string(),
+            }
+        };
+        let msg = Bus::Room {
+            user: user.clone(),
+            room: room.to_string(),
+            joined,
+        };
+        self.publish(op, &msg, Done::Room(tx))?;
+        rx.recv_timeout(self.shared.cfg.request_timeout)
+            .map_err(|_| unavailable("Redis did not answer in time"))?
+    }
+
+    /// `user_rooms`, read from Redis.
+    pub(crate) fn user_rooms(&self, user: &Identity) -> Result<Vec<String>, BroadcastError> {
+        let (tx, rx) = mpsc::channel();
+        self.queue(Job::Rooms {
+            field: user_field(user),
+            reply: tx,
+        })?;
+        rx.recv_timeout(self.shared.cfg.request_timeout)
+            .map_err(|_| unavailable("Redis did not answer in time"))?
+    }
+
+    /// Whether the link to Redis is up now.
+    pub(crate) fn connected(&self) -> bool {
+        self.shared.connected.load(Ordering::Acquire)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_fields_are_unambiguous() {
+        for (t, u) in [
+            ("", "alice"),
+            ("acme", "bob"),
+            ("a:b", "c"),
+            ("12", ":3"),
+            ("", ""),
+        ] {
+            let i = Identity::new(t, u);
+            assert_eq!(parse_user_field(&user_field(&i)), Some(i));
+        }
+        assert_ne!(
+            user_field(&Identity::new("ab", "c")),
+            user_field(&Identity::new("a", "bc"))
+        );
+        for bad in ["", "x", "5:ab", "-1:a", ":a"] {
+            assert_eq!(parse_user_field(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_request_finishes_with_its_last_reply_whichever_comes_first() {
+        let (tx, rx) = mpsc::channel();
+        let mut r = Requests::default();
+        let reach = |n| wire::Reply::Reach {
+            request: 1,
+            reach: Reach {
+                sse: n,
+                socketio: 1,
+            },
+        };
+        for expect_first in [true, false] {
+            r.map.insert(
+                1,
+                Pending {
+                    expected: None,
+                    got: 0,
+                    deadline: Instant::now() + Duration::from_secs(60),
+                    acc: Acc::Reach {
+                        total: Reach::default(),
+                        reply: ReachReply::Channel(tx.clone()),
+                    },
+                },
+            );
+            if expect_first {
+                assert!(r.expect(1, 2).is_none());
+                assert!(r.reply(1, reach(1)).is_none());
+            } else {
+                assert!(r.reply(1, reach(1)).is_none());
+                assert!(r.reply(1, reach(2)).is_none());
+                let p = r.expect(1, 2);
+                assert!(p.is_some());
+                continue;
+            }
+            let p = r.reply(1, reach(2));
+            let total = match p {
+                Some(Pending {
+                    acc: Acc::Reach { total, .. },
+                    ..
+                }) => Some(total),
+                _ => None,
+            };
+            assert_eq!(
+                total,
+                Some(Reach {
+                    sse: 3,
+                    socketio: 2
+                })
+            );
+        }
+        assert!(r.map.is_empty());
+        drop(rx);
+    }
+}
