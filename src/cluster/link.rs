@@ -14,7 +14,9 @@ use redis::{Client, Connection, Value as RValue};
 
 use super::wire::{self, Bus, Reply};
 use super::{complete, parse_user_field, Done, Job, Op, Shared};
-use crate::engine::{AckReply, Command, Identity, Payload, ReachMerge, ReachReply, RoomLimit};
+use crate::engine::{
+    hand_off, AckReply, Command, Identity, Payload, ReachMerge, ReachReply, RoomLimit,
+};
 use crate::error::BroadcastError;
 use crate::server::Handle;
 
@@ -476,7 +478,9 @@ impl Subscriber {
         match wire::decode_reply(payload) {
             Ok(reply) => {
                 let id = match &reply {
-                    Reply::Acks { request, .. } | Reply::Reach { request, .. } => *request,
+                    Reply::Acks { request, .. }
+                    | Reply::Reach { request, .. }
+                    | Reply::Handoff { request, .. } => *request,
                 };
                 let finished = self.shared.requests().reply(id, reply);
                 if let Some(p) = finished {
@@ -715,6 +719,24 @@ impl Subscriber {
                     timeout: Duration::from_millis(timeout_ms),
                     reply,
                 });
+            }
+            Bus::Claim {
+                origin,
+                request,
+                pid,
+                offset,
+                user,
+            } => {
+                let answer = hand_off(
+                    self.handle.hub(),
+                    self.handle.config(),
+                    Instant::now(),
+                    &pid,
+                    offset.as_deref(),
+                    user.as_ref(),
+                );
+                let body = wire::encode_reply(&Reply::Handoff { request, answer });
+                let _ = jobs.try_send(Job::Reply { node: origin, body });
             }
             Bus::NspRoom {
                 nsp,

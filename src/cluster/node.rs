@@ -12,8 +12,8 @@ use super::link;
 use super::wire::{self, BroadcastMsg, Bus};
 use crate::engine::fanout::Routed;
 use crate::engine::{
-    room_args, AckCallback as EngineAckCallback, AckReply, AckResult, AppEvent, Command, Identity,
-    Reach, ReachReply, Target, Transports,
+    room_args, AckCallback as EngineAckCallback, AckReply, AckResult, AppEvent, Command, Handoff,
+    HandoffAnswer, Identity, Reach, ReachReply, Target, Transports,
 };
 use crate::error::BroadcastError;
 use crate::server::Handle;
@@ -178,7 +178,17 @@ pub(crate) enum Acc {
         total: Reach,
         reply: ReachReply,
     },
+    /// A claim of a waiting socket: the node that had it answers `Found`.
+    Handoff {
+        found: Option<Box<Handoff>>,
+        /// Whether a node had it but could not fill the gap (then nobody has it any more).
+        expired: bool,
+        done: HandoffDone,
+    },
 }
+
+/// What a claim leads to: the engine's decision command, with the socket when it was found.
+pub(crate) type HandoffDone = Box<dyn FnOnce(Option<Box<Handoff>>) + Send>;
 
 /// Requests of this node waiting for replies, by id.
 #[derive(Default)]
@@ -198,6 +208,16 @@ impl Requests {
             (Acc::Reach { total, .. }, wire::Reply::Reach { reach, .. }) => {
                 total.sse += reach.sse;
                 total.socketio += reach.socketio;
+            }
+            (Acc::Handoff { found, expired, .. }, wire::Reply::Handoff { answer, .. }) => {
+                match answer {
+                    HandoffAnswer::Found(h) if found.is_none() => *found = Some(h),
+                    HandoffAnswer::Found(_) => {
+                        log::warn!("cluster: two nodes handed over the same socket");
+                    }
+                    HandoffAnswer::Expired => *expired = true,
+                    HandoffAnswer::NotHere => {}
+                }
             }
             _ => log::warn!("cluster: a reply of the wrong kind for request {id}"),
         }
@@ -261,6 +281,7 @@ impl Shared {
 pub(crate) fn complete(handle: &Handle, shared: &Shared, p: Pending) {
     match p.acc {
         Acc::Reach { total, reply } => reply.send(total),
+        Acc::Handoff { found, done, .. } => done(found),
         Acc::Acks { mut results, reply } => {
             results.sort_by_key(|r| r.socket);
             match reply {
@@ -309,6 +330,10 @@ impl std::fmt::Debug for Cluster {
         write!(f, "Cluster({:016x})", self.shared.node)
     }
 }
+
+/// How long a CONNECT waits for the other nodes' answers to its claim (they answer within a
+/// round trip through Redis; this bounds a node that died before answering).
+const CLAIM_WAIT: Duration = Duration::from_secs(2);
 
 fn unavailable(why: &str) -> BroadcastError {
     BroadcastError::ClusterUnavailable(why.to_string())
@@ -503,6 +528,54 @@ impl Cluster {
                 )
             }
             other => Submitted::Local(Box::new(other)),
+        }
+    }
+
+    /// An accepting CONNECT decision for a client that presented a `pid` unknown on this node:
+    /// asks the other nodes for the socket first (at most `CLAIM_WAIT`), then hands the engine
+    /// the decision with what was found (nothing when Redis is unreachable: a fresh session).
+    /// `handle` is the node's local handle.
+    pub(crate) fn claim(
+        &self,
+        handle: &Handle,
+        request: u64,
+        pid: String,
+        offset: Option<String>,
+        user: Option<Identity>,
+    ) {
+        let decision = Ok(user.clone());
+        let local = handle.clone();
+        let done: HandoffDone = Box::new(move |handoff| {
+            let _ = local.command_routed(Command::SioConnectHandoff {
+                request,
+                decision,
+                handoff,
+            });
+        });
+        let acc = Acc::Handoff {
+            found: None,
+            expired: false,
+            done,
+        };
+        let id = self.request(acc, CLAIM_WAIT);
+        let msg = Bus::Claim {
+            origin: self.shared.node,
+            request: id,
+            pid,
+            offset,
+            user,
+        };
+        let queued = self.queue(Job::Publish {
+            op: Op::Pass,
+            body: wire::encode_bus(&msg),
+            done: Done::Request(id),
+            queued: Instant::now(),
+        });
+        if queued.is_err() {
+            let p = self.shared.requests().remove(id);
+            if let Some(p) = p {
+                complete(handle, &self.shared, p);
+            }
         }
     }
 

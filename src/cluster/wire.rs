@@ -9,7 +9,9 @@
 
 use serde_json::Value;
 
-use crate::engine::{AckOutcome, AckResult, Identity, Reach, SocketId, Target, Transports};
+use crate::engine::{
+    AckOutcome, AckResult, Handoff, HandoffAnswer, Identity, Reach, SocketId, Target, Transports,
+};
 
 /// The first byte of this format's bodies is one of these kinds; anything else is foreign.
 const BROADCAST: u8 = b'B';
@@ -17,8 +19,10 @@ const JOIN: u8 = b'J';
 const LEAVE: u8 = b'L';
 const ACK_REQUEST: u8 = b'A';
 const NSP_ROOM: u8 = b'N';
+const CLAIM: u8 = b'C';
 const ACK_REPLY: u8 = b'a';
 const REACH_REPLY: u8 = b'r';
+const HANDOFF_REPLY: u8 = b'h';
 
 /// Broadcast flags.
 const FLAG_VOLATILE: u8 = 1;
@@ -28,6 +32,9 @@ const FLAG_SAME_DATA: u8 = 4;
 
 /// The most outcomes one ack reply may carry (a user's sockets on one node are far fewer).
 const MAX_OUTCOMES: u32 = 1 << 20;
+/// The most rooms, packets or attachments a handoff may carry (each is bounded by the input's
+/// length too; this keeps a hostile count from reserving memory).
+const MAX_ITEMS: u32 = 1 << 20;
 
 /// A message of the bus channel, after its header.
 #[derive(Clone, Debug, PartialEq)]
@@ -49,6 +56,15 @@ pub(crate) enum Bus {
         event: String,
         /// The JSON text of the data.
         data: String,
+    },
+    /// A client presented the `pid` of a socket that may wait on another node: the node that
+    /// keeps it (for that identity) hands it over to `origin`.
+    Claim {
+        origin: u64,
+        request: u64,
+        pid: String,
+        offset: Option<String>,
+        user: Option<Identity>,
     },
     /// `Socket::to_room` in a namespace other than `/`: that namespace's sockets in the room.
     NspRoom {
@@ -86,6 +102,8 @@ pub(crate) enum Reply {
     },
     /// One node's reach of a counted broadcast.
     Reach { request: u64, reach: Reach },
+    /// One node's answer to a claim.
+    Handoff { request: u64, answer: HandoffAnswer },
 }
 
 /// Why a message was not ours or not well formed (logged and ignored, never delivered).
@@ -145,6 +163,23 @@ impl Writer {
         self.str(&i.tenant);
         self.str(&i.user);
     }
+    fn count(&mut self, n: usize) {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        self.0.extend_from_slice(&n.to_le_bytes());
+    }
+    fn bytes(&mut self, b: &[u8]) {
+        self.count(b.len());
+        self.0.extend_from_slice(b);
+    }
+    fn opt_str(&mut self, s: Option<&str>) {
+        match s {
+            None => self.u8(0),
+            Some(s) => {
+                self.u8(1);
+                self.str(s);
+            }
+        }
+    }
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -182,6 +217,24 @@ impl<'a> Reader<'a> {
         let tenant = self.str()?;
         let user = self.str()?;
         Ok(Identity { tenant, user })
+    }
+    fn count(&mut self) -> Result<u32, WireError> {
+        let n = self.u32()?;
+        if n > MAX_ITEMS {
+            return Err(WireError("count too large"));
+        }
+        Ok(n)
+    }
+    fn byte_string(&mut self) -> Result<Vec<u8>, WireError> {
+        let len = self.u32()? as usize;
+        Ok(self.bytes(len)?.to_vec())
+    }
+    fn opt_str(&mut self) -> Result<Option<String>, WireError> {
+        match self.u8()? {
+            0 => Ok(None),
+            1 => Ok(Some(self.str()?)),
+            _ => Err(WireError("bad option flag")),
+        }
     }
     fn end(&self) -> Result<(), WireError> {
         if self.0.is_empty() {
@@ -274,6 +327,26 @@ pub(crate) fn encode_bus(msg: &Bus) -> Vec<u8> {
             w.str(event);
             w.str(data);
         }
+        Bus::Claim {
+            origin,
+            request,
+            pid,
+            offset,
+            user,
+        } => {
+            w.u8(CLAIM);
+            w.u64(*origin);
+            w.u64(*request);
+            w.str(pid);
+            w.opt_str(offset.as_deref());
+            match user {
+                None => w.u8(0),
+                Some(u) => {
+                    w.u8(1);
+                    w.identity(u);
+                }
+            }
+        }
         Bus::NspRoom {
             nsp,
             room,
@@ -349,6 +422,17 @@ pub(crate) fn decode_bus(body: &[u8]) -> Result<Bus, WireError> {
             event: r.str()?,
             data: r.str()?,
         },
+        CLAIM => Bus::Claim {
+            origin: r.u64()?,
+            request: r.u64()?,
+            pid: r.str()?,
+            offset: r.opt_str()?,
+            user: match r.u8()? {
+                0 => None,
+                1 => Some(r.identity()?),
+                _ => return Err(WireError("bad option flag")),
+            },
+        },
         NSP_ROOM => {
             let volatile = match r.u8()? {
                 0 => false,
@@ -404,6 +488,33 @@ pub(crate) fn encode_reply(reply: &Reply) -> Vec<u8> {
             w.u64(reach.sse as u64);
             w.u64(reach.socketio as u64);
         }
+        Reply::Handoff { request, answer } => {
+            w.u8(HANDOFF_REPLY);
+            w.u64(*request);
+            match answer {
+                HandoffAnswer::NotHere => w.u8(0),
+                HandoffAnswer::Expired => w.u8(1),
+                HandoffAnswer::Found(h) => {
+                    w.u8(2);
+                    w.str(&h.sid);
+                    w.str(&h.pid);
+                    w.u64(h.since_seq);
+                    w.u64(h.until);
+                    w.count(h.rooms.len());
+                    for room in &h.rooms {
+                        w.str(room);
+                    }
+                    w.count(h.packets.len());
+                    for (text, attachments) in &h.packets {
+                        w.bytes(text);
+                        w.count(attachments.len());
+                        for a in attachments {
+                            w.bytes(a);
+                        }
+                    }
+                }
+            }
+        }
     }
     w.0
 }
@@ -453,6 +564,42 @@ pub(crate) fn decode_reply(body: &[u8]) -> Result<Reply, WireError> {
                 reach: Reach { sse, socketio },
             }
         }
+        HANDOFF_REPLY => {
+            let request = r.u64()?;
+            let answer = match r.u8()? {
+                0 => HandoffAnswer::NotHere,
+                1 => HandoffAnswer::Expired,
+                2 => {
+                    let sid = r.str()?;
+                    let pid = r.str()?;
+                    let since_seq = r.u64()?;
+                    let until = r.u64()?;
+                    let mut rooms = Vec::new();
+                    for _ in 0..r.count()? {
+                        rooms.push(r.str()?);
+                    }
+                    let mut packets = Vec::new();
+                    for _ in 0..r.count()? {
+                        let text = r.byte_string()?;
+                        let mut attachments = Vec::new();
+                        for _ in 0..r.count()? {
+                            attachments.push(r.byte_string()?);
+                        }
+                        packets.push((text, attachments));
+                    }
+                    HandoffAnswer::Found(Box::new(Handoff {
+                        sid,
+                        pid,
+                        since_seq,
+                        until,
+                        rooms,
+                        packets,
+                    }))
+                }
+                _ => return Err(WireError("unknown handoff answer")),
+            };
+            Reply::Handoff { request, answer }
+        }
         _ => return Err(WireError("unknown reply kind")),
     };
     r.end()?;
@@ -487,8 +634,11 @@ pub(crate) fn fuzz_check(data: &[u8]) {
         2 => Target::Tenant(next()),
         _ => Target::Room(next()),
     };
-    let transports =
-        [Transports::Sse, Transports::SocketIo, Transports::Both][usize::from(flags / 4 % 3)];
+    let transports = match flags / 4 % 3 {
+        0 => Transports::Sse,
+        1 => Transports::SocketIo,
+        _ => Transports::Both,
+    };
     let event = next();
     let sio_args = next();
     let sse_data = if flags & 0x40 != 0 {
@@ -545,7 +695,7 @@ fn check_bus(body: &[u8]) {
 
 #[cfg(test)]
 mod tests {
-    #![allow(clippy::indexing_slicing)]
+    #![allow(clippy::indexing_slicing, clippy::unwrap_used)]
     use super::*;
     use serde_json::json;
 
@@ -622,6 +772,20 @@ mod tests {
                 args: "[1,2]".into(),
                 volatile: false,
             },
+            Bus::Claim {
+                origin: 3,
+                request: 4,
+                pid: "p1".into(),
+                offset: Some("1:2".into()),
+                user: Some(Identity::new("acme", "bob")),
+            },
+            Bus::Claim {
+                origin: 3,
+                request: 5,
+                pid: "p2".into(),
+                offset: None,
+                user: None,
+            },
         ];
         for m in msgs {
             let bytes = encode_bus(&m);
@@ -673,6 +837,28 @@ mod tests {
                     sse: 2,
                     socketio: 3,
                 },
+            },
+            Reply::Handoff {
+                request: 6,
+                answer: HandoffAnswer::NotHere,
+            },
+            Reply::Handoff {
+                request: 7,
+                answer: HandoffAnswer::Expired,
+            },
+            Reply::Handoff {
+                request: 8,
+                answer: HandoffAnswer::Found(Box::new(Handoff {
+                    sid: "s".into(),
+                    pid: "p".into(),
+                    since_seq: 1 << 24,
+                    until: (5 << 24) + 2,
+                    rooms: vec!["a".into(), "b".into()],
+                    packets: vec![
+                        (b"42[\"x\"]".to_vec(), Vec::new()),
+                        (b"451-[\"y\"]".to_vec(), vec![vec![1, 2]]),
+                    ],
+                })),
             },
         ];
         for r in replies {

@@ -45,6 +45,7 @@ pub(crate) fn route(
             one(send, to, cmd)
         }
         Command::SioConnectDecision { request, .. }
+        | Command::SioConnectHandoff { request, .. }
         | Command::SseDecision { request, .. }
         | Command::HttpRespond { request, .. }
             if loops > 1 =>

@@ -21,6 +21,7 @@ pub(crate) enum HistoryAudience {
     Tenant(Arc<str>),
     /// A room: its member users and its joined sockets when the event was sent.
     Members {
+        room: Arc<str>,
         users: Arc<[UserKey]>,
         sockets: Arc<[u64]>,
     },
@@ -37,7 +38,7 @@ impl HistoryAudience {
             HistoryAudience::All => true,
             HistoryAudience::User(k) => user == Some(k),
             HistoryAudience::Tenant(t) => user.is_some_and(|u| u.0 == *t),
-            HistoryAudience::Members { users, sockets } => {
+            HistoryAudience::Members { users, sockets, .. } => {
                 user.is_some_and(|u| users.contains(u))
                     || socket.is_some_and(|s| sockets.contains(&s))
             }
@@ -45,9 +46,23 @@ impl HistoryAudience {
         }
     }
 
+    /// The same for a socket that another cluster node handed over, known here by its rooms
+    /// (which a waiting socket cannot change) rather than its id; its own emits were kept by
+    /// that node, which replayed them.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn reaches_rooms(&self, user: Option<&UserKey>, rooms: &[Arc<str>]) -> bool {
+        match self {
+            HistoryAudience::Members { room, users, .. } => {
+                user.is_some_and(|u| users.contains(u)) || rooms.contains(room)
+            }
+            HistoryAudience::Socket(_) => false,
+            other => other.reaches(user, None),
+        }
+    }
+
     fn cost(&self) -> usize {
         match self {
-            HistoryAudience::Members { users, sockets } => {
+            HistoryAudience::Members { users, sockets, .. } => {
                 16 + users.len() * 16 + sockets.len() * 8
             }
             _ => 16,

@@ -53,6 +53,9 @@ pub(crate) struct HubState {
     pub(crate) parked: Parked,
     /// Recovered sockets that live on another loop than their id names.
     moved: HashMap<u64, usize>,
+    /// Cluster: CONNECTs (by request) that presented a `pid` no loop here knows, with their
+    /// offset; the decision asks the other nodes for the socket first.
+    pub(crate) remote_claims: HashMap<u64, (String, Option<String>)>,
 }
 
 /// A broadcast made ready once for every loop: its sequence number, its audience and its bytes.
@@ -85,6 +88,11 @@ impl Hub {
         }
     }
 
+    /// Whether this is a cluster node's hub.
+    pub(crate) fn is_cluster(&self) -> bool {
+        self.seq_shift > 0
+    }
+
     /// The epoch of the ids given out now.
     pub(crate) fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
@@ -101,6 +109,16 @@ impl Hub {
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn cluster_seq(&self, seq: u64) -> u64 {
         seq << self.seq_shift
+    }
+
+    /// The highest sequence number given out anywhere yet: alone the last one; in a cluster any
+    /// node's own number after the last cluster broadcast (another node's socket emits that a
+    /// client saw may be ahead of this node's).
+    pub(crate) fn seq_ceiling(&self, state: &HubState) -> u64 {
+        if self.seq_shift == 0 {
+            return state.seq;
+        }
+        state.seq | ((1u64 << self.seq_shift) - 1)
     }
 
     /// A sequence number of this node's own (a socket's emit, with recovery on); `None` in a
@@ -275,6 +293,7 @@ impl Hub {
             Audience::Room(r) => {
                 let (users, sockets) = state.rooms.room_snapshot(r, recovery);
                 H::Members {
+                    room: r.clone(),
                     users: Arc::from(users),
                     sockets: Arc::from(sockets),
                 }

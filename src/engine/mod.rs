@@ -28,6 +28,8 @@ pub use eio::{CloseReason, Data, SessionId};
 use hub::{Hub, Prepared};
 use index::{Audience, Index};
 pub use index::{Identity, RecipientKind, RoomLimit};
+#[cfg_attr(not(feature = "redis"), allow(unused_imports))]
+pub(crate) use recovery::{hand_off, Handoff, HandoffAnswer};
 pub(crate) use route::json_error;
 pub use sio::{
     AckCallback, AckOutcome, AckReply, AckResult, DisconnectReason, Rejection, SocketId,
@@ -308,6 +310,13 @@ pub(crate) enum Command {
     SioConnectDecision {
         request: u64,
         decision: Result<Option<Identity>, Rejection>,
+    },
+    /// The same with the answer of the cluster's other nodes to the `pid` the CONNECT presented.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    SioConnectHandoff {
+        request: u64,
+        decision: Result<Option<Identity>, Rejection>,
+        handoff: Option<Box<recovery::Handoff>>,
     },
     /// Emit to one socket, optionally with an ack.
     SioEmit {
@@ -813,8 +822,13 @@ impl Engine {
                     self.eio_close(now, session.0, CloseReason::ServerClose);
                 }
             }
+            Command::SioConnectHandoff {
+                request,
+                decision,
+                handoff,
+            } => self.sio_connect_decision(now, request, decision, handoff),
             Command::SioConnectDecision { request, decision } => {
-                self.sio_connect_decision(now, request, decision)
+                self.sio_connect_decision(now, request, decision, None)
             }
             Command::SioEmit {
                 socket,

@@ -241,6 +241,27 @@ impl Engine {
         Some(Claim { parked, offset })
     }
 
+    /// Cluster: a CONNECT to `/` presented a `pid` that no loop here knows; remember it, so the
+    /// decision first asks the other nodes whether one keeps that socket.
+    pub(super) fn note_remote_claim(&mut self, request: u64, nsp: &str, auth: &Value) {
+        if self.cfg.connection_state_recovery.is_none() || nsp != "/" {
+            return;
+        }
+        let token = |name: &str| {
+            auth.get(name)
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty() && t.len() <= MAX_TOKEN)
+        };
+        let Some(pid) = token("pid") else {
+            return;
+        };
+        let offset = token("offset").map(str::to_string);
+        self.hub
+            .lock()
+            .remote_claims
+            .insert(request, (pid.to_string(), offset));
+    }
+
     /// A claim that did not lead to a recovery (the hook refused, or said another identity):
     /// the socket waits again for its real client, until its window ends.
     pub(super) fn sio_unclaim(&mut self, now: Instant, claim: Claim) {
@@ -279,7 +300,7 @@ impl Engine {
             }
         };
         state.history.trim(now, self.history_limits());
-        match state.history.gap(seen, state.seq) {
+        match state.history.gap(seen, self.hub.seq_ceiling(state)) {
             Gap::Fillable => Some(seen),
             Gap::Expired | Gap::Invalid => None,
         }
@@ -357,4 +378,178 @@ fn forget_parked(hub: &Hub, state: &mut HubState, p: ParkedSocket) {
         state.rooms.socket_leave(p.socket, room);
     }
     hub.forget_socket(state, p.socket);
+}
+
+/// A waiting socket handed from one cluster node to another: who it is, its rooms, and every
+/// event addressed to it after the client's offset, as the node that kept it computed them.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Handoff {
+    pub(crate) sid: String,
+    pub(crate) pid: String,
+    pub(crate) since_seq: u64,
+    /// The replay covers the history up to here; the receiving node replays its own after it.
+    pub(crate) until: u64,
+    pub(crate) rooms: Vec<String>,
+    /// Each replayed packet: the Engine.IO text message and its binary attachments.
+    pub(crate) packets: Vec<(Vec<u8>, Vec<Vec<u8>>)>,
+}
+
+/// What a node answers to another's claim of a `pid`.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum HandoffAnswer {
+    /// No socket waits here under that `pid` (for that identity).
+    NotHere,
+    /// It waited here, but the gap cannot be filled: it is gone, the client starts afresh.
+    Expired,
+    /// Taken out of this node's waiting list and handed over.
+    Found(Box<Handoff>),
+}
+
+/// A cluster node's side of a claim from another node: if the socket waits here for the same
+/// identity, take it out of the hub (nobody may recover it here any more) and compute its replay
+/// over the history this node holds (which includes its own emits to the socket).
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) fn hand_off(
+    hub: &Hub,
+    cfg: &crate::config::Config,
+    now: Instant,
+    pid: &str,
+    offset: Option<&str>,
+    identity: Option<&Identity>,
+) -> HandoffAnswer {
+    if cfg.connection_state_recovery.is_none() || pid.len() > MAX_TOKEN {
+        return HandoffAnswer::NotHere;
+    }
+    let mut state = hub.lock();
+    let wanted = Index::user_key_of(identity);
+    match state.parked.by_pid.get(pid) {
+        Some(p) if p.user == wanted => {}
+        _ => return HandoffAnswer::NotHere,
+    }
+    let Some(parked) = state.parked.by_pid.remove(pid) else {
+        return HandoffAnswer::NotHere;
+    };
+    if parked.expires <= now {
+        forget_parked(hub, &mut state, parked);
+        return HandoffAnswer::Expired;
+    }
+    let since = parked.recovery.since_seq;
+    let seen = match offset {
+        None => Some(since),
+        Some(o) => match sse_codec::parse_last_event_id(o) {
+            Ok(EventId { epoch, seq }) if epoch == hub.epoch() => Some(seq.max(since)),
+            _ => None,
+        },
+    };
+    state.history.trim(now, super::hub::history_limits(cfg));
+    let ceiling = hub.seq_ceiling(&state);
+    let after = seen.filter(|s| state.history.gap(*s, ceiling) == Gap::Fillable);
+    let Some(after) = after else {
+        forget_parked(hub, &mut state, parked);
+        return HandoffAnswer::Expired;
+    };
+    let socket = parked.socket;
+    let packets = state
+        .history
+        .after(after)
+        .filter(|e| e.audience.reaches(parked.user.as_ref(), Some(socket)))
+        .filter_map(|e| e.sio.as_ref().map(EncodedPacket::to_parts))
+        .collect();
+    let until = state.seq;
+    let handoff = Handoff {
+        sid: parked.recovery.sid.to_string(),
+        pid: parked.recovery.pid.to_string(),
+        since_seq: since,
+        until: until.max(after),
+        rooms: parked.rooms.iter().map(|r| r.to_string()).collect(),
+        packets,
+    };
+    forget_parked(hub, &mut state, parked);
+    HandoffAnswer::Found(Box::new(handoff))
+}
+
+impl Engine {
+    /// A socket another cluster node handed over (the caller checked the identity with the
+    /// hook): it lives here from now on under a new id, with its sid, pid and rooms; its client
+    /// gets the other node's replay, then what this node delivered after it, then live events.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(super) fn sio_restore_remote(
+        &mut self,
+        now: Instant,
+        key: u64,
+        handoff: Handoff,
+        identity: Option<Identity>,
+        auth: Value,
+    ) -> Result<(), Value> {
+        let mut packets = Vec::with_capacity(handoff.packets.len());
+        for (text, attachments) in handoff.packets {
+            match EncodedPacket::from_parts(text, attachments) {
+                Some(p) => packets.push(p),
+                // Not what a node of ours sends: a fresh session, never a partial replay.
+                None => return Err(auth),
+            }
+        }
+        let socket = self.new_recipient_id();
+        let rooms: Vec<Arc<str>> = handoff
+            .rooms
+            .iter()
+            .map(|r| Arc::from(r.as_str()))
+            .collect();
+        let user = Index::user_key_of(identity.as_ref());
+        let hub = self.hub.clone();
+        let mut state = hub.lock();
+        let until = self.delivered_seq;
+        for e in state
+            .history
+            .after(handoff.until)
+            .take_while(|e| e.seq <= until)
+            .filter(|e| e.audience.reaches_rooms(user.as_ref(), &rooms))
+        {
+            if let Some(p) = e.sio.clone() {
+                packets.push(p);
+            }
+        }
+        // Its rooms are in the hub like any recoverable socket's, so later room events freeze
+        // an audience with it.
+        for room in &rooms {
+            let _ = state
+                .rooms
+                .socket_join(socket, room.clone(), 0, usize::MAX, usize::MAX);
+        }
+        drop(state);
+        self.index
+            .add(socket, RecipientKind::SocketIo, identity.as_ref());
+        for room in &rooms {
+            let room = self.index.intern_room(room);
+            let _ = self
+                .index
+                .socket_join(socket, room, 0, usize::MAX, usize::MAX);
+        }
+        let sid: Arc<str> = Arc::from(handoff.sid.as_str());
+        let pid: Arc<str> = Arc::from(handoff.pid.as_str());
+        let recovery = SocketRecovery {
+            sid: sid.clone(),
+            pid: pid.clone(),
+            since_seq: handoff.since_seq,
+            floor: handoff.until.max(until),
+        };
+        self.sio_attach_socket(key, "/", socket, rooms, Some(Box::new(recovery)));
+        let mut ok = serde_json::Map::new();
+        ok.insert("sid".into(), Value::String(sid.to_string()));
+        ok.insert("pid".into(), Value::String(pid.to_string()));
+        let reply = Packet::connect("/", Some(Value::Object(ok)));
+        self.sio_send(now, key, &EncodedPacket::new(&reply));
+        for packet in &packets {
+            self.sio_send(now, key, packet);
+        }
+        self.push(Output::App(AppEvent::SioConnected {
+            socket: SocketId(socket),
+            nsp: Arc::from("/"),
+            sid,
+            identity,
+            auth,
+            recovered: true,
+        }));
+        Ok(())
+    }
 }

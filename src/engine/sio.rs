@@ -350,6 +350,28 @@ impl EncodedPacket {
         self.text.len() + self.attachments.iter().map(|a| a.len()).sum::<usize>()
     }
 
+    /// The bytes, for another cluster node: the text message (`42[...]`) and each attachment.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn to_parts(&self) -> (Vec<u8>, Vec<Vec<u8>>) {
+        let text = match &self.text {
+            Queued::Text(b) | Queued::Binary(b) | Queued::Framed { text: b, .. } => b.to_vec(),
+        };
+        let attachments = self.attachments.iter().map(|a| a.to_vec()).collect();
+        (text, attachments)
+    }
+
+    /// The inverse of `to_parts`; `None` unless the text is an Engine.IO message (`4…`) in UTF-8.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn from_parts(text: Vec<u8>, attachments: Vec<Vec<u8>>) -> Option<EncodedPacket> {
+        if text.first() != Some(&b'4') || std::str::from_utf8(&text).is_err() {
+            return None;
+        }
+        Some(EncodedPacket {
+            text: Queued::Text(Arc::from(text)),
+            attachments: attachments.into_iter().map(Arc::from).collect(),
+        })
+    }
+
     /// An already-encoded Engine.IO text message (`42[...]`) without attachments.
     pub(crate) fn from_text(text: Arc<[u8]>) -> EncodedPacket {
         EncodedPacket {
@@ -549,6 +571,9 @@ impl Engine {
         let info = s.info.clone();
         let auth = packet.data.unwrap_or(Value::Object(Default::default()));
         let claim = self.sio_claim(now, &nsp, &auth);
+        if claim.is_none() && self.hub.is_cluster() {
+            self.note_remote_claim(request, &nsp, &auth);
+        }
         let skip_auth = self
             .cfg
             .connection_state_recovery
@@ -582,13 +607,18 @@ impl Engine {
         }));
     }
 
-    /// The application decided on a CONNECT.
+    /// The application decided on a CONNECT (`handoff`: the socket another cluster node kept
+    /// for the `pid` it presented).
     pub(super) fn sio_connect_decision(
         &mut self,
         now: Instant,
         request: u64,
         decision: Result<Option<Identity>, Rejection>,
+        handoff: Option<Box<super::recovery::Handoff>>,
     ) {
+        if self.hub.is_cluster() {
+            self.hub.lock().remote_claims.remove(&request);
+        }
         let Some(pending) = self.sio.pending_connects.remove(&request) else {
             return;
         };
@@ -621,6 +651,12 @@ impl Engine {
             }
             Ok(identity) => {
                 let mut auth = pending.auth;
+                if let (None, Some(handoff)) = (&pending.claim, handoff) {
+                    match self.sio_restore_remote(now, key, *handoff, identity.clone(), auth) {
+                        Ok(()) => return,
+                        Err(a) => auth = a,
+                    }
+                }
                 if let Some(claim) = pending.claim {
                     // A session id never opens someone else's session: the hook must say the
                     // very identity the parked socket had.

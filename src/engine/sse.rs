@@ -185,7 +185,7 @@ impl Engine {
         let reason = match parsed {
             Err(_) => Some("invalid-id"),
             Ok(EventId { epoch, .. }) if epoch != hub.epoch() => Some("unknown-epoch"),
-            Ok(EventId { seq, .. }) => match state.history.gap(seq, state.seq) {
+            Ok(EventId { seq, .. }) => match state.history.gap(seq, hub.seq_ceiling(&state)) {
                 Gap::Invalid => Some("invalid-id"),
                 Gap::Expired => Some("expired"),
                 Gap::Fillable => None,

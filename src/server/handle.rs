@@ -65,7 +65,32 @@ impl Handle {
     }
 
     pub(crate) fn command(&self, cmd: Command) -> Result<(), ServerClosed> {
+        #[cfg(feature = "redis")]
+        let Some(cmd) = self.claim_remote(cmd) else {
+            return Ok(());
+        };
         self.command_routed(cmd).map(|_| ())
+    }
+
+    /// A cluster node accepting a CONNECT whose `pid` no loop here knows: the other nodes are
+    /// asked for the socket first, and the decision goes to the engine with their answer.
+    /// `None`: taken care of.
+    #[cfg(feature = "redis")]
+    fn claim_remote(&self, cmd: Command) -> Option<Command> {
+        let Some(cluster) = &self.cluster else {
+            return Some(cmd);
+        };
+        let Command::SioConnectDecision { request, decision } = cmd else {
+            return Some(cmd);
+        };
+        let claim = self.hub.lock().remote_claims.remove(&request);
+        match (claim, decision) {
+            (Some((pid, offset)), Ok(user)) if cluster.connected() => {
+                cluster.claim(self, request, pid, offset, user);
+                None
+            }
+            (_, decision) => Some(Command::SioConnectDecision { request, decision }),
+        }
     }
 
     /// Routes a command of the broadcast API: through the cluster when there is one (every node
