@@ -73,6 +73,12 @@
 //!   one: a broadcast is encoded once and handed to every loop in one order; rooms, acks and the
 //!   history are the server's, not a loop's; a polling session works whichever connection (and
 //!   loop) carries each request; a client recovers or resumes through any loop.
+//! - **Several nodes** (the `redis` feature): `ServerBuilder::cluster` joins every server on the
+//!   same Redis into one service — broadcasts, user rooms, acks and counts are the cluster's, one
+//!   ordered history in Redis lets an SSE client resume on any node, and a waiting Socket.IO
+//!   socket recovers on any node while its own node is up. While Redis is unreachable a node
+//!   keeps serving its connections and refuses broadcasts with
+//!   [`BroadcastError::ClusterUnavailable`].
 //!
 //! # Layout
 //!
@@ -82,7 +88,9 @@
 //! a simulated clock; the hub the loops share and the routing of commands to loops are sans-IO
 //! too) → `io` (the mio loops: the only place with sockets and the clock) →
 //! `server` and `api` (the thread-safe handle, the dispatcher thread that runs handlers, the
-//! provider traits). [`validate`] and the errors sit below `server` and `api`.
+//! provider traits). [`validate`] and the errors sit below `server` and `api`. `cluster` (the
+//! `redis` feature) is a codec of its messages and two threads per node, the only code that
+//! talks to Redis; what they hear goes to the loops through the same sans-IO routing.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
