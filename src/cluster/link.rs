@@ -27,6 +27,8 @@ const BATCH: usize = 512;
 const TICK: Duration = Duration::from_millis(250);
 const BACKOFF_FIRST: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
+/// How long a stopping publisher keeps sending what it had accepted.
+const DRAIN: Duration = Duration::from_secs(2);
 
 fn connect(client: &Client, timeout: Duration) -> redis::RedisResult<Connection> {
     let c = client.get_connection_with_timeout(timeout)?;
@@ -143,6 +145,18 @@ impl Publisher {
             if self.waiting.is_empty() && !self.pull(&jobs, Some(TICK)) {
                 break;
             }
+            if !self.waiting.is_empty() {
+                self.send_batch();
+            }
+        }
+        // Stopping (a deploy, a shutdown): what was accepted before still goes out, within a
+        // bound.
+        let deadline = Instant::now() + DRAIN;
+        while self.conn.is_some() && Instant::now() < deadline {
+            self.pull(&jobs, None);
+            if self.waiting.is_empty() {
+                break;
+            }
             self.send_batch();
         }
     }
@@ -168,6 +182,12 @@ impl Publisher {
     }
 
     fn push(&mut self, job: Job) {
+        // Queued before the link broke and still waiting past the retry window: given up.
+        if let Job::Publish { queued, .. } = &job {
+            if queued.elapsed() > self.shared.cfg.retry_for {
+                return self.fail(job, "Redis was unreachable for longer than retry_for");
+            }
+        }
         let counter = match job {
             Job::Publish { .. } => {
                 self.counter += 1;
@@ -404,7 +424,13 @@ impl Subscriber {
         let mut ready = Some(ready);
         let mut backoff = BACKOFF_FIRST;
         while !self.shared.stop.load(Ordering::Acquire) {
-            match self.session(&mut ready) {
+            let started = Instant::now();
+            let outcome = self.session(&mut ready);
+            if started.elapsed() > BACKOFF_MAX * 4 {
+                // It had been up a while: this is a new outage, start the backoff again.
+                backoff = BACKOFF_FIRST;
+            }
+            match outcome {
                 Ok(()) => return,
                 Err(e) => {
                     if let Some(r) = ready.take() {
