@@ -1272,6 +1272,8 @@ mod test_support;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_cluster;
+#[cfg(test)]
 mod tests_index_model;
 #[cfg(test)]
 mod tests_loops;

@@ -179,6 +179,27 @@ impl H {
         }
     }
 
+    /// The engine of a cluster node (its own hub, one loop) with `epoch`, the cluster's.
+    pub(super) fn cluster_node(cfg: Config, epoch: u64) -> H {
+        let mut h = H::with(cfg.clone());
+        let mut state: u64 = 0x2545_F491_4F6C_DD1D ^ epoch;
+        let random: RandomSource = Box::new(move |buf: &mut [u8]| {
+            for b in buf.iter_mut() {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                *b = (state >> 24) as u8;
+            }
+        });
+        let hub = Arc::new(hub::Hub::new_cluster_node(epoch, 1));
+        h.e = Engine::on_hub(Arc::new(cfg), random, hub, 0);
+        h
+    }
+
+    pub(super) fn now(&self) -> Instant {
+        self.now
+    }
+
     fn new_conn(&mut self) -> ConnId {
         self.next_conn += 1;
         self.next_conn

@@ -1,0 +1,268 @@
+//! Two cluster nodes on the simulated clock, without Redis: each engine has a hub of its own
+//! (a cluster node's: sequence numbers shifted, room of the node's own between them), the test
+//! plays the bus by handing every broadcast to both nodes with the same cluster number, in an
+//! order it picks, and plays the claim by calling `hand_off` on the keeping node. A socket that
+//! waits on node A recovers on node B with everything addressed to it after its offset, once,
+//! whether A or B had seen more of the bus at the moment of the handoff.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic
+)]
+
+use super::fanout;
+use super::test_support::{test_config, H, SIO_WS};
+use super::*;
+use crate::config::Recovery;
+use serde_json::json;
+
+const EPOCH: u64 = 77;
+
+fn config() -> Config {
+    Config {
+        connection_state_recovery: Some(Recovery::default()),
+        ..test_config()
+    }
+}
+
+fn alice() -> Identity {
+    Identity::new("acme", "alice")
+}
+
+/// The cluster's broadcast number `n` delivered on one node, as its subscriber does.
+fn apply(h: &mut H, n: u64, target: Target, data: &str) {
+    let hub = h.e.hub.clone();
+    let mut cmds = Vec::new();
+    let payload = Payload {
+        event: "m",
+        sse_data: data,
+        sio_args: data,
+    };
+    fanout::broadcast(
+        &hub,
+        &h.e.cfg.clone(),
+        h.now(),
+        &target,
+        Transports::Both,
+        payload,
+        false,
+        Some(hub.cluster_seq(n)),
+        None,
+        &mut |_, c| cmds.push(c),
+    );
+    for c in cmds {
+        h.cmd(c);
+    }
+}
+
+/// The data (first argument) and offset (last) of each event written since the last read.
+fn events(h: &mut H, conn: ConnId) -> Vec<(Value, String)> {
+    h.texts(conn)
+        .iter()
+        .map(|t| {
+            let v: Value = serde_json::from_str(t.strip_prefix("42").unwrap()).unwrap();
+            let a = v.as_array().unwrap();
+            (
+                a[1].clone(),
+                a.last().unwrap().as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// Connects to `/` with `payload` on a fresh WebSocket; returns the conn and the request.
+fn connect_request(h: &mut H, payload: &str) -> (ConnId, u64) {
+    let (conn, _) = h.ws_open(SIO_WS);
+    h.app.clear();
+    h.send(conn, &format!("40{payload}"));
+    match h.expect_app() {
+        AppEvent::SioConnectRequest { request, .. } => (conn, request),
+        other => panic!("expected SioConnectRequest, got {other:?}"),
+    }
+}
+
+/// A socket of alice on node `a`, in socket room "desk", that saw broadcast 1 and then lost its
+/// connection; returns its sid, pid and the offset it keeps.
+fn parked_on(a: &mut H) -> (String, String, String) {
+    let (conn, request) = connect_request(a, "{}");
+    a.cmd(Command::SioConnectDecision {
+        request,
+        decision: Ok(Some(alice())),
+    });
+    let hello: Value = serde_json::from_str(a.next_text(conn).strip_prefix("40").unwrap()).unwrap();
+    let socket = loop {
+        if let AppEvent::SioConnected { socket, .. } = a.expect_app() {
+            break socket;
+        }
+    };
+    a.cmd(Command::SioJoin {
+        socket,
+        room: "desk".into(),
+        in_main: true,
+        hub_added: false,
+    });
+    apply(a, 1, Target::User(alice()), "1");
+    let seen = events(a, conn);
+    assert_eq!(seen.len(), 1);
+    a.close(conn);
+    assert_eq!(a.e.hub.lock().parked.len(), 1, "parked on a");
+    (
+        hello["sid"].as_str().unwrap().to_string(),
+        hello["pid"].as_str().unwrap().to_string(),
+        seen[0].1.clone(),
+    )
+}
+
+/// The client comes back on node `b`: `b` asks, `a` hands over, `b` restores.
+fn recover_on(b: &mut H, a: &H, sid: &str, pid: &str, offset: &str) -> ConnId {
+    let (conn, request) = connect_request(b, &json!({"pid": pid, "offset": offset}).to_string());
+    let claimed = b.e.hub.lock().remote_claims.remove(&request);
+    assert_eq!(
+        claimed,
+        Some((pid.to_string(), Some(offset.to_string()))),
+        "b noted the claim"
+    );
+    let answer = hand_off(
+        &a.e.hub,
+        &a.e.cfg,
+        a.now(),
+        pid,
+        Some(offset),
+        Some(&alice()),
+    );
+    let HandoffAnswer::Found(handoff) = answer else {
+        panic!("a did not hand it over: {answer:?}");
+    };
+    assert_eq!(a.e.hub.lock().parked.len(), 0, "a gave it up");
+    b.cmd(Command::SioConnectHandoff {
+        request,
+        decision: Ok(Some(alice())),
+        handoff: Some(handoff),
+    });
+    let hello: Value = serde_json::from_str(b.next_text(conn).strip_prefix("40").unwrap()).unwrap();
+    assert_eq!(hello, json!({"sid": sid, "pid": pid}));
+    let recovered = loop {
+        if let AppEvent::SioConnected { recovered, .. } = b.expect_app() {
+            break recovered;
+        }
+    };
+    assert!(recovered);
+    conn
+}
+
+fn data(evs: &[(Value, String)]) -> Vec<Value> {
+    evs.iter().map(|(d, _)| d.clone()).collect()
+}
+
+#[test]
+fn a_waiting_socket_moves_to_another_node_when_both_saw_the_same() {
+    let (mut a, mut b) = (
+        H::cluster_node(config(), EPOCH),
+        H::cluster_node(config(), EPOCH),
+    );
+    apply(&mut b, 1, Target::User(alice()), "1");
+    let (sid, pid, offset) = parked_on(&mut a);
+    for (n, target, d) in [
+        (2, Target::User(alice()), "2"),
+        (3, Target::Room("desk".into()), "3"),
+        (4, Target::Room("elsewhere".into()), "99"),
+        (5, Target::All, "5"),
+    ] {
+        apply(&mut a, n, target.clone(), d);
+        apply(&mut b, n, target, d);
+    }
+    let conn = recover_on(&mut b, &a, &sid, &pid, &offset);
+    let got = events(&mut b, conn);
+    assert_eq!(data(&got), vec![json!(2), json!(3), json!(5)]);
+    // The offsets are the cluster's: the same on both nodes.
+    assert_eq!(got[0].1, format!("{EPOCH}:{}", 2u64 << 24));
+    // It lives on b now, with its room, once.
+    apply(&mut b, 6, Target::Room("desk".into()), "6");
+    assert_eq!(data(&events(&mut b, conn)), vec![json!(6)]);
+    apply(&mut a, 6, Target::Room("desk".into()), "6");
+    assert_eq!(a.e.hub.lock().rooms.room_snapshot("desk", true).1.len(), 0);
+}
+
+#[test]
+fn the_node_behind_replays_its_own_part_and_the_node_ahead_is_not_repeated() {
+    // b is behind: a handed over 2 and 3 that b has not delivered yet; when b gets to them, the
+    // socket does not hear them again.
+    let (mut a, mut b) = (
+        H::cluster_node(config(), EPOCH),
+        H::cluster_node(config(), EPOCH),
+    );
+    apply(&mut b, 1, Target::User(alice()), "1");
+    let (sid, pid, offset) = parked_on(&mut a);
+    apply(&mut a, 2, Target::User(alice()), "2");
+    apply(&mut a, 3, Target::Room("desk".into()), "3");
+    let conn = recover_on(&mut b, &a, &sid, &pid, &offset);
+    assert_eq!(data(&events(&mut b, conn)), vec![json!(2), json!(3)]);
+    apply(&mut b, 2, Target::User(alice()), "2");
+    apply(&mut b, 3, Target::Room("desk".into()), "3");
+    apply(&mut b, 4, Target::Room("desk".into()), "4");
+    assert_eq!(data(&events(&mut b, conn)), vec![json!(4)]);
+
+    // a is behind: b already delivered 2 (to the user) and 3 (to the socket's room, which b knew
+    // only by name) when a hands over; b replays them after a's part.
+    let (mut a, mut b) = (
+        H::cluster_node(config(), EPOCH),
+        H::cluster_node(config(), EPOCH),
+    );
+    apply(&mut b, 1, Target::User(alice()), "1");
+    let (sid, pid, offset) = parked_on(&mut a);
+    apply(&mut b, 2, Target::User(alice()), "2");
+    apply(&mut b, 3, Target::Room("desk".into()), "3");
+    apply(&mut b, 4, Target::Room("elsewhere".into()), "99");
+    let conn = recover_on(&mut b, &a, &sid, &pid, &offset);
+    assert_eq!(data(&events(&mut b, conn)), vec![json!(2), json!(3)]);
+    apply(&mut b, 5, Target::All, "5");
+    assert_eq!(data(&events(&mut b, conn)), vec![json!(5)]);
+}
+
+#[test]
+fn a_claim_for_another_identity_or_an_unknown_pid_finds_nothing() {
+    let mut a = H::cluster_node(config(), EPOCH);
+    let (_, pid, offset) = parked_on(&mut a);
+    let mallory = Identity::new("acme", "mallory");
+    let cfg = a.e.cfg.clone();
+    assert_eq!(
+        hand_off(&a.e.hub, &cfg, a.now(), &pid, Some(&offset), Some(&mallory)),
+        HandoffAnswer::NotHere
+    );
+    assert_eq!(
+        hand_off(
+            &a.e.hub,
+            &cfg,
+            a.now(),
+            "nope",
+            Some(&offset),
+            Some(&alice())
+        ),
+        HandoffAnswer::NotHere
+    );
+    assert_eq!(a.e.hub.lock().parked.len(), 1, "still waiting for alice");
+    // An offset of another epoch cannot be filled: the socket is gone, the client starts afresh.
+    assert_eq!(
+        hand_off(&a.e.hub, &cfg, a.now(), &pid, Some("1:5"), Some(&alice())),
+        HandoffAnswer::Expired
+    );
+    assert_eq!(a.e.hub.lock().parked.len(), 0);
+}
+
+#[test]
+fn without_an_answer_the_node_gives_a_fresh_session() {
+    let mut b = H::cluster_node(config(), EPOCH);
+    let (conn, request) = connect_request(
+        &mut b,
+        &json!({"pid": "gone", "offset": "77:1"}).to_string(),
+    );
+    b.cmd(Command::SioConnectHandoff {
+        request,
+        decision: Ok(Some(alice())),
+        handoff: None,
+    });
+    let hello: Value = serde_json::from_str(b.next_text(conn).strip_prefix("40").unwrap()).unwrap();
+    assert_ne!(hello["pid"], json!("gone"));
+    assert!(b.e.hub.lock().remote_claims.is_empty());
+}
