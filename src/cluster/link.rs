@@ -733,6 +733,14 @@ impl Subscriber {
                 event,
                 data,
             } => {
+                // Nobody of that user here: the answer is known without waking a loop.
+                let key = crate::engine::index::Index::user_key(&user);
+                if !self.handle.hub().lock().present.has_user(&key) {
+                    let results = Vec::new();
+                    let body = wire::encode_reply(&Reply::Acks { request, results });
+                    let _ = jobs.try_send(Job::Reply { node: origin, body });
+                    return;
+                }
                 let data = serde_json::from_str(&data).unwrap_or(serde_json::Value::Null);
                 let reply = AckReply::Callback(Box::new(move |results| {
                     let body = wire::encode_reply(&Reply::Acks { request, results });

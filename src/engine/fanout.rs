@@ -316,6 +316,20 @@ pub(crate) fn broadcast(
         volatile,
         numbered,
     ));
+    // A cluster node knows which users and tenants it holds: a broadcast to one it does not
+    // hold is kept in the history (a client may resume here) and wakes no loop.
+    if hub.is_cluster() && !state.present.may_reach(&prepared.audience) {
+        if let Some(seq) = prepared.seq {
+            state.quiet_seq = state.quiet_seq.max(seq);
+        }
+        drop(state);
+        if let Some(reply) = reply {
+            for _ in 0..hub.loops {
+                reply.send(super::Reach::default());
+            }
+        }
+        return Routed::Loops(hub.loops);
+    }
     for to in 0..hub.loops {
         send(
             to,

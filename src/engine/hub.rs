@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use super::history::{History, HistoryAudience, Limits};
-use super::index::{Audience, Index};
+use super::index::{Audience, Index, UserKey};
 use super::recovery::Parked;
 use super::sio::EncodedPacket;
 use super::{Payload, Transports};
@@ -56,6 +56,54 @@ pub(crate) struct HubState {
     /// Cluster: CONNECTs (by request) that presented a `pid` no loop here knows, with their
     /// offset; the decision asks the other nodes for the socket first.
     pub(crate) remote_claims: HashMap<u64, (String, Option<String>)>,
+    /// Cluster: the users and tenants with a connection on some loop of this node, so a
+    /// broadcast to a user or tenant nobody here has wakes no loop.
+    pub(crate) present: Presence,
+    /// Cluster: the last broadcast this node kept in its history without handing it to its
+    /// loops (nobody here was in its audience). A resume or recovery treats it as delivered by
+    /// every loop, so it replays it from the history.
+    pub(crate) quiet_seq: u64,
+}
+
+/// Connections per user and per tenant on this node (cluster only).
+#[derive(Debug, Default)]
+pub(crate) struct Presence {
+    users: HashMap<UserKey, u32>,
+    tenants: HashMap<Arc<str>, u32>,
+}
+
+impl Presence {
+    pub(crate) fn add(&mut self, user: &UserKey) {
+        *self.users.entry(user.clone()).or_default() += 1;
+        *self.tenants.entry(user.0.clone()).or_default() += 1;
+    }
+
+    pub(crate) fn remove(&mut self, user: &UserKey) {
+        fn down<K: std::hash::Hash + Eq>(map: &mut HashMap<K, u32>, key: &K) {
+            if let Some(n) = map.get_mut(key) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    map.remove(key);
+                }
+            }
+        }
+        down(&mut self.users, user);
+        down(&mut self.tenants, &user.0);
+    }
+
+    /// Whether some connection here may be in `audience` (rooms and everyone: always).
+    pub(crate) fn may_reach(&self, audience: &Audience) -> bool {
+        match audience {
+            Audience::User(k) => self.users.contains_key(k),
+            Audience::Tenant(t) => self.tenants.contains_key(t),
+            Audience::Room(_) | Audience::All => true,
+        }
+    }
+
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn has_user(&self, user: &UserKey) -> bool {
+        self.users.contains_key(user)
+    }
 }
 
 /// A broadcast made ready once for every loop: its sequence number, its audience and its bytes.
@@ -109,6 +157,12 @@ impl Hub {
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) fn cluster_seq(&self, seq: u64) -> u64 {
         seq << self.seq_shift
+    }
+
+    /// What a loop may count as delivered when it replays: what it delivered itself, or what
+    /// this node kept without handing to any loop, whichever is later.
+    pub(crate) fn replay_until(&self, state: &HubState, delivered: u64) -> u64 {
+        delivered.max(state.quiet_seq)
     }
 
     /// The highest sequence number given out anywhere yet: alone the last one; in a cluster any

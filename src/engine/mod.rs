@@ -664,6 +664,24 @@ impl Engine {
         id
     }
 
+    /// A recipient joins the index (and, in a cluster, the node's presence).
+    fn index_add(&mut self, id: u64, kind: RecipientKind, identity: Option<&Identity>) {
+        if let (true, Some(i)) = (self.hub.is_cluster(), identity) {
+            self.hub.lock().present.add(&Index::user_key(i));
+        }
+        self.index.add(id, kind, identity);
+    }
+
+    /// A recipient leaves the index (and the node's presence).
+    fn index_remove(&mut self, id: u64) {
+        if self.hub.is_cluster() {
+            if let Some(k) = self.index.user_of(id).cloned() {
+                self.hub.lock().present.remove(&k);
+            }
+        }
+        self.index.remove(id);
+    }
+
     /// A fresh recipient id (socket or stream).
     fn new_recipient_id(&mut self) -> u64 {
         Self::take_id(&mut self.next_recipient, self.hub.loops, self.loop_index)

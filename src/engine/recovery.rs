@@ -124,7 +124,11 @@ impl Engine {
         Some(Box::new(SocketRecovery {
             sid: Arc::from(sid),
             pid: Arc::from(pid.as_str()),
-            since_seq: self.delivered_seq,
+            since_seq: if self.hub.is_cluster() {
+                self.hub.replay_until(&self.hub.lock(), self.delivered_seq)
+            } else {
+                self.delivered_seq
+            },
             floor: 0,
         }))
     }
@@ -331,7 +335,7 @@ impl Engine {
         // rooms' (as they were when each event was sent), its own emits, everyone's — up to what
         // this loop has delivered; what is still on its way here comes live, past the floor.
         let user = Index::user_key_of(identity.as_ref());
-        let until = self.delivered_seq;
+        let until = hub.replay_until(&state, self.delivered_seq);
         let missed: Vec<EncodedPacket> = state
             .history
             .after(after)
@@ -341,10 +345,9 @@ impl Engine {
             .collect();
         hub.set_socket_loop(&mut state, socket, self.loop_index);
         drop(state);
-        p.recovery.floor = after;
+        p.recovery.floor = after.max(until);
         // The socket becomes a recipient again, here, with its `Socket::join` rooms.
-        self.index
-            .add(socket, RecipientKind::SocketIo, identity.as_ref());
+        self.index_add(socket, RecipientKind::SocketIo, identity.as_ref());
         for room in &p.rooms {
             let room = self.index.intern_room(room);
             let _ = self
@@ -498,7 +501,7 @@ impl Engine {
         let user = Index::user_key_of(identity.as_ref());
         let hub = self.hub.clone();
         let mut state = hub.lock();
-        let until = self.delivered_seq;
+        let until = hub.replay_until(&state, self.delivered_seq);
         for e in state
             .history
             .after(handoff.until)
@@ -517,8 +520,7 @@ impl Engine {
                 .socket_join(socket, room.clone(), 0, usize::MAX, usize::MAX);
         }
         drop(state);
-        self.index
-            .add(socket, RecipientKind::SocketIo, identity.as_ref());
+        self.index_add(socket, RecipientKind::SocketIo, identity.as_ref());
         for room in &rooms {
             let room = self.index.intern_room(room);
             let _ = self

@@ -730,8 +730,7 @@ impl Engine {
         }
         self.sio_attach_socket(key, &nsp, id, Vec::new(), recovery);
         if nsp.as_ref() == "/" {
-            self.index
-                .add(id, RecipientKind::SocketIo, identity.as_ref());
+            self.index_add(id, RecipientKind::SocketIo, identity.as_ref());
         }
         let p = Packet::connect(nsp.as_ref(), Some(Value::Object(ok)));
         self.sio_send_packet(now, key, &p);
@@ -1000,7 +999,7 @@ impl Engine {
                 }
             }
         }
-        self.index.remove(socket);
+        self.index_remove(socket);
         for (ack_id, collector) in s.pending_acks {
             self.ack_result(collector, socket, ack_id, AckOutcome::Disconnected);
         }

@@ -154,7 +154,7 @@ impl Engine {
                 floor: 0,
             },
         );
-        self.index.add(id, RecipientKind::Sse, identity.as_ref());
+        self.index_add(id, RecipientKind::Sse, identity.as_ref());
         self.sse_resume(now, id, p.conn, p.last_event_id.as_deref());
         let hb = now + self.cfg.sse_heartbeat;
         self.timers.schedule(
@@ -208,7 +208,7 @@ impl Engine {
             return;
         };
         let user = self.index.user_of(id).cloned();
-        let until = self.delivered_seq;
+        let until = hub.replay_until(&state, self.delivered_seq);
         let frames: Vec<Arc<[u8]>> = state
             .history
             .after(after)
@@ -218,7 +218,8 @@ impl Engine {
             .collect();
         drop(state);
         if let Some(s) = self.sse.streams.get_mut(&id) {
-            s.floor = after;
+            // What is still on its way to this loop and was replayed is not sent twice.
+            s.floor = after.max(until);
         }
         for f in frames {
             self.push(Output::Write {
@@ -253,7 +254,7 @@ impl Engine {
     pub(super) fn sse_stream_gone(&mut self, _now: Instant, stream: u64) {
         if let Some(s) = self.sse.streams.remove(&stream) {
             self.roles.remove(&s.conn);
-            self.index.remove(stream);
+            self.index_remove(stream);
             self.push(Output::App(AppEvent::SseClosed {
                 stream: StreamId(stream),
             }));

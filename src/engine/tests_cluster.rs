@@ -266,3 +266,64 @@ fn without_an_answer_the_node_gives_a_fresh_session() {
     assert_ne!(hello["pid"], json!("gone"));
     assert!(b.e.hub.lock().remote_claims.is_empty());
 }
+
+/// `apply`, returning how many commands reached the loop.
+fn apply_counted(h: &mut H, n: u64, target: Target, data: &str) -> usize {
+    let hub = h.e.hub.clone();
+    let mut cmds = Vec::new();
+    let payload = Payload {
+        event: "m",
+        sse_data: data,
+        sio_args: data,
+    };
+    fanout::broadcast(
+        &hub,
+        &h.e.cfg.clone(),
+        h.now(),
+        &target,
+        Transports::Both,
+        payload,
+        false,
+        Some(hub.cluster_seq(n)),
+        None,
+        &mut |_, c| cmds.push(c),
+    );
+    let count = cmds.len();
+    for c in cmds {
+        h.cmd(c);
+    }
+    count
+}
+
+#[test]
+fn a_broadcast_to_nobody_here_wakes_no_loop_and_is_still_replayed_here() {
+    let sse = Config {
+        sse_path: Some("/events".into()),
+        ..config()
+    };
+    let mut h = H::cluster_node(sse, EPOCH);
+    let bob = Identity::new("acme", "bob");
+    let (conn, _) = h.sse_open(Some(bob.clone()), None);
+    assert_eq!(apply_counted(&mut h, 1, Target::User(bob.clone()), "1"), 1);
+    let first = h.sse_events(conn);
+    assert_eq!(first.len(), 1);
+    let id = first[0].last_event_id.clone();
+    h.close(conn);
+    // Bob has no connection here: kept, not handed to the loop (nor are the tenant's).
+    assert_eq!(apply_counted(&mut h, 2, Target::User(bob.clone()), "2"), 0);
+    assert_eq!(
+        apply_counted(&mut h, 3, Target::Tenant("acme".into()), "3"),
+        0
+    );
+    assert_eq!(apply_counted(&mut h, 4, Target::User(alice()), "x"), 0);
+    // Bob comes back here with his last id: what this node kept without handing it to the loop
+    // comes too (the loop itself has delivered nothing since 1).
+    let (conn, _) = h.sse_open(Some(bob.clone()), Some(&id));
+    let got: Vec<String> = h.sse_events(conn).into_iter().map(|e| e.data).collect();
+    assert_eq!(got, vec!["2", "3"]);
+    // Present again: delivered live, once; everyone's always goes to the loop.
+    assert_eq!(apply_counted(&mut h, 5, Target::User(bob), "5"), 1);
+    assert_eq!(apply_counted(&mut h, 6, Target::All, "6"), 1);
+    let got: Vec<String> = h.sse_events(conn).into_iter().map(|e| e.data).collect();
+    assert_eq!(got, vec!["5", "6"]);
+}
