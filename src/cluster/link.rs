@@ -21,6 +21,14 @@ use crate::error::BroadcastError;
 use crate::server::Handle;
 
 const SCRIPT: &str = include_str!("publish.lua");
+/// The publish script's first lines alone: a cluster without an epoch gets one (from Redis's
+/// clock, so never one given out before) with an empty sequence, log and rooms.
+const NEW_EPOCH: &str = "if redis.call('EXISTS', KEYS[1]) == 0 then \
+    local t = redis.call('TIME') \
+    redis.call('SET', KEYS[1], t[1] .. string.format('%06d', tonumber(t[2]))) \
+    redis.call('SET', KEYS[2], '0') \
+    redis.call('DEL', KEYS[3], KEYS[4], KEYS[5]) \
+    end return 0";
 /// Jobs sent in one pipeline (one round trip).
 const BATCH: usize = 512;
 /// How often the subscriber looks up from the socket (stop flag, request deadlines).
@@ -42,7 +50,6 @@ pub(super) fn start(
     shared: Arc<Shared>,
     handle: Handle,
     jobs: Receiver<Job>,
-    epoch_candidate: u64,
 ) -> Result<Vec<JoinHandle<()>>, String> {
     let client = Client::open(shared.cfg.url.as_str())
         .map_err(|e| format!("cluster: bad Redis URL: {e}"))?;
@@ -51,7 +58,7 @@ pub(super) fn start(
         let (shared, handle, client) = (shared.clone(), handle.clone(), client.clone());
         std::thread::Builder::new()
             .name("tidings-cluster-sub".into())
-            .spawn(move || Subscriber::new(shared, handle, client, epoch_candidate).run(ready_tx))
+            .spawn(move || Subscriber::new(shared, handle, client).run(ready_tx))
             .map_err(|e| format!("cluster: cannot start a thread: {e}"))?
     };
     let wait = shared.cfg.io_timeout * 4 + Duration::from_secs(1);
@@ -75,7 +82,6 @@ pub(super) fn start(
         sha: String::new(),
         counter: 0,
         waiting: VecDeque::new(),
-        epoch_candidate,
     };
     if let Err(e) = publisher.connect() {
         shared.stop.store(true, Ordering::Release);
@@ -112,7 +118,6 @@ struct Publisher {
     counter: u64,
     /// Taken from the queue, not yet answered by Redis (in order).
     waiting: VecDeque<Attempt>,
-    epoch_candidate: u64,
 }
 
 impl Publisher {
@@ -257,7 +262,7 @@ impl Publisher {
                     .arg(&n.rooms)
                     .arg(&n.memberships)
                     .arg(&n.bus)
-                    .arg(self.epoch_candidate)
+                    .arg(0)
                     .arg(a.counter)
                     .arg(name)
                     .arg(body.as_slice())
@@ -395,7 +400,6 @@ struct Subscriber {
     shared: Arc<Shared>,
     handle: Handle,
     client: Client,
-    epoch_candidate: u64,
     /// The epoch this node follows (`None` before the first snapshot).
     epoch: Option<u64>,
     /// The last cluster sequence number delivered here.
@@ -409,12 +413,11 @@ type Snapshot = (Option<String>, Option<u64>, Vec<(String, String)>, RValue);
 type LogEntry = (u64, u64, Vec<u8>);
 
 impl Subscriber {
-    fn new(shared: Arc<Shared>, handle: Handle, client: Client, epoch_candidate: u64) -> Self {
+    fn new(shared: Arc<Shared>, handle: Handle, client: Client) -> Self {
         Subscriber {
             shared,
             handle,
             client,
-            epoch_candidate,
             epoch: None,
             applied: 0,
         }
@@ -539,8 +542,11 @@ impl Subscriber {
             self.sync(reads)?;
         }
         if Some(epoch) == self.epoch && seq == self.applied + 1 {
-            self.deliver(seq, body, Instant::now());
-            self.applied = seq;
+            // A body that is not ours does not take the number: the real message of that number
+            // (or the log, at the next gap) still comes.
+            if self.deliver(seq, body, Instant::now()) {
+                self.applied = seq;
+            }
         }
         Ok(())
     }
@@ -551,10 +557,15 @@ impl Subscriber {
     /// no longer has marks a hole in the history (a client that missed it gets a reset).
     fn sync(&mut self, reads: &mut Connection) -> redis::RedisResult<()> {
         let n = self.shared.names.clone();
-        let _: () = redis::cmd("SET")
+        let _: () = redis::cmd("EVAL")
+            .arg(NEW_EPOCH)
+            .arg(6)
             .arg(&n.epoch)
-            .arg(self.epoch_candidate)
-            .arg("NX")
+            .arg(&n.seq)
+            .arg(&n.log)
+            .arg(&n.rooms)
+            .arg(&n.memberships)
+            .arg(n.dedup(self.shared.node))
             .query(reads)?;
         let count = self.handle.config().sse_history_events.max(1);
         let (epoch, seq, rooms, log): Snapshot = redis::pipe()
@@ -657,24 +668,26 @@ impl Subscriber {
     }
 
     fn apply_aged(&self, seq: u64, body: &[u8], age: Duration) {
-        // Memberships of the log are already in the rooms just read.
-        if matches!(body.first(), Some(b'J' | b'L')) {
-            return;
-        }
         let at = Instant::now().checked_sub(age).unwrap_or_else(Instant::now);
         self.deliver(seq, body, at);
     }
 
-    /// Delivers one bus message to this node's connections.
-    fn deliver(&self, seq: u64, body: &[u8], at: Instant) {
+    /// Delivers one bus message to this node's connections; `false`: not ours, ignored.
+    fn deliver(&self, seq: u64, body: &[u8], at: Instant) -> bool {
         let msg = match wire::decode_bus(body) {
             Ok(m) => m,
             Err(e) => {
                 self.handle.counters().cluster_foreign();
                 log::warn!("cluster: ignored a bus message that is not ours: {e}");
-                return;
+                return false;
             }
         };
+        // Only broadcasts are numbered; anything else with a number is not ours.
+        if seq > 0 && !matches!(msg, Bus::Broadcast(_)) {
+            self.handle.counters().cluster_foreign();
+            log::warn!("cluster: ignored a numbered bus message that is not a broadcast");
+            return false;
+        }
         let jobs = self.shared.jobs.clone();
         match msg {
             Bus::Broadcast(b) => {
@@ -739,7 +752,7 @@ impl Subscriber {
                     let results = Vec::new();
                     let body = wire::encode_reply(&Reply::Acks { request, results });
                     let _ = jobs.try_send(Job::Reply { node: origin, body });
-                    return;
+                    return true;
                 }
                 let data = serde_json::from_str(&data).unwrap_or(serde_json::Value::Null);
                 let reply = AckReply::Callback(Box::new(move |results| {
@@ -781,7 +794,7 @@ impl Subscriber {
             } => {
                 let args = match serde_json::from_str(&args) {
                     Ok(serde_json::Value::Array(a)) => a,
-                    _ => return,
+                    _ => return false,
                 };
                 let _ = self.handle.command_routed(Command::SioEmitToRoom {
                     nsp,
@@ -792,6 +805,7 @@ impl Subscriber {
                 });
             }
         }
+        true
     }
 }
 

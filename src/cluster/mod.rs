@@ -3,10 +3,12 @@
 //! lets a client resume on any node.
 //!
 //! How it works:
-//! - A broadcast, `join_room` and `leave_room` go through one Lua script on Redis, which takes
-//!   the next sequence number, appends the message to a capped stream (the history) and
-//!   publishes it on the bus channel, all at once: a message is stored before it is sent, the
-//!   numbers have no gaps, and every node sees the messages in the order of their numbers.
+//! - A broadcast goes through one Lua script on Redis, which takes the next sequence number,
+//!   appends the message to a capped stream (the history) and publishes it on the bus channel,
+//!   all at once: a message is stored before it is sent, the numbers have no gaps, and every node
+//!   sees the messages in the order of their numbers. `join_room` and `leave_room` go through
+//!   the same script (checked against the limits, stored in a hash, published in the same
+//!   order); a node that missed some reads the hash again.
 //! - Every node (the sender too) delivers what it hears on the bus to its own connections,
 //!   encoded once per node, through the same path as a broadcast within one process: so the
 //!   audience, the SSE ids and the Socket.IO offsets are the same on every node.

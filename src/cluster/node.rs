@@ -345,7 +345,6 @@ impl Cluster {
     pub(crate) fn start(
         cfg: ClusterConfig,
         node: u64,
-        epoch_candidate: u64,
         handle: Handle,
         app_events: mpsc::Sender<AppEvent>,
     ) -> Result<Arc<Cluster>, String> {
@@ -362,7 +361,7 @@ impl Cluster {
             jobs,
             app_events: Mutex::new(Some(app_events)),
         });
-        let threads = link::start(shared.clone(), handle, job_rx, epoch_candidate)?;
+        let threads = link::start(shared.clone(), handle, job_rx)?;
         Ok(Arc::new(Cluster {
             shared,
             threads: Mutex::new(threads),

@@ -4,14 +4,19 @@
 --
 -- KEYS: 1 epoch, 2 seq, 3 log (stream), 4 this node's last counter, 5 rooms (hash),
 --       6 memberships (count), 7 bus channel
--- ARGV: 1 epoch to create when none, 2 this publish's counter (per node, increasing),
+-- ARGV: 1 (unused), 2 this publish's counter (per node, increasing),
 --       3 op: keep | pass | join | leave, 4 body, 5 log length, 6 now (ms),
 --       7 user field, 8 room, 9 rooms per user, 10 memberships in all
 -- Returns {status, epoch, seq, receivers}; status: ok, dup (published before: a retry),
 -- same (already joined / not joined), user or total (a room limit; seq holds the limit).
+-- Room changes take no number and are not kept in the log (the rooms hash is their record):
+-- the log holds broadcasts only, as many as a node's history.
 local epoch = redis.call('GET', KEYS[1])
 if not epoch then
-  epoch = ARGV[1]
+  -- A new epoch (a new cluster, or Redis lost its data): from Redis's clock, so it never
+  -- equals one given out before.
+  local t = redis.call('TIME')
+  epoch = t[1] .. string.format('%06d', tonumber(t[2]))
   redis.call('SET', KEYS[1], epoch)
   redis.call('SET', KEYS[2], '0')
   redis.call('DEL', KEYS[3], KEYS[5], KEYS[6])
@@ -61,6 +66,8 @@ if op == 'join' or op == 'leave' then
     table.sort(rooms)
     redis.call('HSET', KEYS[5], ARGV[7], table.concat(rooms, '\n'))
   end
+  local n = redis.call('PUBLISH', KEYS[7], epoch .. ':0|' .. ARGV[4])
+  return {'ok', epoch, '0', n}
 end
 local seq = redis.call('INCR', KEYS[2])
 local msg = epoch .. ':' .. seq .. '|' .. ARGV[4]

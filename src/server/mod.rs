@@ -200,14 +200,9 @@ impl Server {
         #[cfg(feature = "redis")]
         if let Some(settings) = cluster {
             let node = crate::engine::new_epoch(&mut os_random()?);
-            let link = crate::cluster::Cluster::start(
-                settings,
-                node,
-                epoch,
-                handle.clone(),
-                ev_tx.clone(),
-            )
-            .map_err(StartError::Cluster)?;
+            let link =
+                crate::cluster::Cluster::start(settings, node, handle.clone(), ev_tx.clone())
+                    .map_err(StartError::Cluster)?;
             handle.cluster = Some(link);
         }
         #[cfg(not(feature = "redis"))]
