@@ -404,6 +404,8 @@ struct Subscriber {
     epoch: Option<u64>,
     /// The last cluster sequence number delivered here.
     applied: u64,
+    /// When request deadlines were last looked at.
+    swept: Instant,
 }
 
 /// The cluster at one instant: epoch, sequence, rooms hash, the log's newest entries.
@@ -420,6 +422,7 @@ impl Subscriber {
             client,
             epoch: None,
             applied: 0,
+            swept: Instant::now(),
         }
     }
 
@@ -490,9 +493,14 @@ impl Subscriber {
         }
     }
 
-    /// Request deadlines.
-    fn sweep(&self) {
-        let expired = self.shared.requests().expired(Instant::now());
+    /// Request deadlines (looked at every `TICK` at most, not per message).
+    fn sweep(&mut self) {
+        let now = Instant::now();
+        if now.duration_since(self.swept) < TICK {
+            return;
+        }
+        self.swept = now;
+        let expired = self.shared.requests().expired(now);
         for p in expired {
             log::warn!(
                 "cluster: a request ended with {} of {:?} replies",
