@@ -601,6 +601,7 @@ impl Subscriber {
                     let mut state = hub.lock();
                     state.history = Default::default();
                     state.seq = 0;
+                    state.quiet_seq = 0;
                     hub.set_epoch(epoch);
                 }
                 let _ = self.handle.command_routed(Command::ResetSequence);
