@@ -559,10 +559,12 @@ impl Subscriber {
         Ok(())
     }
 
-    /// Reads the cluster's state at one instant (epoch, sequence, rooms, the log's newest
-    /// entries) and brings this node to it: a new epoch empties the history; the rooms are
+    /// Reads the cluster's state at one instant (epoch, sequence, rooms, the log after what this
+    /// node applied) and brings this node to it: a new epoch empties the history; the rooms are
     /// replaced by Redis's; what the log has after `applied` is delivered in order, and what it
-    /// no longer has marks a hole in the history (a client that missed it gets a reset).
+    /// no longer has marks a hole in the history (a client that missed it gets a reset). Only
+    /// what is new is read, so a number far ahead (a gap, or a message that is not ours) costs
+    /// what the gap holds, not the whole log.
     fn sync(&mut self, reads: &mut Connection) -> redis::RedisResult<()> {
         let n = self.shared.names.clone();
         let _: () = redis::cmd("EVAL")
@@ -575,23 +577,30 @@ impl Subscriber {
             .arg(&n.memberships)
             .arg(n.dedup(self.shared.node))
             .query(reads)?;
-        let count = self.handle.config().sse_history_events.max(1);
-        let (epoch, seq, rooms, log): Snapshot = redis::pipe()
-            .atomic()
-            .cmd("GET")
-            .arg(&n.epoch)
-            .cmd("GET")
-            .arg(&n.seq)
-            .cmd("HGETALL")
-            .arg(&n.rooms)
-            .cmd("XREVRANGE")
-            .arg(&n.log)
-            .arg("+")
-            .arg("-")
-            .arg("COUNT")
-            .arg(count)
-            .query(reads)?;
-        let epoch = epoch.and_then(|e| e.parse::<u64>().ok()).unwrap_or(0);
+        let snapshot = |reads: &mut Connection, from: u64| -> redis::RedisResult<Snapshot> {
+            // The log holds at most about `sse_history_events` entries (capped on every add).
+            redis::pipe()
+                .atomic()
+                .cmd("GET")
+                .arg(&n.epoch)
+                .cmd("GET")
+                .arg(&n.seq)
+                .cmd("HGETALL")
+                .arg(&n.rooms)
+                .cmd("XRANGE")
+                .arg(&n.log)
+                .arg(format!("{from}-0"))
+                .arg("+")
+                .query(reads)
+        };
+        let (mut epoch, mut seq, mut rooms, mut log) = snapshot(reads, self.applied + 1)?;
+        let parse =
+            |e: &Option<String>| e.as_ref().and_then(|e| e.parse::<u64>().ok()).unwrap_or(0);
+        if self.epoch.is_some() && self.epoch != Some(parse(&epoch)) && self.applied > 0 {
+            // A new epoch numbers from 1 again: read its whole log.
+            (epoch, seq, rooms, log) = snapshot(reads, 1)?;
+        }
+        let epoch = parse(&epoch);
         let seq = seq.unwrap_or(0);
         let hub = self.handle.hub();
         if self.epoch != Some(epoch) {
@@ -612,8 +621,7 @@ impl Subscriber {
             self.applied = 0;
         }
         self.replace_rooms(rooms);
-        let mut entries = log_entries(&log);
-        entries.reverse();
+        let entries = log_entries(&log);
         let first = entries.first().map_or(seq + 1, |e| e.0);
         if first > self.applied + 1 && seq > self.applied {
             // What came between is gone from the log: nobody can resume across it here.
@@ -818,7 +826,7 @@ impl Subscriber {
     }
 }
 
-/// `XREVRANGE` entries as `(seq, ms, message)`.
+/// `XRANGE` entries as `(seq, ms, message)`.
 fn log_entries(v: &RValue) -> Vec<LogEntry> {
     let RValue::Array(entries) = v else {
         return Vec::new();
