@@ -12,6 +12,7 @@
 
 mod support;
 
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
@@ -19,18 +20,31 @@ use support::redis::RedisServer;
 use support::sio::*;
 use support::sse::*;
 use support::*;
+use tidings::proto::sio::PacketKind;
 use tidings::{
     AckOutcome, AckOutcomes, BroadcastError, ClusterConfig, Config, Identity, NotificationService,
-    Server, Target, Transport,
+    RoomLimit, Server, ServerBuilder, Target, Transport,
 };
 
-fn node(redis: &RedisServer, prefix: &str, config: Config) -> Server {
+fn cluster_settings(redis: &RedisServer, prefix: &str) -> ClusterConfig {
     let mut cluster = ClusterConfig::new(redis.url());
     cluster.prefix = prefix.to_string();
     cluster.retry_for = Duration::from_secs(30);
-    Server::builder(config)
-        .authenticate(auth_hook)
-        .cluster(cluster)
+    cluster
+}
+
+fn node(redis: &RedisServer, prefix: &str, config: Config) -> Server {
+    node_built(
+        redis,
+        prefix,
+        Server::builder(config).authenticate(auth_hook),
+    )
+}
+
+/// A node from a builder that already has its hook and handlers.
+fn node_built(redis: &RedisServer, prefix: &str, builder: ServerBuilder) -> Server {
+    builder
+        .cluster(cluster_settings(redis, prefix))
         .start()
         .expect("node starts")
 }
@@ -264,4 +278,817 @@ fn redis_down_refuses_sends_then_the_cluster_recovers() {
             ),
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A random sequence of steps on three nodes, checked against a model of one server.
+// ---------------------------------------------------------------------------------------------
+
+/// xorshift64: the same steps for the same seed.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+}
+
+const MODEL_TENANTS: [&str; 2] = ["acme", "beta"];
+const MODEL_USERS: [&str; 3] = ["u0", "u1", "u2"];
+const MODEL_ROOMS: [&str; 4] = ["r0", "r1", "r2", "r3"];
+const MODEL_ROOMS_PER_USER: usize = 2;
+const MODEL_MAX_LIVE: usize = 14;
+const MODEL_STEPS: usize = 300;
+
+/// A configuration whose Socket.IO pings do not need a reader: the model reads a client only
+/// when it checks it.
+fn quiet_pings(config: Config) -> Config {
+    Config {
+        ping_interval: Duration::from_secs(120),
+        ping_timeout: Duration::from_secs(120),
+        ..config
+    }
+}
+
+/// One send of the run: event `n` is `sent[n]`.
+#[derive(Debug)]
+struct Sent {
+    event: String,
+    data: Value,
+    origin: usize,
+    /// Sends of one batch were made without waiting in between (from several nodes): their
+    /// order across nodes is Redis's.
+    batch: u64,
+}
+
+enum Conn {
+    Sio(Box<SioClient>),
+    Sse(Box<SseStream>),
+}
+
+struct Client {
+    label: String,
+    sse: bool,
+    user: Option<Identity>,
+    node: usize,
+    /// `None`: closed (for good, or `away`).
+    conn: Option<Conn>,
+    /// An SSE stream closed by its client that will come back with `Last-Event-ID`: what is
+    /// sent to it meanwhile must be replayed then.
+    away: bool,
+    expected: Vec<u64>,
+    got: Vec<u64>,
+    /// `expected[..checked]` was checked against `got[..checked]`.
+    checked: usize,
+    last_id: Option<String>,
+    last_seq: u64,
+}
+
+impl Client {
+    fn live(&self) -> bool {
+        self.conn.is_some()
+    }
+
+    /// Live, or away with events kept for it.
+    fn listening(&self) -> bool {
+        self.conn.is_some() || self.away
+    }
+}
+
+fn user_label(user: Option<&Identity>) -> String {
+    user.map_or_else(
+        || "anonymous".to_string(),
+        |u| format!("{}/{}", u.tenant, u.user),
+    )
+}
+
+fn target_label(target: &Target) -> String {
+    match target {
+        Target::User(u) => format!("user {}", user_label(Some(u))),
+        Target::Tenant(t) => format!("tenant {t}"),
+        Target::All => "all".to_string(),
+        Target::Room(r) => format!("room {r}"),
+    }
+}
+
+fn fire(
+    api: &NotificationService,
+    transport: Transport,
+    target: &Target,
+    event: &str,
+    data: &Value,
+) -> Result<(), BroadcastError> {
+    let b = api.provider(transport).broadcast();
+    match target {
+        Target::User(u) => b.to_user(u, event, data),
+        Target::Tenant(t) => b.to_tenant(t, event, data),
+        Target::All => b.to_all(event, data),
+        Target::Room(r) => b.to_room(r, event, data),
+    }
+}
+
+/// Does a send reach this client, with the memberships `rooms`?
+fn model_reaches(
+    sse: bool,
+    user: Option<&Identity>,
+    rooms: &BTreeMap<Identity, BTreeSet<String>>,
+    transport: Transport,
+    target: &Target,
+) -> bool {
+    let on = match transport {
+        Transport::Both => true,
+        Transport::Sse => sse,
+        Transport::SocketIo => !sse,
+    };
+    on && match target {
+        Target::All => true,
+        Target::User(u) => user == Some(u),
+        Target::Tenant(t) => user.is_some_and(|u| &u.tenant == t),
+        Target::Room(r) => user.is_some_and(|u| rooms.get(u).is_some_and(|s| s.contains(r))),
+    }
+}
+
+fn open_sse(addr: std::net::SocketAddr, user: Option<&Identity>, last: Option<&str>) -> SseStream {
+    let target = match user {
+        Some(u) => format!("/events?tenant={}&user={}", u.tenant, u.user),
+        None => "/events".to_string(),
+    };
+    let headers: Vec<(&str, &str)> = last.map(|l| vec![("Last-Event-ID", l)]).unwrap_or_default();
+    sse_open(addr, &target, &headers).unwrap_or_else(|r| panic!("stream refused: {r:?}"))
+}
+
+fn open_sio(addr: std::net::SocketAddr, user: Option<&Identity>) -> SioClient {
+    match user {
+        Some(u) => SioClient::connect_as(addr, &u.tenant, &u.user),
+        None => {
+            let (c, p) = SioClient::connect_with(addr, Some(json!({})));
+            assert_eq!(
+                p.kind,
+                PacketKind::Connect,
+                "anonymous connect refused: {p:?}"
+            );
+            c
+        }
+    }
+}
+
+struct Model {
+    seed: u64,
+    step: usize,
+    rng: Rng,
+    nodes: Vec<Server>,
+    apis: Vec<NotificationService>,
+    clients: Vec<Client>,
+    sent: Vec<Sent>,
+    rooms: BTreeMap<Identity, BTreeSet<String>>,
+    batch: u64,
+    /// Nodes that sent since the last barrier.
+    unsettled: BTreeSet<usize>,
+    /// `(a, b)`: some client got event `a` before event `b`.
+    before: HashSet<(u64, u64)>,
+    /// The SSE id each event had (the same on every node).
+    sse_ids: HashMap<u64, String>,
+}
+
+impl Model {
+    fn log(&self, what: &str) {
+        eprintln!("[seed {:#x} step {}] {what}", self.seed, self.step);
+    }
+
+    fn users() -> Vec<Identity> {
+        MODEL_TENANTS
+            .iter()
+            .flat_map(|t| MODEL_USERS.iter().map(move |u| Identity::new(*t, *u)))
+            .collect()
+    }
+
+    fn random_user(&mut self) -> Identity {
+        let users = Model::users();
+        users[self.rng.below(users.len())].clone()
+    }
+
+    fn random_room(&mut self) -> String {
+        MODEL_ROOMS[self.rng.below(MODEL_ROOMS.len())].to_string()
+    }
+
+    fn random_target(&mut self) -> Target {
+        match self.rng.below(20) {
+            0..=4 => Target::User(self.random_user()),
+            5 => Target::User(Identity::new("acme", "nobody-here")),
+            6..=8 => Target::Tenant(MODEL_TENANTS[self.rng.below(2)].to_string()),
+            9 => Target::Tenant("gamma".to_string()),
+            10..=12 => Target::All,
+            _ => Target::Room(self.random_room()),
+        }
+    }
+
+    fn random_transport(&mut self) -> Transport {
+        [Transport::Both, Transport::Sse, Transport::SocketIo][self.rng.below(3)]
+    }
+
+    fn live(&self) -> Vec<usize> {
+        (0..self.clients.len())
+            .filter(|&i| self.clients[i].live())
+            .collect()
+    }
+
+    fn away(&self) -> Vec<usize> {
+        (0..self.clients.len())
+            .filter(|&i| self.clients[i].away)
+            .collect()
+    }
+
+    /// Every node has the connections the model says, no more (a close was noticed, a new
+    /// connection is registered before anything is sent to it).
+    fn wait_counts(&self) {
+        for (i, node) in self.nodes.iter().enumerate() {
+            let on = |sse: bool| {
+                self.clients
+                    .iter()
+                    .filter(|c| c.live() && c.sse == sse && c.node == i)
+                    .count()
+            };
+            let (sse, sio) = (on(true), on(false));
+            eventually(
+                &format!("node {i} has {sio} sockets and {sse} streams"),
+                || {
+                    let s = node.handle().stats().unwrap();
+                    s.sio_sockets == sio && s.sse_streams == sse
+                },
+            );
+        }
+    }
+
+    /// Sends event `n` (the returned number) and records who must get it.
+    fn send(
+        &mut self,
+        origin: usize,
+        transport: Transport,
+        target: Target,
+        counted: bool,
+        tag: &str,
+    ) -> u64 {
+        let n = self.sent.len() as u64;
+        let kind = match &target {
+            Target::User(_) => "user",
+            Target::Tenant(_) => "tenant",
+            Target::All => "all",
+            Target::Room(_) => "room",
+        };
+        let event = format!("{tag}-{kind}");
+        let data = json!({"n": n, "from": origin});
+        let (mut sse, mut sio) = (0, 0);
+        for c in &mut self.clients {
+            if c.listening()
+                && model_reaches(c.sse, c.user.as_ref(), &self.rooms, transport, &target)
+            {
+                c.expected.push(n);
+                if c.live() {
+                    if c.sse {
+                        sse += 1;
+                    } else {
+                        sio += 1;
+                    }
+                }
+            }
+        }
+        self.log(&format!(
+            "send {n} {event} {transport:?} to {} from node {origin}{} (live reach: {sse} sse, {sio} sio)",
+            target_label(&target),
+            if counted { " counted" } else { "" },
+        ));
+        self.sent.push(Sent {
+            event: event.clone(),
+            data: data.clone(),
+            origin,
+            batch: self.batch,
+        });
+        let api = &self.apis[origin];
+        if counted {
+            let reach = api
+                .send_counted(transport, &target, &event, &data)
+                .unwrap_or_else(|e| panic!("send_counted {n} refused: {e:?}"));
+            assert_eq!(
+                (reach.sse, reach.socketio),
+                (sse, sio),
+                "send_counted {n} to {}: the reach summed over the nodes",
+                target_label(&target)
+            );
+            // Every node answered: it is delivered everywhere.
+            self.batch += 1;
+        } else {
+            fire(api, transport, &target, &event, &data)
+                .unwrap_or_else(|e| panic!("send {n} refused: {e:?}"));
+            self.unsettled.insert(origin);
+        }
+        n
+    }
+
+    /// Waits until every node delivered everything sent so far: a counted send from each node
+    /// that sent (it comes after that node's sends, and every node answers it once its loops
+    /// have handled it). It reaches nobody.
+    fn settle(&mut self) {
+        let nobody = Target::User(Identity::new("zz", "barrier"));
+        for origin in std::mem::take(&mut self.unsettled) {
+            let reach = self.apis[origin]
+                .send_counted(Transport::Both, &nobody, "barrier", &json!(null))
+                .unwrap_or_else(|e| panic!("barrier on node {origin} refused: {e:?}"));
+            assert_eq!(reach.total(), 0, "the barrier reached someone");
+        }
+        self.batch += 1;
+    }
+
+    /// Reads one event of a live client; its number.
+    fn read_one(&mut self, ci: usize) -> u64 {
+        let c = &mut self.clients[ci];
+        let label = c.label.clone();
+        let (name, data, id) = match c.conn.as_mut().expect("a live client") {
+            Conn::Sio(s) => match s.recv(WAIT) {
+                SioEvent::Packet(p) if p.kind == PacketKind::Event && p.nsp == "/" => {
+                    let Some(Value::Array(mut items)) = p.data.clone() else {
+                        panic!("{label}: event payload {p:?}");
+                    };
+                    let name = items.remove(0);
+                    assert_eq!(items.len(), 1, "{label}: one argument expected in {p:?}");
+                    (
+                        name.as_str().unwrap_or_default().to_string(),
+                        items.remove(0),
+                        None,
+                    )
+                }
+                other => panic!("{label}: expected an event, got {other:?}"),
+            },
+            Conn::Sse(s) => match s.next_event(WAIT) {
+                Some(ev) => {
+                    let data: Value = serde_json::from_str(&ev.data)
+                        .unwrap_or_else(|_| panic!("{label}: SSE data is not JSON: {ev:?}"));
+                    (ev.event, data, Some(ev.last_event_id))
+                }
+                None => panic!(
+                    "{label}: no SSE event within {WAIT:?} (closed: {})",
+                    s.closed
+                ),
+            },
+        };
+        let n = data
+            .get("n")
+            .and_then(Value::as_u64)
+            .unwrap_or_else(|| panic!("{label}: not one of ours: {name} {data}"));
+        let sent = self
+            .sent
+            .get(n as usize)
+            .unwrap_or_else(|| panic!("{label}: event {n} was never sent"));
+        assert_eq!(
+            (&name, &data),
+            (&sent.event, &sent.data),
+            "{label}: event {n} as sent"
+        );
+        if let Some(id) = id {
+            let (_, seq) = split_id(&id);
+            assert!(
+                seq > c.last_seq,
+                "{label}: id {id} of event {n} is not after the previous one ({})",
+                c.last_seq
+            );
+            c.last_seq = seq;
+            c.last_id = Some(id.clone());
+            let first = self.sse_ids.entry(n).or_insert_with(|| id.clone());
+            assert_eq!(
+                *first, id,
+                "{label}: event {n} has another id than on another stream"
+            );
+        }
+        c.got.push(n);
+        n
+    }
+
+    fn describe(&self, ns: &[u64]) -> String {
+        ns.iter()
+            .map(|&n| {
+                let s = &self.sent[n as usize];
+                format!("{n}:{}@{}", s.event, s.origin)
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    /// Reads until event `until` (which this client must get), then checks what came since the
+    /// last check: exactly the expected events, each once; within a batch in the order of each
+    /// sender, and in the same order as every other client saw them.
+    fn drain(&mut self, ci: usize, until: u64) {
+        let bound = self.clients[ci].expected.len() + 8;
+        loop {
+            let n = self.read_one(ci);
+            if n == until {
+                break;
+            }
+            assert!(
+                self.clients[ci].got.len() <= bound,
+                "{}: far more events than expected",
+                self.clients[ci].label
+            );
+        }
+        self.check(ci);
+    }
+
+    fn check(&mut self, ci: usize) {
+        let c = &self.clients[ci];
+        let exp = c.expected[c.checked..].to_vec();
+        let got = c.got[c.checked..].to_vec();
+        let label = c.label.clone();
+        assert_eq!(
+            exp.len(),
+            got.len(),
+            "{label}: expected [{}], got [{}]",
+            self.describe(&exp),
+            self.describe(&got)
+        );
+        let mut i = 0;
+        while i < exp.len() {
+            let batch = self.sent[exp[i] as usize].batch;
+            let mut j = i;
+            while j < exp.len() && self.sent[exp[j] as usize].batch == batch {
+                j += 1;
+            }
+            let (mut e, mut g) = (exp[i..j].to_vec(), got[i..j].to_vec());
+            e.sort_unstable();
+            g.sort_unstable();
+            assert_eq!(
+                e,
+                g,
+                "{label}: expected [{}], got [{}]",
+                self.describe(&exp),
+                self.describe(&got)
+            );
+            for x in i..j {
+                for y in x + 1..j {
+                    let (a, b) = (got[x], got[y]);
+                    if self.sent[a as usize].origin == self.sent[b as usize].origin {
+                        assert!(
+                            a < b,
+                            "{label}: events {a} and {b} of one node out of order"
+                        );
+                    }
+                    assert!(
+                        !self.before.contains(&(b, a)),
+                        "{label}: got {a} before {b}, another client the other way round"
+                    );
+                    self.before.insert((a, b));
+                }
+            }
+            i = j;
+        }
+        let c = &mut self.clients[ci];
+        c.checked = c.got.len();
+    }
+
+    fn connect(&mut self, node: usize, sse: bool, user: Option<Identity>) -> usize {
+        let addr = self.nodes[node].local_addr();
+        let conn = if sse {
+            Conn::Sse(Box::new(open_sse(addr, user.as_ref(), None)))
+        } else {
+            Conn::Sio(Box::new(open_sio(addr, user.as_ref())))
+        };
+        let ci = self.clients.len();
+        let label = format!(
+            "client {ci} ({} {} on node {node})",
+            if sse { "sse" } else { "sio" },
+            user_label(user.as_ref())
+        );
+        self.log(&format!("connect {label}"));
+        self.clients.push(Client {
+            label,
+            sse,
+            user,
+            node,
+            conn: Some(conn),
+            away: false,
+            expected: Vec::new(),
+            got: Vec::new(),
+            checked: 0,
+            last_id: None,
+            last_seq: 0,
+        });
+        self.wait_counts();
+        ci
+    }
+
+    /// Checks a live client up to now: a marker only its user's connections get (everyone's,
+    /// for an anonymous one), then everything up to it.
+    fn check_now(&mut self, ci: usize) {
+        let origin = self.rng.below(self.nodes.len());
+        let target = match &self.clients[ci].user {
+            Some(u) => Target::User(u.clone()),
+            None => Target::All,
+        };
+        let n = self.send(origin, Transport::Both, target, false, "mark");
+        self.settle();
+        self.drain(ci, n);
+    }
+
+    /// Closes a live client after checking it; an SSE stream that has an id may stay `away`.
+    fn disconnect(&mut self, ci: usize, away: bool) {
+        self.check_now(ci);
+        let c = &mut self.clients[ci];
+        c.conn = None;
+        c.away = away && c.sse && c.last_id.is_some();
+        let what = if c.away { "away" } else { "gone" };
+        self.log(&format!("disconnect {} ({what})", self.clients[ci].label));
+        self.wait_counts();
+    }
+
+    /// An away SSE stream comes back on `node` with its last id.
+    fn resume(&mut self, ci: usize, node: usize) {
+        let addr = self.nodes[node].local_addr();
+        let c = &mut self.clients[ci];
+        assert!(c.away);
+        let s = open_sse(addr, c.user.as_ref(), c.last_id.as_deref());
+        c.conn = Some(Conn::Sse(Box::new(s)));
+        c.away = false;
+        c.node = node;
+        c.label = format!(
+            "client {ci} (sse {} resumed on node {node})",
+            user_label(c.user.as_ref())
+        );
+        let waiting = c.expected.len() - c.checked;
+        self.log(&format!(
+            "resume {} after {:?} ({waiting} events to replay)",
+            self.clients[ci].label, self.clients[ci].last_id
+        ));
+        self.wait_counts();
+    }
+
+    /// A live client moves to another node: a socket reconnects as a new one, a stream resumes.
+    fn reconnect(&mut self, ci: usize) {
+        let node =
+            (self.clients[ci].node + 1 + self.rng.below(self.nodes.len() - 1)) % self.nodes.len();
+        let (sse, user) = (self.clients[ci].sse, self.clients[ci].user.clone());
+        self.disconnect(ci, true);
+        if self.clients[ci].away {
+            self.resume(ci, node);
+        } else {
+            self.connect(node, sse, user);
+        }
+    }
+
+    fn check_rooms(&self, user: &Identity) {
+        let want: Vec<String> = self
+            .rooms
+            .get(user)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default();
+        for (i, api) in self.apis.iter().enumerate() {
+            let got = api
+                .user_rooms(user)
+                .unwrap_or_else(|e| panic!("user_rooms on node {i}: {e:?}"));
+            assert_eq!(
+                got,
+                want,
+                "user_rooms({}) on node {i}",
+                user_label(Some(user))
+            );
+        }
+    }
+
+    fn join(&mut self) {
+        let (user, room, node) = (self.random_user(), self.random_room(), self.rng.below(3));
+        let got = if self.rng.chance(50) {
+            self.apis[node].join_room(&user, &room)
+        } else {
+            self.apis[node]
+                .provider(Transport::SocketIo)
+                .socketio_features()
+                .unwrap()
+                .join_room(&user, &room)
+        };
+        let set = self.rooms.entry(user.clone()).or_default();
+        let want = if set.contains(&room) {
+            Ok(())
+        } else if set.len() >= MODEL_ROOMS_PER_USER {
+            Err(BroadcastError::TooManyRooms(RoomLimit::PerUser(
+                MODEL_ROOMS_PER_USER,
+            )))
+        } else {
+            set.insert(room.clone());
+            Ok(())
+        };
+        self.log(&format!(
+            "join {} {room} on node {node}: {got:?}",
+            user_label(Some(&user))
+        ));
+        assert_eq!(
+            got,
+            want,
+            "join_room({}, {room}) on node {node}",
+            user_label(Some(&user))
+        );
+        self.check_rooms(&user);
+    }
+
+    fn leave(&mut self) {
+        let (user, room, node) = (self.random_user(), self.random_room(), self.rng.below(3));
+        let got = self.apis[node].leave_room(&user, &room);
+        self.log(&format!(
+            "leave {} {room} on node {node}: {got:?}",
+            user_label(Some(&user))
+        ));
+        assert_eq!(got, Ok(()));
+        if let Some(set) = self.rooms.get_mut(&user) {
+            set.remove(&room);
+        }
+        self.check_rooms(&user);
+    }
+
+    fn batch_of_sends(&mut self) {
+        for _ in 0..1 + self.rng.below(4) {
+            let origin = self.rng.below(self.nodes.len());
+            let transport = self.random_transport();
+            let target = self.random_target();
+            self.send(origin, transport, target, false, "ev");
+        }
+        self.settle();
+    }
+
+    fn connect_random(&mut self) {
+        let node = self.rng.below(self.nodes.len());
+        let sse = self.rng.chance(50);
+        let user = if self.rng.chance(10) {
+            None
+        } else {
+            Some(self.random_user())
+        };
+        self.connect(node, sse, user);
+    }
+
+    fn step(&mut self) {
+        let live = self.live();
+        let away = self.away();
+        match self.rng.below(100) {
+            0..=11 if live.len() < MODEL_MAX_LIVE => self.connect_random(),
+            12..=17 if !live.is_empty() => {
+                let ci = live[self.rng.below(live.len())];
+                let away = self.rng.chance(50);
+                self.disconnect(ci, away);
+            }
+            18..=23 if !live.is_empty() => {
+                let ci = live[self.rng.below(live.len())];
+                self.reconnect(ci);
+            }
+            24..=28 if !away.is_empty() => {
+                let ci = away[self.rng.below(away.len())];
+                let node = self.rng.below(self.nodes.len());
+                self.resume(ci, node);
+            }
+            29..=31 if !live.is_empty() => {
+                let ci = live[self.rng.below(live.len())];
+                self.check_now(ci);
+            }
+            32..=45 => self.join(),
+            46..=53 => self.leave(),
+            54..=61 => {
+                let origin = self.rng.below(self.nodes.len());
+                let (transport, target) = (self.random_transport(), self.random_target());
+                self.send(origin, transport, target, true, "ev");
+            }
+            _ => self.batch_of_sends(),
+        }
+    }
+
+    /// Everything that is left: the away streams come back, a last `to_all` marks the end of
+    /// every client's events, nothing comes after it, and every node reads the model's rooms.
+    fn finish(&mut self) {
+        self.step = MODEL_STEPS;
+        for ci in self.away() {
+            let node = self.rng.below(self.nodes.len());
+            self.resume(ci, node);
+        }
+        let origin = self.rng.below(self.nodes.len());
+        let end = self.send(origin, Transport::Both, Target::All, false, "end");
+        self.settle();
+        let live = self.live();
+        for &ci in &live {
+            self.drain(ci, end);
+        }
+        std::thread::sleep(QUIET);
+        for &ci in &live {
+            let c = &mut self.clients[ci];
+            match c.conn.as_mut().unwrap() {
+                Conn::Sio(s) => match s.recv(Duration::from_millis(20)) {
+                    SioEvent::Timeout => {}
+                    other => panic!("{}: after the end: {other:?}", c.label),
+                },
+                Conn::Sse(s) => {
+                    if let Some(ev) = s.next_event(Duration::from_millis(20)) {
+                        panic!("{}: after the end: {ev:?}", c.label);
+                    }
+                }
+            }
+        }
+        for user in Model::users() {
+            self.check_rooms(&user);
+        }
+        let received: usize = self.clients.iter().map(|c| c.got.len()).sum();
+        self.log(&format!(
+            "{} events sent, {received} received by {} clients",
+            self.sent.len(),
+            self.clients.len()
+        ));
+        for (i, n) in self.nodes.iter().enumerate() {
+            let m = n.handle().metrics();
+            assert_eq!(m.cluster_dropped, 0, "node {i}: {m:?}");
+            assert_eq!(m.cluster_foreign, 0, "node {i}: {m:?}");
+            assert!(m.cluster_published > 0, "node {i}: {m:?}");
+        }
+    }
+}
+
+fn run_model(seed: u64) {
+    let redis = RedisServer::start();
+    let mut rng = Rng::new(seed);
+    let loops = [1, 2, 1 + rng.below(2)];
+    let prefix = format!("model{seed:x}");
+    let nodes: Vec<Server> = loops
+        .iter()
+        .map(|&event_loops| {
+            let config = Config {
+                event_loops,
+                max_rooms_per_user: MODEL_ROOMS_PER_USER,
+                ..quiet_pings(sse_config())
+            };
+            node(&redis, &prefix, config)
+        })
+        .collect();
+    let apis = nodes
+        .iter()
+        .map(|n| NotificationService::new(n.handle()))
+        .collect();
+    let mut m = Model {
+        seed,
+        step: 0,
+        rng,
+        nodes,
+        apis,
+        clients: Vec::new(),
+        sent: Vec::new(),
+        rooms: BTreeMap::new(),
+        batch: 0,
+        unsettled: BTreeSet::new(),
+        before: HashSet::new(),
+        sse_ids: HashMap::new(),
+    };
+    m.log(&format!("event loops per node: {loops:?}"));
+    for _ in 0..6 {
+        m.connect_random();
+    }
+    for step in 0..MODEL_STEPS {
+        m.step = step;
+        m.step();
+    }
+    m.finish();
+}
+
+/// Runs the model with `seed` (or `TIDINGS_CLUSTER_SEED`), naming the seed if it fails.
+fn model_with_seed(seed: u64) {
+    let seed = std::env::var("TIDINGS_CLUSTER_SEED")
+        .ok()
+        .and_then(|s| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok())
+        .unwrap_or(seed);
+    let run = std::panic::catch_unwind(|| run_model(seed));
+    if let Err(e) = run {
+        let msg = e
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_default();
+        panic!(
+            "the cluster model failed with seed {seed:#x} (TIDINGS_CLUSTER_SEED={seed:x}): {msg}"
+        );
+    }
+}
+
+#[test]
+fn random_steps_on_three_nodes_match_one_server_seed_a() {
+    model_with_seed(0x5eed_a11c_e000_0001);
+}
+
+#[test]
+fn random_steps_on_three_nodes_match_one_server_seed_b() {
+    model_with_seed(0x0dd_ba11_2024_0b0b);
 }
