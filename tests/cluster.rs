@@ -1325,3 +1325,384 @@ fn sends_queued_when_redis_died_are_given_up_after_retry_for_and_counted() {
     );
     assert_eq!(b.handle().metrics().cluster_dropped, 0);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Handlers' room emits, namespaces, volatile sends, limits and counts across nodes.
+// ---------------------------------------------------------------------------------------------
+
+fn room_arg(ev: &tidings::Event) -> String {
+    ev.args
+        .first()
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// `join [room]`: the socket joins; the ack says whether it could.
+fn join_handler(socket: &tidings::Socket, ev: tidings::Event) {
+    let ok = socket.join(&room_arg(&ev)).is_ok();
+    if let Some(ack) = ev.ack {
+        let _ = ack.send(vec![json!(ok)]);
+    }
+}
+
+/// `say [room, args...]`: `said` with the other arguments to the room (`vsay`: volatile).
+fn say_handler(socket: &tidings::Socket, ev: tidings::Event) {
+    let room = room_arg(&ev);
+    let args = ev.args.get(1..).unwrap_or_default().to_vec();
+    let ok = if ev.name == "vsay" {
+        socket.volatile().to_room(&room, "vsaid", args)
+    } else {
+        socket.to_room(&room, "said", args)
+    };
+    if let Some(ack) = ev.ack {
+        let _ = ack.send(vec![json!(ok.is_ok())]);
+    }
+}
+
+fn detail_node(redis: &RedisServer, prefix: &str, event_loops: usize) -> Server {
+    let config = Config {
+        event_loops,
+        max_rooms_per_user: 2,
+        max_room_memberships: 5,
+        ..sse_config()
+    };
+    let builder = Server::builder(config)
+        .authenticate(auth_hook)
+        .on_event("/", "join", join_handler)
+        .on_event("/", "say", say_handler)
+        .on_event("/", "vsay", say_handler)
+        .on_event("/chat", "join", join_handler)
+        .on_event("/chat", "say", say_handler);
+    node_built(redis, prefix, builder)
+}
+
+/// A socket in namespace `nsp` only.
+fn connect_nsp(addr: std::net::SocketAddr, nsp: &str, tenant: &str, user: &str) -> SioClient {
+    let mut c = SioClient::open(addr);
+    let auth = json!({"tenant": tenant, "user": user});
+    c.ws.send_text(&format!("40{nsp},{auth}")).unwrap();
+    let p = c.expect_packet();
+    assert_eq!(
+        (p.kind, p.nsp.as_str()),
+        (PacketKind::Connect, nsp),
+        "{p:?}"
+    );
+    c
+}
+
+/// Emits `event` with an ack in `nsp` and waits for the answer (`[true]`).
+fn emit_acked(c: &mut SioClient, nsp: &str, id: u64, event: &str, args: Vec<Value>) {
+    c.send_packet(&tidings::proto::sio::Packet::event(
+        nsp,
+        event,
+        args,
+        Some(id),
+    ));
+    let p = c.expect_packet();
+    assert_eq!(
+        (p.kind, p.nsp.as_str(), p.id),
+        (PacketKind::Ack, nsp, Some(id)),
+        "{p:?}"
+    );
+    assert_eq!(p.data, Some(json!([true])), "{event} was refused");
+}
+
+/// The next events of a socket are exactly these (name, args) in namespace `nsp`.
+fn expect_sio_events(c: &mut SioClient, who: &str, nsp: &str, want: &[(&str, Vec<Value>)]) {
+    for (name, args) in want {
+        let (n, a, p) = c.expect_event();
+        assert_eq!(
+            (n.as_str(), &a, p.nsp.as_str()),
+            (*name, args, nsp),
+            "{who}: the next event"
+        );
+    }
+}
+
+/// The next events of a stream are exactly these (event, data); their ids.
+fn expect_sse_events(s: &mut SseStream, who: &str, want: &[(&str, &str)]) -> Vec<String> {
+    let mut ids = Vec::new();
+    for (event, data) in want {
+        let ev = s.expect_event();
+        assert_eq!(
+            (ev.event.as_str(), ev.data.as_str()),
+            (*event, *data),
+            "{who}: the next event ({ev:?})"
+        );
+        ids.push(ev.last_event_id);
+    }
+    ids
+}
+
+#[test]
+fn handlers_namespaces_volatile_limits_and_counts_across_nodes() {
+    let redis = RedisServer::start();
+    let nodes: Vec<Server> = [2, 1, 2]
+        .iter()
+        .map(|&l| detail_node(&redis, "t-details", l))
+        .collect();
+    let apis: Vec<NotificationService> = nodes
+        .iter()
+        .map(|n| NotificationService::new(n.handle()))
+        .collect();
+    let addr = |i: usize| nodes[i].local_addr();
+    let alice = Identity::new("acme", "alice");
+    let bob = Identity::new("acme", "bob");
+    let carol = Identity::new("acme", "carol");
+
+    // alice is in `lobby` as a user (her connections on nodes 1 and 2); bob's socket on node 2
+    // joined it itself; carol (node 1) and dave (node 0, the speaker) are not in it.
+    apis[0].join_room(&alice, "lobby").unwrap();
+    let mut alice_b = SioClient::connect_as(addr(1), "acme", "alice");
+    let mut alice_sse_c = open_sse(addr(2), Some(&alice), None);
+    let mut bob_c = SioClient::connect_as(addr(2), "acme", "bob");
+    emit_acked(&mut bob_c, "/", 1, "join", vec![json!("lobby")]);
+    let mut carol_b = SioClient::connect_as(addr(1), "acme", "carol");
+    let mut dave_a = SioClient::connect_as(addr(0), "acme", "dave");
+    // In `/chat`: erin (node 1) joined its `lobby`, frank (node 2) did not, gina (node 0) speaks.
+    let mut erin_chat_b = connect_nsp(addr(1), "/chat", "acme", "erin");
+    emit_acked(&mut erin_chat_b, "/chat", 1, "join", vec![json!("lobby")]);
+    let mut frank_chat_c = connect_nsp(addr(2), "/chat", "acme", "frank");
+    let mut gina_chat_a = connect_nsp(addr(0), "/chat", "acme", "gina");
+    eventually("every connection is registered", || {
+        let s: Vec<_> = nodes.iter().map(|n| n.handle().stats().unwrap()).collect();
+        (
+            s[0].sio_sockets,
+            s[1].sio_sockets,
+            s[2].sio_sockets,
+            s[2].sse_streams,
+        ) == (2, 3, 2, 1)
+    });
+
+    // `Socket::to_room` from a handler on node 0 reaches the user member and the joined socket
+    // on the other nodes, on both transports.
+    emit_acked(
+        &mut dave_a,
+        "/",
+        2,
+        "say",
+        vec![json!("lobby"), json!({"x": 1})],
+    );
+    emit_acked(
+        &mut dave_a,
+        "/",
+        3,
+        "say",
+        vec![json!("lobby"), json!(1), json!("two")],
+    );
+    // In another namespace: that namespace's sockets in its room, on any node, and nobody else.
+    emit_acked(
+        &mut gina_chat_a,
+        "/chat",
+        1,
+        "say",
+        vec![json!("lobby"), json!("hi")],
+    );
+    // Volatile: a handler's room emit, and an API send. All of these come from node 0, whose
+    // sends reach Redis in the order they were made (a send that returned on one node is not
+    // ordered before a later send from another node: it may still be queued).
+    emit_acked(
+        &mut dave_a,
+        "/",
+        4,
+        "vsay",
+        vec![json!("lobby"), json!("v")],
+    );
+    apis[0]
+        .volatile()
+        .broadcast_to_user(Transport::Both, &alice, "vol", &json!(7))
+        .unwrap();
+    apis[0]
+        .provider(Transport::Both)
+        .broadcast()
+        .to_all("mark", &json!(0))
+        .unwrap();
+
+    expect_sio_events(
+        &mut alice_b,
+        "alice on node 1",
+        "/",
+        &[
+            ("said", vec![json!({"x": 1})]),
+            ("said", vec![json!(1), json!("two")]),
+            ("vsaid", vec![json!("v")]),
+            ("vol", vec![json!(7)]),
+            ("mark", vec![json!(0)]),
+        ],
+    );
+    let ids = expect_sse_events(
+        &mut alice_sse_c,
+        "alice's stream on node 2",
+        &[
+            ("said", "{\"x\":1}"),
+            ("said", "[1,\"two\"]"),
+            ("vsaid", "\"v\""),
+            ("vol", "7"),
+            ("mark", "0"),
+        ],
+    );
+    expect_sio_events(
+        &mut bob_c,
+        "bob's joined socket on node 2",
+        "/",
+        &[
+            ("said", vec![json!({"x": 1})]),
+            ("said", vec![json!(1), json!("two")]),
+            ("vsaid", vec![json!("v")]),
+            ("mark", vec![json!(0)]),
+        ],
+    );
+    expect_sio_events(&mut carol_b, "carol", "/", &[("mark", vec![json!(0)])]);
+    expect_sio_events(&mut dave_a, "dave", "/", &[("mark", vec![json!(0)])]);
+    expect_sio_events(
+        &mut erin_chat_b,
+        "erin in /chat",
+        "/chat",
+        &[("said", vec![json!("hi")])],
+    );
+    for (who, c) in [
+        ("erin", &mut erin_chat_b),
+        ("frank", &mut frank_chat_c),
+        ("gina", &mut gina_chat_a),
+    ] {
+        match c.recv(QUIET) {
+            SioEvent::Timeout => {}
+            other => panic!("{who} in /chat: nothing more expected, got {other:?}"),
+        }
+    }
+
+    // Resumed on node 0 from the first `said`: the second one and the marker; the volatile
+    // sends were never kept.
+    let mut alice_sse_a = open_sse(addr(0), Some(&alice), Some(&ids[0]));
+    expect_sse_events(
+        &mut alice_sse_a,
+        "alice resumed on node 0",
+        &[("said", "[1,\"two\"]"), ("mark", "0")],
+    );
+    assert!(
+        split_id(&ids[1]).1 < split_id(&ids[4]).1,
+        "ids grow: {ids:?}"
+    );
+
+    // Room limits hold for the cluster: 2 rooms per user, 5 memberships in all.
+    apis[1].join_room(&alice, "r2").unwrap();
+    assert_eq!(
+        apis[2].join_room(&alice, "r3"),
+        Err(BroadcastError::TooManyRooms(RoomLimit::PerUser(2)))
+    );
+    assert_eq!(
+        apis[0].user_rooms(&alice).unwrap(),
+        vec!["lobby".to_string(), "r2".to_string()]
+    );
+    apis[0].join_room(&bob, "x1").unwrap();
+    apis[1].join_room(&bob, "x2").unwrap();
+    apis[2].join_room(&carol, "y1").unwrap();
+    assert_eq!(
+        apis[0].join_room(&carol, "y2"),
+        Err(BroadcastError::TooManyRooms(RoomLimit::Total(5)))
+    );
+    // Leaving on node 1 is read at once on node 2, and frees a membership for node 0.
+    apis[1].leave_room(&alice, "r2").unwrap();
+    assert_eq!(
+        apis[2].user_rooms(&alice).unwrap(),
+        vec!["lobby".to_string()]
+    );
+    apis[0].join_room(&carol, "y2").unwrap();
+    assert_eq!(
+        apis[1].user_rooms(&carol).unwrap(),
+        vec!["y1".to_string(), "y2".to_string()]
+    );
+    let left = apis[2]
+        .send_counted(Transport::Both, &Target::Room("r2".into()), "r2", &json!(0))
+        .unwrap();
+    assert_eq!(left.total(), 0, "alice left r2 everywhere");
+
+    // Counts are summed over the nodes: alice has sockets on nodes 0 and 1, streams on 0 and 2.
+    let mut alice_a = SioClient::connect_as(addr(0), "acme", "alice");
+    eventually("alice's socket on node 0", || {
+        nodes[0].handle().stats().unwrap().sio_sockets == 3
+    });
+    let count = |node: usize, t: Transport, target: Target| {
+        let r = apis[node].send_counted(t, &target, "c", &json!(1)).unwrap();
+        (r.sse, r.socketio)
+    };
+    assert_eq!(
+        count(1, Transport::Both, Target::User(alice.clone())),
+        (2, 2)
+    );
+    assert_eq!(
+        count(2, Transport::Sse, Target::User(alice.clone())),
+        (2, 0)
+    );
+    assert_eq!(
+        count(0, Transport::SocketIo, Target::User(alice.clone())),
+        (0, 2)
+    );
+    // The room: alice's four connections and bob's joined socket.
+    assert_eq!(
+        count(2, Transport::Both, Target::Room("lobby".into())),
+        (2, 3)
+    );
+    // Everyone of the main namespace: alice ×2, bob, carol, dave; the `/chat` sockets are not
+    // broadcast targets.
+    assert_eq!(count(1, Transport::Both, Target::All), (2, 5));
+    assert_eq!(
+        count(0, Transport::Both, Target::Tenant("beta".into())),
+        (0, 0)
+    );
+    let c1 = ("c", vec![json!(1)]);
+    expect_sio_events(
+        &mut alice_b,
+        "alice on node 1",
+        "/",
+        &[c1.clone(), c1.clone(), c1.clone(), c1.clone()],
+    );
+    expect_sio_events(
+        &mut alice_a,
+        "alice on node 0",
+        "/",
+        &[c1.clone(), c1.clone(), c1.clone(), c1.clone()],
+    );
+    for (who, s) in [
+        ("alice's stream on node 2", &mut alice_sse_c),
+        ("alice's stream on node 0", &mut alice_sse_a),
+    ] {
+        expect_sse_events(s, who, &[("c", "1"), ("c", "1"), ("c", "1"), ("c", "1")]);
+    }
+    expect_sio_events(&mut bob_c, "bob", "/", &[c1.clone(), c1.clone()]);
+    expect_sio_events(&mut carol_b, "carol", "/", std::slice::from_ref(&c1));
+    expect_sio_events(&mut dave_a, "dave", "/", std::slice::from_ref(&c1));
+
+    // Acks from alice's sockets on two nodes, asked from the third.
+    let answer = |mut c: SioClient, reply: &'static str| {
+        std::thread::spawn(move || {
+            let (name, _, p) = c.expect_event();
+            assert_eq!(name, "ask");
+            c.ack(p.id.expect("an ack id"), vec![json!(reply)]);
+            c
+        })
+    };
+    let (ta, tb) = (answer(alice_a, "from-a"), answer(alice_b, "from-b"));
+    let outcomes = apis[2]
+        .provider(Transport::SocketIo)
+        .socketio_features()
+        .unwrap()
+        .to_user_with_ack(&alice, "ask", &json!({}), Duration::from_secs(3))
+        .unwrap();
+    let (_alice_a, _alice_b) = (ta.join().unwrap(), tb.join().unwrap());
+    let AckOutcomes::Outcomes(results) = outcomes else {
+        panic!("expected two outcomes, got {outcomes:?}");
+    };
+    let mut replies: Vec<Value> = results
+        .iter()
+        .map(|r| match &r.outcome {
+            AckOutcome::Ok { args, .. } => args[0].clone(),
+            other => panic!("not answered: {other:?}"),
+        })
+        .collect();
+    replies.sort_by_key(|v| v.to_string());
+    assert_eq!(replies, vec![json!("from-a"), json!("from-b")]);
+    bob_c.expect_silence(QUIET);
+    assert!(alice_sse_c.next_event(Duration::from_millis(10)).is_none());
+}
