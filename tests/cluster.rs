@@ -1706,3 +1706,190 @@ fn handlers_namespaces_volatile_limits_and_counts_across_nodes() {
     bob_c.expect_silence(QUIET);
     assert!(alice_sse_c.next_event(Duration::from_millis(10)).is_none());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Messages that are not ours on the cluster's channels.
+// ---------------------------------------------------------------------------------------------
+
+/// Sums `cluster_foreign` over the nodes.
+fn foreign(nodes: &[Server]) -> Vec<u64> {
+    nodes
+        .iter()
+        .map(|n| n.handle().metrics().cluster_foreign)
+        .collect()
+}
+
+#[test]
+fn foreign_messages_on_the_bus_and_node_channels_are_ignored_and_counted() {
+    let redis = RedisServer::start();
+    let nodes: Vec<Server> = [1, 2]
+        .iter()
+        .map(|&l| {
+            node(
+                &redis,
+                "t-foreign",
+                Config {
+                    event_loops: l,
+                    ..sse_config()
+                },
+            )
+        })
+        .collect();
+    let api = NotificationService::new(nodes[0].handle());
+    let fay = Identity::new("acme", "fay");
+    api.join_room(&fay, "news").unwrap();
+    let mut sse = open_sse(nodes[1].local_addr(), Some(&fay), None);
+    let mut sio = SioClient::connect_as(nodes[0].local_addr(), "acme", "fay");
+    let mut anon = SioClient::connect_with(nodes[1].local_addr(), Some(json!({}))).0;
+    eventually("the clients are registered", || {
+        let (a, b) = (
+            nodes[0].handle().stats().unwrap(),
+            nodes[1].handle().stats().unwrap(),
+        );
+        (a.sio_sockets, b.sio_sockets, b.sse_streams) == (1, 1, 1)
+    });
+    api.broadcast_to_user(Transport::Both, &fay, "before", &json!(1))
+        .unwrap();
+    let epoch = redis.get("t-foreign:epoch").expect("an epoch");
+    let seq: u64 = redis.get("t-foreign:seq").unwrap().parse().unwrap();
+
+    let bus = "t-foreign#bus";
+    let garbage: Vec<Vec<u8>> = vec![
+        b"hello".to_vec(),
+        Vec::new(),
+        b"|".to_vec(),
+        b"1:2".to_vec(),
+        // socket.io's Redis adapter (msgpack): [uid, packet, opts]
+        vec![
+            0x93, 0xa6, b'e', b'm', b'i', b't', b't', b'r', 0x83, 0xa4, b't', b'y', b'p', b'e',
+            0x02, 0xa4, b'd', b'a', b't', b'a', 0x92, 0xa1, b'x', 0x01, 0xa3, b'n', b's', b'p',
+            0xa1, b'/', 0xc0,
+        ],
+        vec![0xff, 0xfe, 0x00, b'|', 0x80],
+        // Well-formed headers with bodies that are not ours.
+        format!("{epoch}:0|").into_bytes(),
+        format!("{epoch}:0|hello").into_bytes(),
+        format!("{epoch}:0|B\x00\x02\x00\x00\x00\x00").into_bytes(),
+        format!("{epoch}:0|Z\x00\x00").into_bytes(),
+        format!("{epoch}:0|{{\"type\":2,\"data\":[\"x\"]}}").into_bytes(),
+        // Numbered, but from an epoch that is not the cluster's, or far ahead of it.
+        format!("1:{}|Bjunk", seq + 1).into_bytes(),
+        format!("{epoch}:{}|Bjunk", seq + 1000).into_bytes(),
+        format!("{}99:{}|hello", "9".repeat(20), seq + 1).into_bytes(),
+    ];
+    let before = foreign(&nodes);
+    for g in &garbage {
+        assert_eq!(redis.publish(bus, g), 2, "both nodes listen on the bus");
+    }
+    // Each node's reply channel (the names are the cluster's own).
+    let mine = redis.channels("t-foreign#node#*");
+    assert_eq!(mine.len(), 2, "{mine:?}");
+    for ch in &mine {
+        assert_eq!(redis.publish(ch, b"garbage"), 1);
+        assert_eq!(redis.publish(ch, &[b'r', 1, 2, 3]), 1);
+        assert_eq!(redis.publish(ch, &[0x93, 0x01, 0x02, 0x03]), 1);
+    }
+    // Of the bus messages every node counts each one it cannot take for its own: all but the
+    // two numbered ones it ignores on their header (an unknown epoch, a number far ahead), at
+    // least.
+    let bus_min = garbage.len() as u64 - 3;
+    eventually("every node counted the foreign messages", || {
+        foreign(&nodes)
+            .iter()
+            .zip(&before)
+            .all(|(now, was)| now - was >= bus_min + 3)
+    });
+
+    // Nothing of it was delivered, and the nodes keep working: the next events are real ones
+    // (each waited for before the next is sent from the other node).
+    api.broadcast_to_user(Transport::Both, &fay, "after", &json!(2))
+        .unwrap();
+    expect_sse_events(
+        &mut sse,
+        "fay's stream on node 1",
+        &[("before", "1"), ("after", "2")],
+    );
+    expect_sio_events(
+        &mut sio,
+        "fay's socket on node 0",
+        "/",
+        &[("before", vec![json!(1)]), ("after", vec![json!(2)])],
+    );
+    NotificationService::new(nodes[1].handle())
+        .broadcast_to_room("news", "room", &json!(3))
+        .unwrap();
+    expect_sse_events(&mut sse, "fay's stream on node 1", &[("room", "3")]);
+    expect_sio_events(
+        &mut sio,
+        "fay's socket on node 0",
+        "/",
+        &[("room", vec![json!(3)])],
+    );
+    api.provider(Transport::Both)
+        .broadcast()
+        .to_all("all", &json!(4))
+        .unwrap();
+    expect_sse_events(&mut sse, "fay's stream on node 1", &[("all", "4")]);
+    expect_sio_events(
+        &mut sio,
+        "fay's socket on node 0",
+        "/",
+        &[("all", vec![json!(4)])],
+    );
+    expect_sio_events(&mut anon, "anonymous", "/", &[("all", vec![json!(4)])]);
+    sio.expect_silence(QUIET);
+    assert!(sse.next_event(Duration::from_millis(10)).is_none());
+    // Requests still get every node's answer.
+    let reach = api
+        .send_counted(Transport::Both, &Target::User(fay.clone()), "c", &json!(5))
+        .unwrap();
+    assert_eq!((reach.sse, reach.socketio), (1, 1));
+    assert_eq!(api.user_rooms(&fay).unwrap(), vec!["news".to_string()]);
+    for (i, n) in nodes.iter().enumerate() {
+        let m = n.handle().metrics();
+        assert_eq!(m.cluster_dropped, 0, "node {i}: {m:?}");
+        assert_eq!(n.handle().cluster_connected(), Some(true));
+    }
+}
+
+/// A message with the cluster's header and the next number, but a body that is not ours, must
+/// not take the place of the real message with that number.
+#[test]
+#[ignore = "bug: a foreign bus message with the next sequence number makes every node skip the real message of that number (link.rs on_bus sets `applied` for a body deliver() rejects)"]
+fn a_foreign_message_with_the_next_number_does_not_hide_the_real_one() {
+    let redis = RedisServer::start();
+    let a = node(&redis, "t-forged", sse_config());
+    let b = node(&redis, "t-forged", sse_config());
+    let gus = Identity::new("acme", "gus");
+    let mut sse = open_sse(b.local_addr(), Some(&gus), None);
+    eventually("the stream is registered", || {
+        b.handle().stats().unwrap().sse_streams == 1
+    });
+    let api = NotificationService::new(a.handle());
+    api.broadcast_to_user(Transport::Sse, &gus, "m", &json!(1))
+        .unwrap();
+    assert_eq!(sse.expect_event().data, "1");
+    let epoch = redis.get("t-forged:epoch").unwrap();
+    let seq: u64 = redis.get("t-forged:seq").unwrap().parse().unwrap();
+    let was = b.handle().metrics().cluster_foreign;
+    redis.publish(
+        "t-forged#bus",
+        format!("{epoch}:{}|junk", seq + 1).as_bytes(),
+    );
+    eventually("node b counted it", || {
+        b.handle().metrics().cluster_foreign > was
+    });
+    api.broadcast_to_user(Transport::Sse, &gus, "m", &json!(2))
+        .unwrap();
+    api.broadcast_to_user(Transport::Sse, &gus, "m", &json!(3))
+        .unwrap();
+    let mut got = Vec::new();
+    while let Some(ev) = sse.next_event(if got.len() < 2 { WAIT } else { QUIET }) {
+        got.push(ev.data);
+    }
+    assert_eq!(
+        got,
+        vec!["2", "3"],
+        "the real messages after the forged one"
+    );
+}
