@@ -2064,3 +2064,152 @@ fn redis_restarted_empty_under_one_node_starts_a_new_epoch() {
     let mut again = open_sse(a.local_addr(), Some(&ida), Some(&old_ids[2]));
     assert_eq!(again.expect_event().event, tidings::RESET_EVENT);
 }
+
+// ---------------------------------------------------------------------------------------------
+// A node shut down, and a new one on the same Redis.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_node_replaced_by_a_new_one_hands_over_rooms_and_history() {
+    let redis = RedisServer::start();
+    let a = node(
+        &redis,
+        "t-restart",
+        Config {
+            event_loops: 2,
+            ..sse_config()
+        },
+    );
+    let b = node(&redis, "t-restart", sse_config());
+    let api_a = NotificationService::new(a.handle());
+    let api_b = NotificationService::new(b.handle());
+    let ivy = Identity::new("acme", "ivy");
+    let joe = Identity::new("beta", "joe");
+    api_a.join_room(&ivy, "keep").unwrap();
+    api_a.join_room(&joe, "keep").unwrap();
+    api_a.join_room(&joe, "gone").unwrap();
+    api_a.leave_room(&joe, "gone").unwrap();
+    let mut ivy_sse_a = open_sse(a.local_addr(), Some(&ivy), None);
+    let mut joe_sio_b = SioClient::connect_as(b.local_addr(), "beta", "joe");
+    eventually("the clients are registered", || {
+        a.handle().stats().unwrap().sse_streams == 1 && b.handle().stats().unwrap().sio_sockets == 1
+    });
+    for n in 1..=3 {
+        api_a.broadcast_to_room("keep", "r", &json!(n)).unwrap();
+    }
+    let ids = expect_sse_events(
+        &mut ivy_sse_a,
+        "ivy on node a",
+        &[("r", "1"), ("r", "2"), ("r", "3")],
+    );
+    drop(ivy_sse_a);
+    a.shutdown(Duration::from_secs(1)).unwrap();
+    // Sent while no node but b is up.
+    api_b.broadcast_to_room("keep", "r", &json!(4)).unwrap();
+    api_b
+        .broadcast_to_user(Transport::SocketIo, &ivy, "sio-only", &json!(5))
+        .unwrap();
+    api_b
+        .broadcast_to_user(Transport::Sse, &ivy, "u", &json!(6))
+        .unwrap();
+
+    let c = node(
+        &redis,
+        "t-restart",
+        Config {
+            event_loops: 2,
+            ..sse_config()
+        },
+    );
+    let api_c = NotificationService::new(c.handle());
+    assert_eq!(api_c.user_rooms(&ivy).unwrap(), vec!["keep".to_string()]);
+    assert_eq!(api_c.user_rooms(&joe).unwrap(), vec!["keep".to_string()]);
+    // The id from the node that is gone resumes on the new one: what came after it, in order.
+    let mut ivy_sse_c = open_sse(c.local_addr(), Some(&ivy), Some(&ids[1]));
+    expect_sse_events(
+        &mut ivy_sse_c,
+        "ivy resumed on node c",
+        &[("r", "3"), ("r", "4"), ("u", "6")],
+    );
+    // The rooms it loaded are live: a room send from c reaches ivy on c and joe on b.
+    let reach = api_c
+        .send_counted(
+            Transport::Both,
+            &Target::Room("keep".into()),
+            "r",
+            &json!(7),
+        )
+        .unwrap();
+    assert_eq!((reach.sse, reach.socketio), (1, 1));
+    expect_sse_events(&mut ivy_sse_c, "ivy on node c", &[("r", "7")]);
+    expect_sio_events(
+        &mut joe_sio_b,
+        "joe on node b",
+        "/",
+        &[
+            ("r", vec![json!(1)]),
+            ("r", vec![json!(2)]),
+            ("r", vec![json!(3)]),
+            ("r", vec![json!(4)]),
+            ("r", vec![json!(7)]),
+        ],
+    );
+    // Not in `gone` any more, on the new node either.
+    let gone = api_c
+        .send_counted(
+            Transport::Both,
+            &Target::Room("gone".into()),
+            "g",
+            &json!(0),
+        )
+        .unwrap();
+    assert_eq!(gone.total(), 0);
+    joe_sio_b.expect_silence(QUIET);
+    assert!(ivy_sse_c.next_event(Duration::from_millis(10)).is_none());
+    assert_eq!(b.handle().metrics().cluster_dropped, 0);
+}
+
+/// A node started later loads the log's newest `sse_history_events` entries; room changes are
+/// entries of the log too, so with rooms changing it holds fewer broadcasts than the nodes
+/// that were up, and refuses a resume they serve.
+#[test]
+#[ignore = "bug: room changes count against sse_history_events in the Redis log, so a node started later holds fewer events than the running nodes and answers a resume they serve with a reset"]
+fn a_node_started_later_serves_the_resumes_the_others_serve() {
+    let redis = RedisServer::start();
+    let config = || Config {
+        sse_history_events: 8,
+        ..sse_config()
+    };
+    let a = node(&redis, "t-later", config());
+    let api = NotificationService::new(a.handle());
+    let kim = Identity::new("acme", "kim");
+    let mut s = open_sse(a.local_addr(), Some(&kim), None);
+    eventually("the stream is registered", || {
+        a.handle().stats().unwrap().sse_streams == 1
+    });
+    for n in 1..=4 {
+        api.broadcast_to_user(Transport::Sse, &kim, "m", &json!(n))
+            .unwrap();
+    }
+    let ids = expect_sse_events(
+        &mut s,
+        "kim",
+        &[("m", "1"), ("m", "2"), ("m", "3"), ("m", "4")],
+    );
+    // Other users' room changes: eight entries of the log.
+    for i in 0..4 {
+        let other = Identity::new("acme", format!("other{i}"));
+        api.join_room(&other, "busy").unwrap();
+        api.leave_room(&other, "busy").unwrap();
+    }
+    let b = node(&redis, "t-later", config());
+    for (name, n) in [("a", &a), ("b", &b)] {
+        let mut again = open_sse(n.local_addr(), Some(&kim), Some(&ids[0]));
+        let got = expect_sse_events(
+            &mut again,
+            &format!("resumed on node {name}"),
+            &[("m", "2")],
+        );
+        assert_eq!(got.len(), 1);
+    }
+}
