@@ -2213,3 +2213,39 @@ fn a_node_started_later_serves_the_resumes_the_others_serve() {
         assert_eq!(got.len(), 1);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Order across nodes.
+// ---------------------------------------------------------------------------------------------
+
+/// One caller sends on node a, then (after that call returned) on node b: within one server the
+/// second comes after the first; in the cluster the first may still be in node a's queue when
+/// node b's reaches Redis.
+#[test]
+#[ignore = "bug: a send that returned on one node is not ordered before a later send from another node (it is still queued for Redis): clients see them swapped (several rounds in 100 here)"]
+fn a_send_that_returned_comes_before_a_later_send_from_another_node() {
+    let redis = RedisServer::start();
+    let nodes: Vec<Server> = (0..3)
+        .map(|_| node(&redis, "t-order", sse_config()))
+        .collect();
+    let a = NotificationService::new(nodes[0].handle());
+    let b = NotificationService::new(nodes[1].handle());
+    let lee = Identity::new("acme", "lee");
+    let mut c = SioClient::connect_as(nodes[2].local_addr(), "acme", "lee");
+    eventually("the socket is registered", || {
+        nodes[2].handle().stats().unwrap().sio_sockets == 1
+    });
+    let mut swapped = Vec::new();
+    for i in 0..100 {
+        a.broadcast_to_user(Transport::Both, &lee, "first", &json!(i))
+            .unwrap();
+        b.broadcast_to_user(Transport::Both, &lee, "second", &json!(i))
+            .unwrap();
+        let (one, _, _) = c.expect_event();
+        let (two, _, _) = c.expect_event();
+        if (one.as_str(), two.as_str()) != ("first", "second") {
+            swapped.push(i);
+        }
+    }
+    assert!(swapped.is_empty(), "swapped in rounds {swapped:?}");
+}
