@@ -1,7 +1,12 @@
 //! A cluster of tidings nodes through a real `redis-server` (started here on a free 127.0.0.1
 //! port): every API call on one node, clients of both transports on the others, deliveries
 //! checked exactly; membership, acks and counts across nodes; resume on another node; Redis
-//! killed and restarted under sends.
+//! killed and restarted under sends; a seeded random sequence of steps against a model of one
+//! server (`TIDINGS_CLUSTER_SEED=<hex>` replays a seed); handlers' room emits, namespaces and
+//! limits; foreign messages on the cluster's channels; Redis losing its data; a node replaced.
+//!
+//! Tests marked `#[ignore = "bug: ..."]` show a defect of the cluster (run them with
+//! `--include-ignored`).
 #![cfg(feature = "redis")]
 #![allow(
     clippy::unwrap_used,
