@@ -123,6 +123,14 @@ impl RedisServer {
         self.spawn();
     }
 
+    /// Starts again on the same port with no data (a Redis without persistence that restarted).
+    pub fn restart_empty(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+        std::fs::create_dir_all(&self.dir).expect("a temporary directory");
+        self.spawn();
+    }
+
     /// Runs one command through `redis-cli`-free RESP (for tests that look inside Redis):
     /// the raw reply bytes.
     pub fn command(&self, args: &[&str]) -> Vec<u8> {
@@ -154,5 +162,135 @@ impl Drop for RedisServer {
     fn drop(&mut self) {
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A parsed RESP reply (what the tests read back from Redis).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resp {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Option<Vec<Resp>>),
+}
+
+impl Resp {
+    /// The text of a bulk or simple string (`None` for nil and the other kinds).
+    pub fn text(&self) -> Option<String> {
+        match self {
+            Resp::Simple(s) => Some(s.clone()),
+            Resp::Bulk(Some(b)) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        }
+    }
+
+    /// The items of an array (empty for nil and the other kinds).
+    pub fn items(&self) -> Vec<Resp> {
+        match self {
+            Resp::Array(Some(items)) => items.clone(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// One RESP value at the start of `buf` and the bytes it took; `None`: incomplete.
+fn parse_resp(buf: &[u8]) -> Option<(Resp, usize)> {
+    let end = buf.windows(2).position(|w| w == b"\r\n")?;
+    let line = std::str::from_utf8(&buf[1..end]).expect("RESP line");
+    let after = end + 2;
+    match buf.first()? {
+        b'+' => Some((Resp::Simple(line.to_string()), after)),
+        b'-' => Some((Resp::Error(line.to_string()), after)),
+        b':' => Some((Resp::Int(line.parse().expect("RESP integer")), after)),
+        b'$' => {
+            let n: i64 = line.parse().expect("RESP length");
+            if n < 0 {
+                return Some((Resp::Bulk(None), after));
+            }
+            let n = n as usize;
+            if buf.len() < after + n + 2 {
+                return None;
+            }
+            Some((
+                Resp::Bulk(Some(buf[after..after + n].to_vec())),
+                after + n + 2,
+            ))
+        }
+        b'*' => {
+            let n: i64 = line.parse().expect("RESP length");
+            if n < 0 {
+                return Some((Resp::Array(None), after));
+            }
+            let mut items = Vec::new();
+            let mut at = after;
+            for _ in 0..n {
+                let (item, used) = parse_resp(&buf[at..])?;
+                items.push(item);
+                at += used;
+            }
+            Some((Resp::Array(Some(items)), at))
+        }
+        other => panic!("not a RESP reply: {other:#x}"),
+    }
+}
+
+impl RedisServer {
+    /// Runs one command with binary-safe arguments; its parsed reply (within 2 s).
+    pub fn call(&self, args: &[&[u8]]) -> Resp {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).expect("redis");
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut req = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            req.extend_from_slice(a);
+            req.extend_from_slice(b"\r\n");
+        }
+        s.write_all(&req).unwrap();
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            if let Some((reply, _)) = parse_resp(&out) {
+                return reply;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no full reply from Redis to {:?}",
+                args.first().map(|a| String::from_utf8_lossy(a))
+            );
+            match s.read(&mut buf) {
+                Ok(0) => panic!("Redis closed the connection"),
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// `GET key` as text.
+    pub fn get(&self, key: &str) -> Option<String> {
+        self.call(&[b"GET", key.as_bytes()]).text()
+    }
+
+    /// `PUBLISH channel payload`: how many subscribers got it.
+    pub fn publish(&self, channel: &str, payload: &[u8]) -> i64 {
+        match self.call(&[b"PUBLISH", channel.as_bytes(), payload]) {
+            Resp::Int(n) => n,
+            other => panic!("PUBLISH answered {other:?}"),
+        }
+    }
+
+    /// `PUBSUB CHANNELS pattern`, sorted.
+    pub fn channels(&self, pattern: &str) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .call(&[b"PUBSUB", b"CHANNELS", pattern.as_bytes()])
+            .items()
+            .iter()
+            .filter_map(Resp::text)
+            .collect();
+        names.sort();
+        names
     }
 }
