@@ -329,8 +329,6 @@ impl Engine {
         let identity = claim.identity();
         let mut p = claim.parked;
         let socket = p.socket;
-        let sid = p.recovery.sid.clone();
-        let pid = p.recovery.pid.clone();
         // Everything addressed to it since, in order, once: the user's and tenant's events, its
         // rooms' (as they were when each event was sent), its own emits, everyone's — up to what
         // this loop has delivered; what is still on its way here comes live, past the floor.
@@ -346,21 +344,42 @@ impl Engine {
         hub.set_socket_loop(&mut state, socket, self.loop_index);
         drop(state);
         p.recovery.floor = after.max(until);
-        // The socket becomes a recipient again, here, with its `Socket::join` rooms.
+        self.sio_restored(
+            now, key, socket, p.rooms, p.recovery, identity, auth, &missed,
+        );
+        Ok(())
+    }
+
+    /// The end of a recovery: the socket becomes a recipient again, here, with its
+    /// `Socket::join` rooms; its client hears the CONNECT (same sid and pid), then what it
+    /// missed; the application hears a recovered socket.
+    #[allow(clippy::too_many_arguments)]
+    fn sio_restored(
+        &mut self,
+        now: Instant,
+        key: u64,
+        socket: u64,
+        rooms: Vec<Arc<str>>,
+        recovery: SocketRecovery,
+        identity: Option<Identity>,
+        auth: Value,
+        missed: &[EncodedPacket],
+    ) {
         self.index_add(socket, RecipientKind::SocketIo, identity.as_ref());
-        for room in &p.rooms {
+        for room in &rooms {
             let room = self.index.intern_room(room);
             let _ = self
                 .index
                 .socket_join(socket, room, 0, usize::MAX, usize::MAX);
         }
-        self.sio_attach_socket(key, "/", socket, p.rooms, Some(Box::new(p.recovery)));
+        let sid = recovery.sid.clone();
         let mut ok = serde_json::Map::new();
         ok.insert("sid".into(), Value::String(sid.to_string()));
-        ok.insert("pid".into(), Value::String(pid.to_string()));
+        ok.insert("pid".into(), Value::String(recovery.pid.to_string()));
+        self.sio_attach_socket(key, "/", socket, rooms, Some(Box::new(recovery)));
         let reply = Packet::connect("/", Some(Value::Object(ok)));
         self.sio_send(now, key, &EncodedPacket::new(&reply));
-        for packet in &missed {
+        for packet in missed {
             self.sio_send(now, key, packet);
         }
         self.push(Output::App(AppEvent::SioConnected {
@@ -371,7 +390,6 @@ impl Engine {
             auth,
             recovered: true,
         }));
-        Ok(())
     }
 }
 
@@ -520,38 +538,13 @@ impl Engine {
                 .socket_join(socket, room.clone(), 0, usize::MAX, usize::MAX);
         }
         drop(state);
-        self.index_add(socket, RecipientKind::SocketIo, identity.as_ref());
-        for room in &rooms {
-            let room = self.index.intern_room(room);
-            let _ = self
-                .index
-                .socket_join(socket, room, 0, usize::MAX, usize::MAX);
-        }
-        let sid: Arc<str> = Arc::from(handoff.sid.as_str());
-        let pid: Arc<str> = Arc::from(handoff.pid.as_str());
         let recovery = SocketRecovery {
-            sid: sid.clone(),
-            pid: pid.clone(),
+            sid: Arc::from(handoff.sid.as_str()),
+            pid: Arc::from(handoff.pid.as_str()),
             since_seq: handoff.since_seq,
             floor: handoff.until.max(until),
         };
-        self.sio_attach_socket(key, "/", socket, rooms, Some(Box::new(recovery)));
-        let mut ok = serde_json::Map::new();
-        ok.insert("sid".into(), Value::String(sid.to_string()));
-        ok.insert("pid".into(), Value::String(pid.to_string()));
-        let reply = Packet::connect("/", Some(Value::Object(ok)));
-        self.sio_send(now, key, &EncodedPacket::new(&reply));
-        for packet in &packets {
-            self.sio_send(now, key, packet);
-        }
-        self.push(Output::App(AppEvent::SioConnected {
-            socket: SocketId(socket),
-            nsp: Arc::from("/"),
-            sid,
-            identity,
-            auth,
-            recovered: true,
-        }));
+        self.sio_restored(now, key, socket, rooms, recovery, identity, auth, &packets);
         Ok(())
     }
 }

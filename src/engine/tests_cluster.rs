@@ -32,28 +32,7 @@ fn alice() -> Identity {
 
 /// The cluster's broadcast number `n` delivered on one node, as its subscriber does.
 fn apply(h: &mut H, n: u64, target: Target, data: &str) {
-    let hub = h.e.hub.clone();
-    let mut cmds = Vec::new();
-    let payload = Payload {
-        event: "m",
-        sse_data: data,
-        sio_args: data,
-    };
-    fanout::broadcast(
-        &hub,
-        &h.e.cfg.clone(),
-        h.now(),
-        &target,
-        Transports::Both,
-        payload,
-        false,
-        Some(hub.cluster_seq(n)),
-        None,
-        &mut |_, c| cmds.push(c),
-    );
-    for c in cmds {
-        h.cmd(c);
-    }
+    apply_counted(h, n, target, data);
 }
 
 /// The data (first argument) and offset (last) of each event written since the last read.
@@ -267,7 +246,8 @@ fn without_an_answer_the_node_gives_a_fresh_session() {
     assert!(b.e.hub.lock().remote_claims.is_empty());
 }
 
-/// `apply`, returning how many commands reached the loop.
+/// `apply`, returning how many commands reached the loop (none when nobody here is in the
+/// audience).
 fn apply_counted(h: &mut H, n: u64, target: Target, data: &str) -> usize {
     let hub = h.e.hub.clone();
     let mut cmds = Vec::new();
