@@ -11,6 +11,8 @@
 # Usage: scripts/interop.sh [extra `node --test` arguments, e.g. tests/interop/engineio.test.mjs]
 # Environment: SERVER_CMD overrides the server command (it gets PORT and RECOVERY_PORT; must listen
 #              on 127.0.0.1 on both, the recovery server on RECOVERY_PORT).
+#              INTEROP_BIN overrides the interop binary cluster.test.mjs runs as its nodes (and the
+#              default SERVER_CMD); it must be built with `--features redis`.
 #              INTEROP_TIMEOUT bounds the whole node run in seconds (default 600).
 # The tests get the servers' addresses as TIDINGS_URL and TIDINGS_RECOVERY_URL, and the interop
 # example's path as INTEROP_BIN. REDIS_URL and REDIS_PREFIX are cleared: the shared servers are
@@ -41,7 +43,7 @@ cargo build --features gateway --bin tidings-gateway
 # The examples with the cluster compiled in (cluster.test.mjs makes nodes of them with REDIS_URL;
 # without it they are the standalone servers the other files use).
 cargo build --features redis --example interop --example demo
-INTEROP_BIN="$(cd "${CARGO_TARGET_DIR:-$repo_root/target}" && pwd)/debug/examples/interop"
+INTEROP_BIN="${INTEROP_BIN:-$(cd "${CARGO_TARGET_DIR:-$repo_root/target}" && pwd)/debug/examples/interop}"
 export INTEROP_BIN
 if [[ -z "${SERVER_CMD:-}" ]]; then
     SERVER_CMD="$INTEROP_BIN"
