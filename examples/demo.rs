@@ -23,6 +23,14 @@
 //! `demo:presence {sse, socketio, online: [{who, sse, socketio}]}`: the open SSE streams and
 //! Socket.IO sockets ([`tidings::Handle::stats`]) and who holds them.
 //!
+//! Cluster (the `redis` feature): with `REDIS_URL` set (`redis://127.0.0.1:6379/`) the demo is a
+//! node of the cluster on that Redis, prefix `REDIS_PREFIX` (default `tidings`). Start two on other
+//! ports (`REDIS_URL=redis://127.0.0.1:6379/ PORT=3001 cargo run --features redis --example demo`)
+//! and open a tab on each: sends, rooms and the counts are the cluster's, and an SSE panel
+//! resumes on either node; the presence lists this node's connections only, and a Socket.IO
+//! session recovers only on the node that held it. A build without the feature refuses to start
+//! when `REDIS_URL` is set.
+//!
 //! The server side lives in `demo/app.rs`, shared with the gateway's `--demo`
 //! (`cargo run --features gateway --bin tidings-gateway -- --demo`).
 //!
@@ -33,7 +41,36 @@
 #[path = "demo/app.rs"]
 mod app;
 
-use tidings::{Config, Server};
+use tidings::{Config, Server, ServerBuilder};
+
+/// Joins the cluster of `REDIS_URL` (prefix `REDIS_PREFIX` when set) if it is set; the prefix
+/// joined.
+#[cfg(feature = "redis")]
+fn join_cluster(builder: ServerBuilder) -> (ServerBuilder, Option<String>) {
+    let Ok(url) = std::env::var("REDIS_URL") else {
+        return (builder, None);
+    };
+    let mut cluster = tidings::ClusterConfig::new(url);
+    if let Ok(prefix) = std::env::var("REDIS_PREFIX") {
+        cluster.prefix = prefix;
+    }
+    let prefix = cluster.prefix.clone();
+    (builder.cluster(cluster), Some(prefix))
+}
+
+/// Without the `redis` feature: `REDIS_URL` set is an error (exit status 2), not a standalone
+/// server that looks like a node.
+#[cfg(not(feature = "redis"))]
+fn join_cluster(builder: ServerBuilder) -> (ServerBuilder, Option<String>) {
+    if std::env::var_os("REDIS_URL").is_some() {
+        eprintln!(
+            "demo: REDIS_URL is set but this build has no cluster support; \
+             build with `--features redis` (or unset REDIS_URL)"
+        );
+        std::process::exit(2);
+    }
+    (builder, None)
+}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let port: u16 = match std::env::var("PORT") {
@@ -49,9 +86,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let builder = Server::builder(config).authenticate(|req| Ok(app::claimed_identity(req)));
     let (builder, demo) = app::install(builder);
+    let (builder, cluster) = join_cluster(builder);
     let server = builder.start()?;
     demo.start(server.handle());
-    println!("tidings demo on http://{}/", server.local_addr());
+    match cluster {
+        Some(prefix) => println!(
+            "tidings demo on http://{}/ (a node of cluster '{prefix}')",
+            server.local_addr()
+        ),
+        None => println!("tidings demo on http://{}/", server.local_addr()),
+    }
     loop {
         std::thread::park();
     }

@@ -13,10 +13,12 @@
 //!
 //! Control events (`ctl:*`, answered by ack) let a test broadcast through the unified API:
 //! `ctl:broadcast {transport, target:{kind,user,tenant,room}, event, data, volatile}`, `ctl:join`,
-//! `ctl:leave`, `ctl:rooms {user, tenant}`, `ctl:ack-user {user, tenant, event, data, timeoutMs}`,
-//! `ctl:stats`, `ctl:drop-sse {user, tenant}` (closes those SSE streams from the server side; the
-//! clients reconnect with `Last-Event-ID`), `ctl:socket-log {sid}` (what the server saw of that
-//! socket: `{connects: [recovered, ...], disconnects: [reason, ...]}`), `ctl:config` (this
+//! `ctl:leave`, `ctl:rooms {user, tenant}` (the rooms, or `{ok: false, error}`), `ctl:ack-user
+//! {user, tenant, event, data, timeoutMs}`, `ctl:stats` (this server's counts; `clusterConnected`:
+//! `null` alone, else whether its link to Redis is up; `clusterReconnects` and `clusterDropped`
+//! from `Metrics`), `ctl:drop-sse {user, tenant}` (closes those SSE streams from the server side;
+//! the clients reconnect with `Last-Event-ID`), `ctl:socket-log {sid}` (what the server saw of
+//! that socket: `{connects: [recovered, ...], disconnects: [reason, ...]}`), `ctl:config` (this
 //! server's `{recoveryWindowMs, historyEvents}`). Namespace `/custom` emits `hello-custom` on
 //! connect.
 //!
@@ -24,7 +26,20 @@
 //! same handlers listens on 127.0.0.1:$RECOVERY_PORT with connection state recovery on (every
 //! event without ack then carries its offset as a last argument): window `RECOVERY_WINDOW_MS`
 //! (default 3000), history `RECOVERY_HISTORY_EVENTS` events (default 64).
-//! Run: `cargo run --example interop` (add `RECOVERY_PORT=3001` for both).
+//!
+//! Cluster (the `redis` feature): with `REDIS_URL` set (`redis://127.0.0.1:6379/`), the server on
+//! $PORT is a node of the cluster on that Redis, prefix `REDIS_PREFIX` (default `tidings`): start
+//! several with the same `REDIS_URL` and a `ctl:*` call on one reaches the clients of all
+//! (tests/interop/cluster.test.mjs). The recovery server stays standalone (its own broadcasts,
+//! rooms and history), so the recovery tests see one server whatever the environment. A build
+//! without the feature refuses to start when `REDIS_URL` is set (it would silently not cluster).
+//! Note that `ctl:stats`, `ctl:drop-sse` and `ctl:socket-log` read this node only.
+//!
+//! `INTEROP_LOG=warn` (or `error`, `info`, `debug`, `trace`) prints the library's log records on
+//! stderr.
+//!
+//! Run: `cargo run --example interop` (add `RECOVERY_PORT=3001` for both); a node of a cluster:
+//! `REDIS_URL=redis://127.0.0.1:6379/ PORT=3000 cargo run --features redis --example interop`.
 
 use std::time::Duration;
 
@@ -64,6 +79,38 @@ where
     }
 }
 
+/// The cluster a server joins (`ServerBuilder::cluster`); without the `redis` feature there is
+/// none to join.
+#[cfg(feature = "redis")]
+type Cluster = tidings::ClusterConfig;
+#[cfg(not(feature = "redis"))]
+type Cluster = std::convert::Infallible;
+
+/// The cluster of `REDIS_URL` (prefix `REDIS_PREFIX` when set), `None` when `REDIS_URL` is unset.
+#[cfg(feature = "redis")]
+fn cluster_from_env() -> Option<Cluster> {
+    let url = std::env::var("REDIS_URL").ok()?;
+    let mut cluster = tidings::ClusterConfig::new(url);
+    if let Ok(prefix) = std::env::var("REDIS_PREFIX") {
+        cluster.prefix = prefix;
+    }
+    Some(cluster)
+}
+
+/// Without the `redis` feature: `REDIS_URL` set is an error (exit status 2), not a standalone
+/// server that looks like a node.
+#[cfg(not(feature = "redis"))]
+fn cluster_from_env() -> Option<Cluster> {
+    if std::env::var_os("REDIS_URL").is_some() {
+        eprintln!(
+            "interop: REDIS_URL is set but this build has no cluster support; \
+             build with `--features redis` (or unset REDIS_URL)"
+        );
+        std::process::exit(2);
+    }
+    None
+}
+
 /// The configuration of one interop server on 127.0.0.1:`port`.
 fn config_for(port: u16) -> Config {
     Config {
@@ -84,10 +131,43 @@ fn config_for(port: u16) -> Config {
     }
 }
 
+/// The library's log records on stderr, from `INTEROP_LOG` (`error`, `warn`, `info`, `debug`,
+/// `trace`) up; nothing when it is unset.
+struct StderrLog;
+
+impl log::Log for StderrLog {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        eprintln!("{} {}: {}", record.level(), record.target(), record.args());
+    }
+
+    fn flush(&self) {}
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if let Ok(level) = std::env::var("INTEROP_LOG") {
+        if log::set_logger(&StderrLog).is_ok() {
+            let level: log::LevelFilter = level
+                .parse()
+                .map_err(|_| format!("INTEROP_LOG={level:?}: not a log level"))?;
+            log::set_max_level(level);
+        }
+    }
     let port: u16 = env_or("PORT", 3000)?;
-    let server = start(config_for(port))?;
-    eprintln!("interop server on http://{}", server.local_addr());
+    let cluster = cluster_from_env();
+    let clustered = cluster.is_some();
+    let server = start(config_for(port), cluster)?;
+    if clustered {
+        eprintln!(
+            "interop server on http://{} (a cluster node)",
+            server.local_addr()
+        );
+    } else {
+        eprintln!("interop server on http://{}", server.local_addr());
+    }
     // The recovery server: the same handlers, connection state recovery on, a short window and a
     // small history (so a test can outlive the one and overflow the other).
     let _recovery = match std::env::var("RECOVERY_PORT") {
@@ -101,7 +181,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 sse_history_events: env_or("RECOVERY_HISTORY_EVENTS", 64)?,
                 ..config_for(p.parse()?)
             };
-            let server = start(config)?;
+            let server = start(config, None)?;
             eprintln!(
                 "interop recovery server on http://{} (window {window:?})",
                 server.local_addr()
@@ -115,8 +195,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 }
 
-/// Starts a server on `config` with every handler of the interop tests.
-fn start(config: Config) -> Result<Server, Box<dyn std::error::Error>> {
+/// Starts a server on `config` with every handler of the interop tests, a node of `cluster` when
+/// given.
+fn start(config: Config, cluster: Option<Cluster>) -> Result<Server, Box<dyn std::error::Error>> {
     // What `ctl:config` tells the tests about this server.
     let described = json!({
         "recoveryWindowMs": config
@@ -145,7 +226,7 @@ fn start(config: Config) -> Result<Server, Box<dyn std::error::Error>> {
     >;
     let socket_log: SocketLog = Default::default();
     let (sl1, sl2, sl3) = (socket_log.clone(), socket_log.clone(), socket_log.clone());
-    let server = Server::builder(config)
+    let builder = Server::builder(config)
         .authenticate(|req| {
             let token = match req.auth {
                 Some(auth) => auth.get("token").and_then(Value::as_str).map(str::to_string),
@@ -320,13 +401,16 @@ fn start(config: Config) -> Result<Server, Box<dyn std::error::Error>> {
             let Some(service) = svc(&s4) else { return };
             let req = ev.args.first().cloned().unwrap_or(Value::Null);
             let user = Identity::new(str_field(&req, "tenant"), str_field(&req, "user"));
-            let rooms = service
-                .provider(Transport::SocketIo)
-                .socketio_features()
-                .and_then(|f| f.user_rooms(&user).ok())
-                .unwrap_or_default();
+            // The rooms, or `{ok: false, error}` when they could not be read (a cluster node
+            // whose Redis is unreachable): never an empty list that only looks like an answer.
+            let rooms = service.provider(Transport::SocketIo).socketio_features().map(|f| f.user_rooms(&user));
+            let reply = match rooms {
+                Some(Ok(rooms)) => json!(rooms),
+                Some(Err(e)) => json!({"ok": false, "error": e.to_string()}),
+                None => json!({"ok": false, "error": "no Socket.IO features"}),
+            };
             if let Some(ack) = ev.ack {
-                let _ = ack.send(vec![json!(rooms)]);
+                let _ = ack.send(vec![reply]);
             }
         })
         .on_event("/", "ctl:ack-user", move |_, ev| {
@@ -356,19 +440,32 @@ fn start(config: Config) -> Result<Server, Box<dyn std::error::Error>> {
         })
         .on_event("/", "ctl:stats", |socket, ev| {
             let stats = socket.handle().stats().ok();
+            let metrics = socket.handle().metrics();
             if let Some(ack) = ev.ack {
                 let v = match stats {
                     Some(s) => json!({
                         "eioSessions": s.eio_sessions, "sioSockets": s.sio_sockets, "sseStreams": s.sse_streams,
                         "pendingAcks": s.pending_acks, "indexRecipients": s.index_recipients,
                         "indexUsers": s.index_users, "indexRooms": s.index_rooms, "sseHistory": s.sse_history,
+                        "clusterConnected": socket.handle().cluster_connected(),
+                        "clusterReconnects": metrics.cluster_reconnects, "clusterDropped": metrics.cluster_dropped,
                     }),
                     None => Value::Null,
                 };
                 let _ = ack.send(vec![v]);
             }
-        })
-        .start()?;
+        });
+    #[cfg(feature = "redis")]
+    let builder = match cluster {
+        Some(cluster) => builder.cluster(cluster),
+        None => builder,
+    };
+    #[cfg(not(feature = "redis"))]
+    let builder = match cluster {
+        Some(never) => match never {},
+        None => builder,
+    };
+    let server = builder.start()?;
     let _ = service.set(NotificationService::new(server.handle()));
     Ok(server)
 }

@@ -4,14 +4,19 @@
 # API through `ctl:*` events, and the raw /engine.io/ echo), on 127.0.0.1 and a free port; and its
 # second server, the same with connection state recovery on (tests/interop/recovery.test.mjs), on
 # another free port. Some files start servers of their own: browser.test.mjs (the demo, from the
-# example and from the gateway's --demo) and gateway.test.mjs (the tidings-gateway binary, built
-# here too).
+# example and from the gateway's --demo), gateway.test.mjs (the tidings-gateway binary, built
+# here too) and cluster.test.mjs (a redis-server and three interop nodes; the examples are built
+# with `--features redis` for it, and it must find `redis-server`).
 #
 # Usage: scripts/interop.sh [extra `node --test` arguments, e.g. tests/interop/engineio.test.mjs]
 # Environment: SERVER_CMD overrides the server command (it gets PORT and RECOVERY_PORT; must listen
 #              on 127.0.0.1 on both, the recovery server on RECOVERY_PORT).
+#              INTEROP_BIN overrides the interop binary cluster.test.mjs runs as its nodes (and the
+#              default SERVER_CMD); it must be built with `--features redis`.
 #              INTEROP_TIMEOUT bounds the whole node run in seconds (default 600).
-# The tests get the servers' addresses as TIDINGS_URL and TIDINGS_RECOVERY_URL.
+# The tests get the servers' addresses as TIDINGS_URL and TIDINGS_RECOVERY_URL, and the interop
+# example's path as INTEROP_BIN. REDIS_URL and REDIS_PREFIX are cleared: the shared servers are
+# standalone (cluster.test.mjs starts its own Redis and nodes).
 # Exit status: node's (non-zero also when the build or the server start fails).
 set -euo pipefail
 
@@ -31,11 +36,17 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+unset REDIS_URL REDIS_PREFIX
+
 # The gateway binary is for tests/interop/gateway.test.mjs and the browser test of its --demo.
 cargo build --features gateway --bin tidings-gateway
+# The examples with the cluster compiled in (cluster.test.mjs makes nodes of them with REDIS_URL;
+# without it they are the standalone servers the other files use).
+cargo build --features redis --example interop --example demo
+INTEROP_BIN="${INTEROP_BIN:-$(cd "${CARGO_TARGET_DIR:-$repo_root/target}" && pwd)/debug/examples/interop}"
+export INTEROP_BIN
 if [[ -z "${SERVER_CMD:-}" ]]; then
-    cargo build --example interop --example demo
-    SERVER_CMD="${CARGO_TARGET_DIR:-$repo_root/target}/debug/examples/interop"
+    SERVER_CMD="$INTEROP_BIN"
 fi
 
 if [[ ! -d "$interop/node_modules" ]]; then
