@@ -288,6 +288,10 @@ impl Publisher {
     }
 
     fn send_batch(&mut self) {
+        // redis-rs refuses an empty pipeline (and that is no broken link).
+        if self.waiting.is_empty() {
+            return;
+        }
         let now = now_ms();
         let mut pipe = redis::pipe();
         for a in &self.waiting {
