@@ -386,10 +386,10 @@ burst: $burst_count broadcasts of a ${size}-byte pad at full speed, asked of nod
   total_net_output_bytes and used_cpu_sys+user, from just before the request to 1 s after the
   burst, less the INFO calls, / broadcasts; "tick size × nodes" is what the payload alone would
   cost to send once to each node (a Socket.IO tick packet as received). Connections: what Redis
-  accepted meanwhile, this script's INFO calls aside: a node that reconnects (and loads its
-  script again) inflates the bytes in. Standalone columns (in
-  brackets) show what reached Redis anyway (nothing but noise). steady: $paced_count broadcasts at
-  $paced_rate/s, latency from each tick's send stamp to its receipt; the worst node's p50 and p99.
+  accepted meanwhile, the client's INFO calls aside: a node that reconnects (and loads its script
+  again) inflates the bytes in. Standalone columns (in brackets) show what reached Redis anyway
+  (nothing but noise). steady: $paced_count broadcasts at $paced_rate/s, latency from each tick's send
+  stamp to its receipt; the worst node's p50 and p99.
   lost: ticks not delivered, connections dropped, nodes whose client reported nothing (sums).
 load1: the 1-minute load average when those figures were taken (min-max over runs and columns).
 Raw lines: $results; logs: $out/*.log.
