@@ -16,18 +16,31 @@
 //! Listens on 127.0.0.1:$PORT (default 3000). The script runs it with `TIDINGS_EVENT_LOOPS` (1 or
 //! 2) in its environment, the number of event loops; this file does not read it (it goes to the
 //! server as it stands). Run: `cargo run --release --example bench_server`.
+//!
+//! Cluster mode (`scripts/bench-cluster.sh`): with `REDIS_URL` set (e.g. `redis://127.0.0.1:6379/`)
+//! the server joins the cluster of the nodes on that Redis (`ServerBuilder::cluster`, prefix
+//! `REDIS_PREFIX`, default `tidings`). Needs the `redis` feature (`cargo run --release --features
+//! redis --example bench_server`); without it, a set `REDIS_URL` is an error. A burst asked of any
+//! node then reaches the clients of every node: the burst thread broadcasts through the node's
+//! `NotificationService`, which in a cluster publishes through Redis, and every node (this one
+//! too) delivers what comes over the bus. `t` is still stamped before the broadcast call, so a
+//! latency counts the way through Redis; a broadcast refused because the publish queue is full
+//! (`ClusterUnavailable`) is tried again (the burst waits for Redis instead of dropping ticks),
+//! for at most `RETRY_FOR`.
 
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
-use tidings::{Config, NotificationService, Server, Transport};
+use tidings::{BroadcastError, Config, NotificationService, Server, ServerBuilder, Transport};
 
 /// Bounds on one request, so a stray client cannot make the server loop for ever.
 const MAX_COUNT: u64 = 10_000_000;
 const MAX_RATE: u64 = 1_000_000;
 /// `max_payload`: a larger pad could not be sent anyway.
 const MAX_SIZE: u64 = 1_000_000;
+/// How long one broadcast is tried again while the cluster refuses it (full queue, Redis away).
+const RETRY_FOR: Duration = Duration::from_secs(10);
 
 struct Burst {
     count: u64,
@@ -60,11 +73,53 @@ fn run_burst(service: &NotificationService, b: &Burst) {
             }
         }
         let data = json!({"i": i, "t": now_us(), "pad": pad});
-        if let Err(e) = broadcast.to_all("tick", &data) {
-            eprintln!("bench_server: broadcast {i} failed: {e}");
-            return;
+        let first_try = Instant::now();
+        loop {
+            match broadcast.to_all("tick", &data) {
+                Ok(_) => break,
+                // Cluster mode: the publish queue is full (the burst outruns Redis) or Redis is
+                // away for a moment; wait for it, as a paced sender would.
+                Err(BroadcastError::ClusterUnavailable(_)) if first_try.elapsed() < RETRY_FOR => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => {
+                    eprintln!("bench_server: broadcast {i} failed: {e}");
+                    return;
+                }
+            }
         }
     }
+}
+
+/// The cluster to join: `REDIS_URL` (and `REDIS_PREFIX`) when set.
+#[cfg(feature = "redis")]
+fn join_cluster(builder: ServerBuilder) -> Result<ServerBuilder, Box<dyn std::error::Error>> {
+    let Ok(url) = std::env::var("REDIS_URL") else {
+        return Ok(builder);
+    };
+    let mut cluster = tidings::ClusterConfig::new(url.clone());
+    if let Ok(prefix) = std::env::var("REDIS_PREFIX") {
+        cluster.prefix = prefix;
+    }
+    println!(
+        "bench_server: cluster node on {url} (prefix {})",
+        cluster.prefix
+    );
+    Ok(builder.cluster(cluster))
+}
+
+/// Without the `redis` feature a set `REDIS_URL` cannot be honoured: an error, not a quiet
+/// standalone server (the cluster benchmark would measure the wrong thing).
+#[cfg(not(feature = "redis"))]
+fn join_cluster(builder: ServerBuilder) -> Result<ServerBuilder, Box<dyn std::error::Error>> {
+    if std::env::var_os("REDIS_URL").is_some() {
+        return Err(
+            "REDIS_URL is set but bench_server was built without the `redis` feature \
+                    (build it with --features redis)"
+                .into(),
+        );
+    }
+    Ok(builder)
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -79,7 +134,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..Config::default()
     };
     let (jobs, job_rx) = mpsc::channel::<Burst>();
-    let server = Server::builder(config)
+    let server = join_cluster(Server::builder(config))?
         .allow_anonymous()
         .on_event("/", "bench:burst", move |_, ev| {
             let req = ev.args.first().cloned().unwrap_or(Value::Null);

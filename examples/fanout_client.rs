@@ -12,8 +12,13 @@
 //! ```text
 //! fanout_client --port P --clients N [--proto sio|sse] [--server-pid PID] [--label NAME]
 //!               [--hold SECS] [--run NAME:COUNT:SIZE:RATE]... [--acks SENDERS:WINDOW:SECS]
-//!               [--deadline SECS]
+//!               [--deadline SECS] [--listen-only] [--redis-port P]
 //! ```
+//!
+//! Cluster runs (`scripts/bench-cluster.sh`): one process per node, all with the same `--run`s;
+//! only one of them asks for the bursts, the others (`--listen-only`) open no control connection
+//! and just receive and count each run's ticks (a run starts at its first tick). `--redis-port`
+//! adds what Redis received and sent (and its CPU time) over each run, from its `INFO`.
 //!
 //! `--port` and `--clients` are required; `--help` prints every flag with its meaning and default.
 //! Works against any server with the `bench:burst {count, size, rate}` and `bench:ack` contract
@@ -40,6 +45,11 @@ const PARALLEL_CONNECTS: usize = 128;
 const CONNECT_ATTEMPTS: u32 = 5;
 /// A run ends when nothing has arrived for this long after its last scheduled send.
 const QUIET: Duration = Duration::from_secs(5);
+/// The same for `--listen-only`: shorter than the asking client's pause between runs, so that a
+/// listener that lost ticks is waiting for the next run before its first tick comes.
+const LISTEN_QUIET: Duration = Duration::from_millis(500);
+/// The asking client's pause between runs.
+const PAUSE: Duration = Duration::from_secs(1);
 /// Most latency samples kept per run (4 bytes each).
 const MAX_SAMPLES: usize = 20_000_000;
 
@@ -88,7 +98,7 @@ Connects to 127.0.0.1 only; the host cannot be changed.
 
 Usage: fanout_client --port P --clients N [--proto sio|sse] [--server-pid PID] [--label NAME]
                      [--hold SECS] [--run NAME:COUNT:SIZE:RATE]... [--acks SENDERS:WINDOW:SECS]
-                     [--deadline SECS]
+                     [--deadline SECS] [--listen-only] [--redis-port P]
 
   --port P          TCP port of the server on 127.0.0.1 (1-65535). Required.
   --clients N       receivers to open (1-19000). Required.
@@ -114,6 +124,16 @@ Usage: fanout_client --port P --clients N [--proto sio|sse] [--server-pid PID] [
                     stays connected; the servers answer with the emit's argument (the id), which
                     is checked. Then up to 5 s for the answers still due. (default: no ack phase)
   --deadline SECS   bound on the whole process, in seconds (1-3600; default: 300)
+  --listen-only     no control connection, no `bench:burst` of its own: for each --run, wait
+                    (up to the deadline) for the first tick of a burst that another client asks
+                    for (a cluster: its receivers are on another node of the same cluster), then
+                    count the run as usual; it ends after 0.5 s without a tick (not 5 s), and the
+                    next run's wait begins at once. Server CPU is read from the start of the wait.
+                    (default: off, this client asks for every run)
+  --redis-port P    a Redis on 127.0.0.1:P: RESULT gets the bytes it received and sent
+                    (total_net_input_bytes, total_net_output_bytes), its CPU time and the
+                    connections it accepted over the run (to 1 s after it), from INFO, less what
+                    the INFO calls themselves cost (default: none)
   -h, --help        print this text and exit
 
 Prints `IDLE key=value...` after the idle phase (with --server-pid), one `RESULT key=value...`
@@ -121,6 +141,9 @@ line per reported run and one `ACKS key=value...` line for the ack phase. In RES
 from the server's first send (the smallest `t` of the run's ticks) to the first receipt by any
 receiver, first_req_ms from the client's request to that receipt. In ACKS, lost counts emits never
 answered (dropped connections included), mismatched answers with an unknown id or another argument.
+RESULT also has start_us (the request's wall clock, µs since the epoch; --listen-only: the server's
+first send) and last_us (the last receipt), so that the runs of several clients can be added up,
+and tick_bytes (the mean size of a received tick: Socket.IO packet, or SSE data line).
 Exit status: 0 done, 1 the control connection failed, 2 bad arguments.
 
 Example (the benchmark server, then 1000 Socket.IO receivers, one burst, one paced run and
@@ -140,6 +163,8 @@ struct Args {
     runs: Vec<Run>,
     acks: Option<AckSpec>,
     deadline: Duration,
+    listen_only: bool,
+    redis_port: Option<u16>,
 }
 
 /// What the command line asks for: a run, or the usage text.
@@ -206,11 +231,17 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> 
         runs: Vec::new(),
         acks: None,
         deadline: Duration::from_secs(300),
+        listen_only: false,
+        redis_port: None,
     };
     let mut it = args.into_iter();
     while let Some(flag) = it.next() {
         if flag == "-h" || flag == "--help" {
             return Ok(Parsed::Help);
+        }
+        if flag == "--listen-only" {
+            a.listen_only = true;
+            continue;
         }
         let known = [
             "--proto",
@@ -222,6 +253,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> 
             "--deadline",
             "--run",
             "--acks",
+            "--redis-port",
         ];
         if !known.contains(&flag.as_str()) {
             return Err(format!("unknown argument {flag:?}"));
@@ -258,6 +290,10 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Parsed, String> 
                 a.deadline = Duration::from_secs(number("--deadline", &val, 1, MAX_SECS)?)
             }
             "--acks" => a.acks = Some(parse_acks(&val)?),
+            "--redis-port" => {
+                let p = number("--redis-port", &val, 1, u64::from(u16::MAX))?;
+                a.redis_port = u16::try_from(p).ok();
+            }
             _ => a.runs.push(parse_run(&val)?),
         }
     }
@@ -385,6 +421,10 @@ struct Tally {
     first_send_us: Option<u64>,
     /// Wall clock when the first of the run's ticks reached any receiver.
     first_recv_us: Option<u64>,
+    /// Wall clock of the last receipt.
+    last_recv_us: u64,
+    /// Bytes of the ticks received (Socket.IO packets, or SSE data lines).
+    tick_bytes: u64,
     unparsed: u64,
 }
 
@@ -396,6 +436,8 @@ impl Tally {
         self.received += 1;
         self.first_recv.get_or_insert(now);
         self.last_recv = Some(now);
+        self.last_recv_us = now_us;
+        self.tick_bytes += payload.len() as u64;
         match tick_time(payload) {
             Some(t) => {
                 if t >= self.since_us {
@@ -1026,20 +1068,27 @@ fn main() {
         );
     }
 
-    // Phase 3: the control connection (always Socket.IO).
-    let ctl = cl.add(Proto::Sio, true);
-    cl.open(ctl);
-    let ctl_deadline = (Instant::now() + Duration::from_secs(20)).min(deadline);
-    while !(cl.conns[ctl].ready && cl.conns[ctl].alive()) && Instant::now() < ctl_deadline {
-        if !cl.conns[ctl].alive() && cl.conns[ctl].attempts < CONNECT_ATTEMPTS {
-            cl.open(ctl);
+    // Phase 3: the control connection (always Socket.IO), unless another client asks for the
+    // runs.
+    let ctl = if args.listen_only {
+        None
+    } else {
+        let ctl = cl.add(Proto::Sio, true);
+        cl.open(ctl);
+        let ctl_deadline = (Instant::now() + Duration::from_secs(20)).min(deadline);
+        while !(cl.conns[ctl].ready && cl.conns[ctl].alive()) && Instant::now() < ctl_deadline {
+            if !cl.conns[ctl].alive() && cl.conns[ctl].attempts < CONNECT_ATTEMPTS {
+                cl.open(ctl);
+            }
+            cl.pump(Duration::from_millis(10));
         }
-        cl.pump(Duration::from_millis(10));
-    }
-    if !cl.conns[ctl].ready {
-        eprintln!("fanout_client: the control connection did not connect");
-        std::process::exit(1);
-    }
+        if !cl.conns[ctl].ready {
+            eprintln!("fanout_client: the control connection did not connect");
+            std::process::exit(1);
+        }
+        Some(ctl)
+    };
+    let redis = args.redis_port.map(RedisStats::new);
 
     // Phase 4: the runs, one after another.
     for run in &args.runs {
@@ -1056,32 +1105,46 @@ fn main() {
             lat_us: Vec::with_capacity((expected as usize).min(MAX_SAMPLES)),
             ..Tally::default()
         };
-        cl.conns[ctl].acked = false;
+        let redis_a = redis.as_ref().and_then(RedisStats::before);
         let (cpu_a, self_a) = (server_cpu(), self_cpu());
-        let t0 = Instant::now();
-        cl.send_text(
-            ctl,
-            &format!(
-                "420[\"bench:burst\",{{\"count\":{},\"size\":{},\"rate\":{}}}]",
-                run.count, run.size, run.rate
-            ),
-        );
+        let t0 = match ctl {
+            Some(ctl) => {
+                cl.conns[ctl].acked = false;
+                let t0 = Instant::now();
+                cl.send_text(
+                    ctl,
+                    &format!(
+                        "420[\"bench:burst\",{{\"count\":{},\"size\":{},\"rate\":{}}}]",
+                        run.count, run.size, run.rate
+                    ),
+                );
+                t0
+            }
+            // Listening: the run starts with its first tick, whoever asked for it.
+            None => {
+                while cl.tally.received == 0 && Instant::now() < deadline {
+                    cl.pump(Duration::from_millis(20));
+                }
+                cl.tally.first_recv.unwrap_or_else(Instant::now)
+            }
+        };
         let send_span = if run.rate > 0 {
             Duration::from_secs_f64(run.count as f64 / run.rate as f64)
         } else {
             Duration::ZERO
         };
         let run_deadline = (t0 + send_span + Duration::from_secs(120)).min(deadline);
+        let quiet = if ctl.is_some() { QUIET } else { LISTEN_QUIET };
         loop {
             let now = Instant::now();
             if cl.tally.received >= expected || now >= run_deadline {
                 break;
             }
             let last = cl.tally.last_recv.unwrap_or(t0).max(t0 + send_span);
-            if now.duration_since(last.min(now)) > QUIET {
+            if now.duration_since(last.min(now)) > quiet {
                 break;
             }
-            if !cl.conns[ctl].alive() {
+            if ctl.is_some_and(|c| !cl.conns[c].alive()) {
                 eprintln!("fanout_client: the control connection closed");
                 break;
             }
@@ -1090,11 +1153,25 @@ fn main() {
         let (cpu_b, self_b) = (server_cpu(), self_cpu());
         let hwm = server_hwm();
         let dropped = receivers.iter().filter(|&&i| !cl.conns[i].alive()).count();
-        let span = cl
-            .tally
-            .last_recv
-            .map_or(Duration::ZERO, |l| l.duration_since(t0));
         let received = cl.tally.received;
+        // From the request (listening: from the server's first send) to the last receipt.
+        let start_us = match ctl {
+            Some(_) => cl.tally.since_us,
+            None => cl.tally.first_send_us.unwrap_or(cl.tally.since_us),
+        };
+        let last_us = cl.tally.last_recv_us;
+        let span = match ctl {
+            Some(_) => cl
+                .tally
+                .last_recv
+                .map_or(Duration::ZERO, |l| l.duration_since(t0)),
+            None => Duration::from_micros(last_us.saturating_sub(start_us)),
+        };
+        let tick_bytes = if received > 0 {
+            cl.tally.tick_bytes as f64 / received as f64
+        } else {
+            f64::NAN
+        };
         // From the server's first send (the `t` of its first tick) to the first receipt anywhere;
         // `first_req_ms` counts from the client's request instead (adds the request's trip and
         // the server's way to its first broadcast).
@@ -1122,6 +1199,28 @@ fn main() {
         let cpu = cpu_delta(cpu_a, cpu_b);
         let client_cpu = cpu_delta(self_a, self_b);
         let cpu_us_per_msg = us_per(cpu, received as u64);
+        let acked = ctl.map_or("none", |c| if cl.conns[c].acked { "true" } else { "false" });
+        // Let the server settle between runs (and answer its pings meanwhile); what Redis did is
+        // read after it, so that the last publishes to every node are in. A listener goes
+        // straight on to wait for the next run.
+        let pause = if ctl.is_some() { PAUSE } else { Duration::ZERO };
+        let pause = (Instant::now() + pause).min(deadline);
+        while Instant::now() < pause {
+            cl.pump(Duration::from_millis(20));
+        }
+        let redis_fields = match (&redis, redis_a) {
+            (Some(r), Some(a)) => match r.after(&a) {
+                Some(d) => format!(
+                    " redis_in_bytes={} redis_out_bytes={} redis_cpu_s={:.3} redis_conns={}",
+                    d.input, d.output, d.cpu, d.conns
+                ),
+                None => " redis_in_bytes=? redis_out_bytes=? redis_cpu_s=? redis_conns=?".into(),
+            },
+            (Some(_), None) => {
+                " redis_in_bytes=? redis_out_bytes=? redis_cpu_s=? redis_conns=?".into()
+            }
+            _ => String::new(),
+        };
         if run.name != "warmup" {
             println!(
                 "RESULT label={label} proto={proto} run={} clients={} count={} size={} rate={} \
@@ -1129,7 +1228,8 @@ fn main() {
                  secs={:.3} per_sec={per_sec:.0} p50_ms={:.2} p99_ms={:.2} max_ms={:.2} \
                  server_cpu_s={cpu:.2} cpu_us_per_msg={cpu_us_per_msg:.3} client_cpu_s={client_cpu:.2} \
                  first_ms={first_ms:.2} first_req_ms={first_req_ms:.2} peak_rss_growth_kib={peak_growth_kib} load1={load} \
-                 acked={} unparsed={}",
+                 acked={acked} unparsed={} start_us={start_us} last_us={last_us} \
+                 tick_bytes={tick_bytes:.1}{redis_fields}",
                 run.name,
                 receivers.len(),
                 run.count,
@@ -1140,14 +1240,8 @@ fn main() {
                 pct(&lat, 50),
                 pct(&lat, 99),
                 lat.last().map_or(f64::NAN, |m| f64::from(*m) / 1000.0),
-                cl.conns[ctl].acked,
                 cl.tally.unparsed,
             );
-        }
-        // Let the server settle between runs (and answer its pings meanwhile).
-        let pause = (Instant::now() + Duration::from_secs(1)).min(deadline);
-        while Instant::now() < pause {
-            cl.pump(Duration::from_millis(20));
         }
     }
 
@@ -1207,6 +1301,123 @@ fn main() {
             cl.acks.mismatched,
             load1(),
         );
+    }
+}
+
+/// Redis's own figures, from `INFO` on a fresh connection each time: bytes received and sent
+/// (`total_net_input_bytes`, `total_net_output_bytes`), CPU seconds (`used_cpu_sys` +
+/// `used_cpu_user`) and connections accepted (`total_connections_received`).
+struct RedisStats {
+    port: u16,
+}
+
+/// One `INFO` reading.
+#[derive(Clone, Copy)]
+struct Info {
+    input: u64,
+    output: u64,
+    cpu: f64,
+    conns: u64,
+}
+
+/// The reading before a run, and what one `INFO` exchange adds to the byte counts by itself.
+#[derive(Clone, Copy)]
+struct RedisReading {
+    at: Info,
+    cost_in: u64,
+    cost_out: u64,
+}
+
+/// What Redis did over a run.
+struct RedisDelta {
+    input: u64,
+    output: u64,
+    cpu: f64,
+    /// Connections opened by others than this client.
+    conns: u64,
+}
+
+impl RedisStats {
+    fn new(port: u16) -> RedisStats {
+        RedisStats { port }
+    }
+
+    /// The figures now.
+    fn read(&self) -> Option<Info> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let t = Duration::from_secs(2);
+        let mut s = std::net::TcpStream::connect_timeout(&addr, t).ok()?;
+        s.set_read_timeout(Some(t)).ok()?;
+        s.set_write_timeout(Some(t)).ok()?;
+        s.write_all(b"*1\r\n$4\r\nINFO\r\n").ok()?;
+        // A bulk string: `$<len>\r\n<text>\r\n`.
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 8192];
+        let body = loop {
+            let n = s.read(&mut chunk).ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let Some(eol) = find(&buf, b"\r\n") else {
+                continue;
+            };
+            let len: usize = std::str::from_utf8(buf.get(1..eol)?).ok()?.parse().ok()?;
+            if buf.first() != Some(&b'$') {
+                return None;
+            }
+            if buf.len() >= eol + 2 + len {
+                break String::from_utf8_lossy(&buf[eol + 2..eol + 2 + len]).into_owned();
+            }
+            if buf.len() > 1 << 20 {
+                return None;
+            }
+        };
+        let field = |k: &str| {
+            body.lines()
+                .find_map(|l| l.strip_prefix(k)?.strip_prefix(':'))
+                .map(str::trim)
+        };
+        let input = field("total_net_input_bytes")?.parse().ok()?;
+        let output = field("total_net_output_bytes")?.parse().ok()?;
+        let cpu = field("used_cpu_sys")?.parse::<f64>().ok()?
+            + field("used_cpu_user")?.parse::<f64>().ok()?;
+        let conns = field("total_connections_received")?.parse().ok()?;
+        Some(Info {
+            input,
+            output,
+            cpu,
+            conns,
+        })
+    }
+
+    /// The reading before a run: two back to back, whose difference is the cost of one `INFO`
+    /// exchange (its reply is counted after the figures it carries, the next request before).
+    fn before(&self) -> Option<RedisReading> {
+        let first = self.read()?;
+        let at = self.read()?;
+        Some(RedisReading {
+            at,
+            cost_in: at.input.saturating_sub(first.input),
+            cost_out: at.output.saturating_sub(first.output),
+        })
+    }
+
+    /// What Redis did since `a`, less one `INFO` exchange (and its connection).
+    fn after(&self, a: &RedisReading) -> Option<RedisDelta> {
+        let now = self.read()?;
+        Some(RedisDelta {
+            input: now
+                .input
+                .saturating_sub(a.at.input)
+                .saturating_sub(a.cost_in),
+            output: now
+                .output
+                .saturating_sub(a.at.output)
+                .saturating_sub(a.cost_out),
+            cpu: now.cpu - a.at.cpu,
+            conns: now.conns.saturating_sub(a.at.conns).saturating_sub(1),
+        })
     }
 }
 

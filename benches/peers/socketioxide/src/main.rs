@@ -14,12 +14,19 @@
 //!
 //! Client event `bench:ack ARG` with an ack: the handler answers at once with `ARG` (socketioxide
 //! handlers are async: each event is a spawned task).
+//!
+//! Cluster mode (`scripts/bench-cluster.sh`): built with the `redis` feature (socketioxide-redis,
+//! the Redis adapter) and run with `REDIS_URL` set, the server shares its broadcasts with every
+//! other node on that Redis (RESP3 is asked for: `?protocol=resp3` is added to the URL unless it
+//! names a protocol). A set `REDIS_URL` without the feature is an error.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 use serde_json::{json, Value};
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::{AckSender, Data, SocketRef};
+use socketioxide::layer::SocketIoLayer;
 use socketioxide::SocketIo;
 use tokio::sync::mpsc;
 
@@ -47,7 +54,7 @@ fn now_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-async fn run_burst(io: &SocketIo, b: Burst) {
+async fn run_burst<A: Adapter>(io: &SocketIo<A>, b: Burst) {
     let pad = "x".repeat(b.size.min(MAX_SIZE) as usize);
     let (count, rate) = (b.count.min(MAX_COUNT), b.rate.min(MAX_RATE));
     let start = tokio::time::Instant::now();
@@ -97,35 +104,77 @@ fn main() -> Result<(), AnyError> {
     rt.block_on(async move { tokio::spawn(serve(port)).await? })
 }
 
+type Jobs = mpsc::UnboundedSender<Burst>;
+
+/// The bursts, one after another on their own task.
+fn burst_task<A: Adapter>(io: &SocketIo<A>) -> Jobs {
+    let (jobs, mut job_rx) = mpsc::unbounded_channel::<Burst>();
+    let io = io.clone();
+    tokio::spawn(async move {
+        while let Some(b) = job_rx.recv().await {
+            run_burst(&io, b).await;
+        }
+    });
+    jobs
+}
+
+/// The contract's two events on a new socket.
+fn on_connect<A: Adapter>(s: SocketRef<A>, jobs: Jobs) {
+    s.on(
+        "bench:burst",
+        async move |Data(req): Data<Burst>, ack: AckSender<A>| {
+            let ok = jobs.send(req).is_ok();
+            let _ = ack.send(&json!({ "ok": ok }));
+        },
+    );
+    s.on(
+        "bench:ack",
+        async |Data(arg): Data<Value>, ack: AckSender<A>| {
+            let _ = ack.send(&arg);
+        },
+    );
+}
+
 async fn serve(port: u16) -> Result<(), AnyError> {
+    #[cfg(feature = "redis")]
+    if let Ok(url) = std::env::var("REDIS_URL") {
+        use socketioxide_redis::drivers::redis::redis_client;
+        use socketioxide_redis::{RedisAdapter, RedisAdapterCtr};
+        let url = if url.contains("protocol=") {
+            url
+        } else {
+            format!(
+                "{url}{}protocol=resp3",
+                if url.contains('?') { '&' } else { '?' }
+            )
+        };
+        let client = redis_client::Client::open(url.as_str())?;
+        let adapter = RedisAdapterCtr::new_with_redis(&client).await?;
+        let (layer, io) = SocketIo::builder()
+            .max_buffer_size(MAX_BUFFER)
+            .with_adapter::<RedisAdapter<_>>(adapter)
+            .build_layer();
+        let jobs = burst_task(&io);
+        io.ns("/", async move |s: SocketRef<RedisAdapter<_>>| {
+            on_connect(s, jobs.clone())
+        })
+        .await?;
+        println!("socketioxide peer: cluster node on {url}");
+        return listen(port, layer).await;
+    }
+    #[cfg(not(feature = "redis"))]
+    if std::env::var_os("REDIS_URL").is_some() {
+        return Err("REDIS_URL is set but the peer was built without the `redis` feature".into());
+    }
     let (layer, io) = SocketIo::builder()
         .max_buffer_size(MAX_BUFFER)
         .build_layer();
-    let (jobs, mut job_rx) = mpsc::unbounded_channel::<Burst>();
-    {
-        let io = io.clone();
-        tokio::spawn(async move {
-            while let Some(b) = job_rx.recv().await {
-                run_burst(&io, b).await;
-            }
-        });
-    }
-    io.ns("/", async move |s: SocketRef| {
-        let jobs = jobs.clone();
-        s.on(
-            "bench:burst",
-            async move |Data(req): Data<Burst>, ack: AckSender| {
-                let ok = jobs.send(req).is_ok();
-                let _ = ack.send(&json!({ "ok": ok }));
-            },
-        );
-        s.on(
-            "bench:ack",
-            async |Data(arg): Data<Value>, ack: AckSender| {
-                let _ = ack.send(&arg);
-            },
-        );
-    });
+    let jobs = burst_task(&io);
+    io.ns("/", async move |s: SocketRef| on_connect(s, jobs.clone()));
+    listen(port, layer).await
+}
+
+async fn listen<A: Adapter>(port: u16, layer: SocketIoLayer<A>) -> Result<(), AnyError> {
     let app = axum::Router::new().layer(layer);
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!("socketioxide peer listening on {}", listener.local_addr()?);
