@@ -2254,3 +2254,46 @@ fn a_counted_send_comes_before_a_later_send_from_another_node() {
     }
     assert!(swapped.is_empty(), "swapped in rounds {swapped:?}");
 }
+
+/// A node shut down while a cross-node ack request waits: the caller hears `ServerClosed` at
+/// once, not after the timeout; a handle kept past the shutdown is refused.
+#[test]
+fn shutting_down_ends_the_requests_still_waiting_for_other_nodes() {
+    let redis = RedisServer::start();
+    let a = node(&redis, "t-stop", sse_config());
+    let b = node(&redis, "t-stop", sse_config());
+    let kim = Identity::new("acme", "kim");
+    // Kim's socket on b never answers.
+    let _c = SioClient::connect_as(b.local_addr(), "acme", "kim");
+    eventually("the socket is registered", || {
+        b.handle().stats().unwrap().sio_sockets == 1
+    });
+    let kept = a.handle();
+    let api = NotificationService::new(a.handle());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let asker = api
+            .provider(Transport::SocketIo)
+            .socketio_features()
+            .unwrap();
+        let r = asker.to_user_with_ack(&kim, "ask", &json!(1), Duration::from_secs(60));
+        let _ = tx.send(r);
+    });
+    // The request is out (b's socket got it) before a stops.
+    std::thread::sleep(Duration::from_millis(300));
+    a.shutdown(Duration::from_millis(200)).unwrap();
+    let answer = rx
+        .recv_timeout(WAIT)
+        .expect("the waiting request ended with the shutdown");
+    assert_eq!(answer, Err(BroadcastError::ServerClosed));
+    let after = NotificationService::new(kept);
+    assert_eq!(
+        after.broadcast_to_user(
+            Transport::Both,
+            &Identity::new("acme", "kim"),
+            "late",
+            &json!(0)
+        ),
+        Err(BroadcastError::ServerClosed)
+    );
+}

@@ -368,7 +368,8 @@ impl Cluster {
         }))
     }
 
-    /// Stops the threads (the server is shutting down).
+    /// Stops the threads (the server is shutting down); requests still waiting for replies are
+    /// dropped, so their callers hear `ServerClosed` at once instead of at their deadline.
     pub(crate) fn stop(&self) {
         self.shared.stop.store(true, Ordering::Release);
         self.shared
@@ -380,9 +381,14 @@ impl Cluster {
         for t in threads {
             let _ = t.join();
         }
+        let waiting = std::mem::take(&mut self.shared.requests().map);
+        drop(waiting);
     }
 
     fn queue(&self, job: Job) -> Result<(), BroadcastError> {
+        if self.shared.stop.load(Ordering::Acquire) {
+            return Err(BroadcastError::ServerClosed);
+        }
         if !self.shared.connected.load(Ordering::Acquire) {
             return Err(unavailable("Redis is unreachable"));
         }
