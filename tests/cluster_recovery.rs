@@ -32,8 +32,14 @@ struct Node {
 }
 
 fn node(redis: &RedisServer) -> Node {
+    node_with_grace(redis, Duration::from_millis(200))
+}
+
+/// A node whose shutdown keeps its closed sockets for other nodes for `grace`.
+fn node_with_grace(redis: &RedisServer, grace: Duration) -> Node {
     let mut cluster = ClusterConfig::new(redis.url());
     cluster.prefix = "rec".into();
+    cluster.handoff_grace = grace;
     let config = Config {
         connection_state_recovery: Some(Recovery {
             max_disconnection_duration: Duration::from_secs(30),
@@ -202,4 +208,63 @@ fn another_identity_cannot_take_a_socket_from_another_node() {
         json!({"tenant": "acme", "user": "alice", "pid": pid}),
     );
     assert_eq!(again["pid"], json!(pid));
+}
+
+#[test]
+fn a_rolling_deploy_hands_the_sockets_of_the_stopping_node_to_the_others() {
+    let redis = RedisServer::start();
+    let a = node_with_grace(&redis, Duration::from_secs(20));
+    let b = node(&redis);
+    let api_b = NotificationService::new(b.server.handle());
+    let alice = Identity::new("acme", "alice");
+    let (mut c, hello) = connect_with_auth(
+        a.server.local_addr(),
+        json!({"tenant": "acme", "user": "alice"}),
+    );
+    let pid = hello["pid"].as_str().unwrap().to_string();
+    let sid = hello["sid"].as_str().unwrap().to_string();
+    let _ = a.connected.recv_timeout(WAIT).unwrap();
+    c.emit_with_ack(1, "join", vec![json!("desk")]);
+    assert_eq!(c.expect_packet().kind, PacketKind::Ack);
+    api_b
+        .broadcast_to_user(Transport::SocketIo, &alice, "before", &json!(0))
+        .unwrap();
+    let (_, _, offset) = event(&mut c);
+
+    // Node a stops (a deploy): its connections close, it keeps the socket for the others.
+    let Node { server, .. } = a;
+    let started = Instant::now();
+    let stopping = std::thread::spawn(move || server.shutdown(Duration::from_millis(300)));
+    // The client hears its connection close (and would reconnect through the balancer).
+    let _ = c.expect_closed(16);
+    // Sent while the client is away, from the node that stays.
+    api_b
+        .broadcast_to_user(Transport::SocketIo, &alice, "m", &json!(1))
+        .unwrap();
+    api_b.broadcast_to_room("desk", "m", &json!(2)).unwrap();
+    let _ = api_b
+        .send_counted(Transport::Sse, &tidings::Target::All, "sync", &json!(null))
+        .unwrap();
+    let (mut c, hello) = connect_with_auth(
+        b.server.local_addr(),
+        json!({"tenant": "acme", "user": "alice", "pid": pid, "offset": offset}),
+    );
+    assert_eq!(
+        hello["sid"],
+        json!(sid),
+        "the same socket, on the node that stays"
+    );
+    let got: Vec<Value> = (0..2).map(|_| event(&mut c).1).collect();
+    assert_eq!(got, vec![json!(1), json!(2)]);
+    c.expect_silence(QUIET);
+    // Node a finished as soon as nothing was left to hand over, well before its grace.
+    stopping.join().unwrap().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+    // The room came along.
+    api_b.broadcast_to_room("desk", "after", &json!(3)).unwrap();
+    assert_eq!(event(&mut c).1, json!(3));
 }

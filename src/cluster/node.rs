@@ -35,6 +35,11 @@ pub struct ClusterConfig {
     pub request_timeout: Duration,
     /// Connecting, and each Redis read or write. Default: 2 s.
     pub io_timeout: Duration,
+    /// How long a node that shuts down keeps its closed Socket.IO sockets (with recovery on) for
+    /// the nodes their clients reconnect through, which take them over with everything they
+    /// missed (a rolling deploy loses no session). It stops as soon as none is left. Default:
+    /// 10 s; zero: not at all (those clients get fresh sessions).
+    pub handoff_grace: Duration,
 }
 
 impl ClusterConfig {
@@ -47,6 +52,7 @@ impl ClusterConfig {
             retry_for: Duration::from_secs(10),
             request_timeout: Duration::from_secs(5),
             io_timeout: Duration::from_secs(2),
+            handoff_grace: Duration::from_secs(10),
         }
     }
 
@@ -366,6 +372,15 @@ impl Cluster {
             shared,
             threads: Mutex::new(threads),
         }))
+    }
+
+    /// The node's loops have closed: waits (at most `handoff_grace`) until the sockets waiting
+    /// in its hub have been taken over by other nodes, while the link keeps answering claims.
+    pub(crate) fn hand_on(&self, hub: &crate::engine::hub::Hub) {
+        let deadline = Instant::now() + self.shared.cfg.handoff_grace;
+        while hub.lock().parked.len() > 0 && Instant::now() < deadline && self.connected() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Stops the threads (the server is shutting down); requests still waiting for replies are

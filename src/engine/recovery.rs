@@ -147,7 +147,10 @@ impl Engine {
         else {
             return false;
         };
-        if !reason.is_recoverable() {
+        // A cluster node that shuts down (a deploy) keeps its sockets waiting, so that the nodes
+        // their clients come back through can take them over while it finishes.
+        let handed_on = reason == DisconnectReason::ServerShutdown && self.hub.is_cluster();
+        if !reason.is_recoverable() && !handed_on {
             return false;
         }
         let expires = now + cfg.max_disconnection_duration;

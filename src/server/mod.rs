@@ -255,11 +255,6 @@ impl Server {
     }
 
     fn stop(&mut self, grace: Duration) -> std::io::Result<()> {
-        // The cluster link first: nothing new arrives for the loops while they close.
-        #[cfg(feature = "redis")]
-        if let Some(c) = self.handle.cluster.take() {
-            c.stop();
-        }
         self.handle.send_all(|| LoopCommand::Shutdown(grace));
         let mut result = Ok(());
         for t in self.threads.drain(..) {
@@ -269,6 +264,13 @@ impl Server {
             if result.is_ok() {
                 result = r;
             }
+        }
+        // A cluster node's closed sockets wait in its hub: the link stays up (keeping the history
+        // and answering claims) until other nodes have taken them all, or `handoff_grace` ends.
+        #[cfg(feature = "redis")]
+        if let Some(c) = self.handle.cluster.take() {
+            c.hand_on(self.handle.hub());
+            c.stop();
         }
         // The loop dropped its event sender: the dispatcher drains what is left and ends.
         if let Some(d) = self.dispatcher.take() {
