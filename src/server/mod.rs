@@ -249,7 +249,9 @@ impl Server {
         self.events.lock().ok().and_then(|mut e| e.take())
     }
 
-    /// Closes every connection (within `grace`) and joins the threads.
+    /// Closes every connection (within `grace`) and joins the threads. A cluster node then keeps
+    /// its closed Socket.IO sockets (with recovery on) until other nodes have taken them over, at
+    /// most `ClusterConfig::handoff_grace`.
     pub fn shutdown(mut self, grace: Duration) -> std::io::Result<()> {
         self.stop(grace)
     }
