@@ -345,7 +345,8 @@ impl Publisher {
         match job {
             Job::Publish { done, .. } => {
                 let (status, limit, receivers) = script_result(&v);
-                if status != "dup" {
+                // "dup": Redis took it on an earlier try whose answer the broken link lost.
+                if status == "ok" || status == "dup" {
                     self.handle.counters().cluster_published();
                 }
                 match done {
