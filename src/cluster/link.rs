@@ -694,6 +694,12 @@ impl Subscriber {
         self.deliver(seq, body, at);
     }
 
+    /// A reply to another node's request, queued for the publisher.
+    fn reply(&self, node: u64, reply: &Reply) {
+        let body = wire::encode_reply(reply);
+        let _ = self.shared.jobs.try_send(Job::Reply { node, body });
+    }
+
     /// Delivers one bus message to this node's connections; `false`: not ours, ignored.
     fn deliver(&self, seq: u64, body: &[u8], at: Instant) -> bool {
         let msg = match wire::decode_bus(body) {
@@ -710,11 +716,11 @@ impl Subscriber {
             log::warn!("cluster: ignored a numbered bus message that is not a broadcast");
             return false;
         }
-        let jobs = self.shared.jobs.clone();
         match msg {
             Bus::Broadcast(b) => {
                 let loops = self.handle.event_loops();
                 let reply = b.counted.map(|(origin, request)| {
+                    let jobs = self.shared.jobs.clone();
                     ReachReply::Merge(ReachMerge::new(
                         loops,
                         Box::new(move |reach| {
@@ -772,11 +778,11 @@ impl Subscriber {
                 let key = crate::engine::index::Index::user_key(&user);
                 if !self.handle.hub().lock().present.has_user(&key) {
                     let results = Vec::new();
-                    let body = wire::encode_reply(&Reply::Acks { request, results });
-                    let _ = jobs.try_send(Job::Reply { node: origin, body });
+                    self.reply(origin, &Reply::Acks { request, results });
                     return true;
                 }
                 let data = serde_json::from_str(&data).unwrap_or(serde_json::Value::Null);
+                let jobs = self.shared.jobs.clone();
                 let reply = AckReply::Callback(Box::new(move |results| {
                     let body = wire::encode_reply(&Reply::Acks { request, results });
                     let _ = jobs.try_send(Job::Reply { node: origin, body });
@@ -804,8 +810,7 @@ impl Subscriber {
                     offset.as_deref(),
                     user.as_ref(),
                 );
-                let body = wire::encode_reply(&Reply::Handoff { request, answer });
-                let _ = jobs.try_send(Job::Reply { node: origin, body });
+                self.reply(origin, &Reply::Handoff { request, answer });
             }
             Bus::NspRoom {
                 nsp,

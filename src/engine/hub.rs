@@ -39,6 +39,8 @@ pub(crate) struct Hub {
     pub(crate) loops: usize,
     /// Entries in `HubState::moved`: while zero, routing a socket's command takes no lock.
     moved: AtomicUsize,
+    /// Entries in `HubState::remote_claims`: while zero, a CONNECT decision takes no lock.
+    remote_claims: AtomicUsize,
 }
 
 /// Behind the hub's mutex.
@@ -55,7 +57,7 @@ pub(crate) struct HubState {
     moved: HashMap<u64, usize>,
     /// Cluster: CONNECTs (by request) that presented a `pid` no loop here knows, with their
     /// offset; the decision asks the other nodes for the socket first.
-    pub(crate) remote_claims: HashMap<u64, (String, Option<String>)>,
+    remote_claims: HashMap<u64, (String, Option<String>)>,
     /// Cluster: the users and tenants with a connection on some loop of this node, so a
     /// broadcast to a user or tenant nobody here has wakes no loop.
     pub(crate) present: Presence,
@@ -125,7 +127,32 @@ impl Hub {
             seq_shift: 0,
             loops: loops.clamp(1, MAX_LOOPS),
             moved: AtomicUsize::new(0),
+            remote_claims: AtomicUsize::new(0),
         }
+    }
+
+    /// Cluster: CONNECT `request` presented `pid` (and `offset`), which no loop here knows.
+    pub(crate) fn note_remote_claim(&self, request: u64, pid: String, offset: Option<String>) {
+        if self
+            .lock()
+            .remote_claims
+            .insert(request, (pid, offset))
+            .is_none()
+        {
+            self.remote_claims.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// The claim CONNECT `request` noted, taken out (at most once).
+    pub(crate) fn take_remote_claim(&self, request: u64) -> Option<(String, Option<String>)> {
+        if self.remote_claims.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let taken = self.lock().remote_claims.remove(&request);
+        if taken.is_some() {
+            self.remote_claims.fetch_sub(1, Ordering::AcqRel);
+        }
+        taken
     }
 
     /// The hub of a cluster node (see `seq_shift`).

@@ -263,10 +263,7 @@ impl Engine {
             return;
         };
         let offset = token("offset").map(str::to_string);
-        self.hub
-            .lock()
-            .remote_claims
-            .insert(request, (pid.to_string(), offset));
+        self.hub.note_remote_claim(request, pid.to_string(), offset);
     }
 
     /// A claim that did not lead to a recovery (the hook refused, or said another identity):

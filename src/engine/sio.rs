@@ -616,9 +616,9 @@ impl Engine {
         decision: Result<Option<Identity>, Rejection>,
         handoff: Option<Box<super::recovery::Handoff>>,
     ) {
-        if self.hub.is_cluster() {
-            self.hub.lock().remote_claims.remove(&request);
-        }
+        // Claimed by the handle before this decision came; only the engine alone (its tests)
+        // gets here with it still noted.
+        let _ = self.hub.take_remote_claim(request);
         let Some(pending) = self.sio.pending_connects.remove(&request) else {
             return;
         };

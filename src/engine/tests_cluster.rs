@@ -96,7 +96,7 @@ fn parked_on(a: &mut H) -> (String, String, String) {
 /// The client comes back on node `b`: `b` asks, `a` hands over, `b` restores.
 fn recover_on(b: &mut H, a: &H, sid: &str, pid: &str, offset: &str) -> ConnId {
     let (conn, request) = connect_request(b, &json!({"pid": pid, "offset": offset}).to_string());
-    let claimed = b.e.hub.lock().remote_claims.remove(&request);
+    let claimed = b.e.hub.take_remote_claim(request);
     assert_eq!(
         claimed,
         Some((pid.to_string(), Some(offset.to_string()))),
@@ -243,7 +243,7 @@ fn without_an_answer_the_node_gives_a_fresh_session() {
     });
     let hello: Value = serde_json::from_str(b.next_text(conn).strip_prefix("40").unwrap()).unwrap();
     assert_ne!(hello["pid"], json!("gone"));
-    assert!(b.e.hub.lock().remote_claims.is_empty());
+    assert_eq!(b.e.hub.take_remote_claim(request), None);
 }
 
 /// `apply`, returning how many commands reached the loop (none when nobody here is in the

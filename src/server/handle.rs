@@ -83,7 +83,7 @@ impl Handle {
         let Command::SioConnectDecision { request, decision } = cmd else {
             return Some(cmd);
         };
-        let claim = self.hub.lock().remote_claims.remove(&request);
+        let claim = self.hub.take_remote_claim(request);
         match (claim, decision) {
             (Some((pid, offset)), Ok(user)) if cluster.connected() => {
                 cluster.claim(self, request, pid, offset, user);
