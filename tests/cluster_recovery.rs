@@ -93,6 +93,22 @@ fn connect_with_auth(addr: std::net::SocketAddr, auth: Value) -> (SioClient, Val
     (c, p.data.unwrap())
 }
 
+/// Alice's socket on node `n`, joined to socket room "desk": the client, its sid and pid, and
+/// the socket as its handler saw it (a fresh one).
+fn alice_in_desk_on(n: &Node) -> (SioClient, String, String, Socket) {
+    let (mut c, hello) = connect_with_auth(
+        n.server.local_addr(),
+        json!({"tenant": "acme", "user": "alice"}),
+    );
+    let sid = hello["sid"].as_str().unwrap().to_string();
+    let pid = hello["pid"].as_str().unwrap().to_string();
+    let (_, recovered, socket) = n.connected.recv_timeout(WAIT).unwrap();
+    assert!(!recovered);
+    c.emit_with_ack(1, "join", vec![json!("desk")]);
+    assert_eq!(c.expect_packet().kind, PacketKind::Ack);
+    (c, sid, pid, socket)
+}
+
 #[test]
 fn a_socket_recovers_on_another_node_with_everything_it_missed() {
     let redis = RedisServer::start();
@@ -100,18 +116,7 @@ fn a_socket_recovers_on_another_node_with_everything_it_missed() {
     let b = node(&redis);
     let api_b = NotificationService::new(b.server.handle());
     let alice = Identity::new("acme", "alice");
-
-    let (mut c, hello) = connect_with_auth(
-        a.server.local_addr(),
-        json!({"tenant": "acme", "user": "alice"}),
-    );
-    let sid = hello["sid"].as_str().unwrap().to_string();
-    let pid = hello["pid"].as_str().unwrap().to_string();
-    let (_, recovered, socket_on_a) = a.connected.recv_timeout(WAIT).unwrap();
-    assert!(!recovered);
-    c.emit_with_ack(1, "join", vec![json!("desk")]);
-    let ack = c.expect_packet();
-    assert_eq!(ack.kind, PacketKind::Ack);
+    let (mut c, sid, pid, socket_on_a) = alice_in_desk_on(&a);
 
     api_b
         .broadcast_to_user(Transport::SocketIo, &alice, "before", &json!(0))
@@ -217,15 +222,7 @@ fn a_rolling_deploy_hands_the_sockets_of_the_stopping_node_to_the_others() {
     let b = node(&redis);
     let api_b = NotificationService::new(b.server.handle());
     let alice = Identity::new("acme", "alice");
-    let (mut c, hello) = connect_with_auth(
-        a.server.local_addr(),
-        json!({"tenant": "acme", "user": "alice"}),
-    );
-    let pid = hello["pid"].as_str().unwrap().to_string();
-    let sid = hello["sid"].as_str().unwrap().to_string();
-    let _ = a.connected.recv_timeout(WAIT).unwrap();
-    c.emit_with_ack(1, "join", vec![json!("desk")]);
-    assert_eq!(c.expect_packet().kind, PacketKind::Ack);
+    let (mut c, sid, pid, _) = alice_in_desk_on(&a);
     api_b
         .broadcast_to_user(Transport::SocketIo, &alice, "before", &json!(0))
         .unwrap();
