@@ -46,10 +46,8 @@ loops=${BENCH_LOOPS:-1}
 build_secs=${BENCH_BUILD_SECS:-2400}
 redis_server=${REDIS_SERVER:-/usr/bin/redis-server}
 
-is_count() { [[ $2 =~ ^[0-9]+$ ]] && [ "$2" -ge "$3" ] && [ "$2" -le "$4" ] || {
-    echo "$1=$2: expected a number from $3 to $4" >&2
-    exit 2
-}; }
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
 is_count BENCH_CLIENTS "$clients" 3 18000
 is_count BENCH_RUNS "$runs" 1 99
 is_count BENCH_PACED_SECS "$paced_secs" 1 600
@@ -114,15 +112,6 @@ esac
 
 # Everything this script starts, by pid: stopped at the end whatever happens.
 pids=()
-stop_pids() { # pid...: TERM, up to 5 s, then KILL
-    local p
-    for p in "$@"; do kill "$p" 2>/dev/null || true; done
-    for p in "$@"; do
-        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
-    done
-}
 redis_pid=
 cleanup() {
     [ ${#pids[@]} -eq 0 ] || stop_pids "${pids[@]}"
@@ -130,16 +119,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# Ports below the ephemeral range (the clients' own ports come from there).
-port=$((20000 + RANDOM % 10000))
-next_free_port() {
-    for _ in $(seq 200); do
-        port=$((port + 1))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-    done
-    echo "no free port" >&2
-    exit 1
-}
 wait_port() { # port pid: up to 10 s for the port to accept while pid lives
     for _ in $(seq 100); do
         (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
@@ -148,7 +127,6 @@ wait_port() { # port pid: up to 10 s for the port to accept while pid lives
     done
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
-load() { cut -d' ' -f1-3 /proc/loadavg; }
 
 echo "== redis-server"
 next_free_port

@@ -37,16 +37,14 @@ ack_senders=${BENCH_ACK_SENDERS:-256}
 ack_window=${BENCH_ACK_WINDOW:-16}
 ack_secs=${BENCH_ACK_SECS:-10}
 
-is_count() { [[ $2 =~ ^[0-9]+$ ]] && [ "$2" -ge 1 ] && [ "$2" -le "$3" ] || {
-    echo "$1=$2: expected a number from 1 to $3" >&2
-    exit 2
-}; }
-is_count BENCH_CLIENTS "$clients" 19000
-is_count BENCH_RUNS "$runs" 99
-is_count BENCH_PACED_SECS "$paced_secs" 600
-is_count BENCH_ACK_SENDERS "$ack_senders" 19000
-is_count BENCH_ACK_WINDOW "$ack_window" 1000
-is_count BENCH_ACK_SECS "$ack_secs" 600
+# shellcheck source=scripts/bench-lib.sh
+source scripts/bench-lib.sh
+is_count BENCH_CLIENTS "$clients" 1 19000
+is_count BENCH_RUNS "$runs" 1 99
+is_count BENCH_PACED_SECS "$paced_secs" 1 600
+is_count BENCH_ACK_SENDERS "$ack_senders" 1 19000
+is_count BENCH_ACK_WINDOW "$ack_window" 1 1000
+is_count BENCH_ACK_SECS "$ack_secs" 1 600
 declare -A title=(
     [tidings-1]="tidings 1 loop" [tidings-2]="tidings 2 loops"
     [sioxide-1]="socketioxide 1 worker" [sioxide-2]="socketioxide 2 workers"
@@ -99,27 +97,11 @@ client=$bin/fanout_client
 server_pid=
 stop_server() {
     if [ -n "$server_pid" ]; then
-        kill "$server_pid" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$server_pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
+        stop_pids "$server_pid"
         server_pid=
     fi
 }
 trap stop_server EXIT
-
-# Server ports below the ephemeral range (the clients' own ports come from there).
-port=$((20000 + RANDOM % 10000))
-next_free_port() {
-    for _ in $(seq 200); do
-        port=$((port + 1))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
-    done
-    echo "no free port" >&2
-    exit 1
-}
-
-load() { cut -d' ' -f1-3 /proc/loadavg; }
 
 start_server() { # column; sets server_pid, or returns 1
     next_free_port
