@@ -13,7 +13,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use redis::{Client, Connection, Value as RValue};
 
 use super::wire::{self, Bus, Reply};
-use super::{complete, parse_user_field, Done, Job, Op, Shared};
+use super::{complete, parse_user_field, Done, Job, Op, SessionOp, Shared};
+use crate::engine::session_log::RecordedSession;
 use crate::engine::{
     hand_off, AckReply, Command, Identity, Payload, ReachMerge, ReachReply, RoomLimit,
 };
@@ -21,6 +22,12 @@ use crate::error::BroadcastError;
 use crate::server::Handle;
 
 const SCRIPT: &str = include_str!("publish.lua");
+const SESSION_SCRIPT: &str = include_str!("session.lua");
+const CLAIM_SCRIPT: &str = include_str!("claim.lua");
+/// How often a node with socket records says it is alive.
+const ALIVE_EVERY: Duration = Duration::from_secs(1);
+/// A node silent for this long is dead to a claim, even if its reply channel looks open.
+const SILENT_DEAD: Duration = Duration::from_secs(10);
 /// The publish script's first lines alone: a cluster without an epoch gets one (from Redis's
 /// clock, so never one given out before) with an empty sequence, log and rooms.
 const NEW_EPOCH: &str = "if redis.call('EXISTS', KEYS[1]) == 0 then \
@@ -80,6 +87,9 @@ pub(super) fn start(
         client,
         conn: None,
         sha: String::new(),
+        session_sha: String::new(),
+        claim_sha: String::new(),
+        alive_at: None,
         counter: 0,
         waiting: VecDeque::new(),
     };
@@ -113,6 +123,10 @@ struct Publisher {
     client: Client,
     conn: Option<Connection>,
     sha: String,
+    session_sha: String,
+    claim_sha: String,
+    /// When this node last said it is alive (socket records only).
+    alive_at: Option<Instant>,
     /// The last counter given to a publish; the script drops a counter it has seen, so a batch
     /// sent again after a broken link is published once.
     counter: u64,
@@ -123,10 +137,14 @@ struct Publisher {
 impl Publisher {
     fn connect(&mut self) -> redis::RedisResult<()> {
         let mut conn = connect(&self.client, self.shared.cfg.io_timeout)?;
-        self.sha = redis::cmd("SCRIPT")
-            .arg("LOAD")
-            .arg(SCRIPT)
-            .query(&mut conn)?;
+        let load = |conn: &mut Connection, script: &str| -> redis::RedisResult<String> {
+            redis::cmd("SCRIPT").arg("LOAD").arg(script).query(conn)
+        };
+        self.sha = load(&mut conn, SCRIPT)?;
+        if self.shared.records.is_some() {
+            self.session_sha = load(&mut conn, SESSION_SCRIPT)?;
+            self.claim_sha = load(&mut conn, CLAIM_SCRIPT)?;
+        }
         self.conn = Some(conn);
         self.shared.connected.store(true, Ordering::Release);
         Ok(())
@@ -150,6 +168,7 @@ impl Publisher {
             if self.waiting.is_empty() && !self.pull(&jobs, Some(TICK)) {
                 break;
             }
+            self.say_alive();
             if !self.waiting.is_empty() {
                 self.send_batch();
             }
@@ -186,11 +205,70 @@ impl Publisher {
         true
     }
 
+    /// With socket records: once in a while, this node's records are kept for longer and the
+    /// other nodes see it alive; the records of lost sockets are deleted.
+    fn say_alive(&mut self) {
+        if self.shared.records.is_none() {
+            return;
+        }
+        if self.alive_at.is_some_and(|t| t.elapsed() < ALIVE_EVERY) {
+            return;
+        }
+        self.alive_at = Some(Instant::now());
+        let mut purges = Vec::new();
+        self.shared.lost().retain(|pid, lost| {
+            if !lost.purged {
+                lost.purged = true;
+                purges.push((pid.clone(), lost.field.clone()));
+            }
+            !lost.forgotten
+        });
+        for (pid, field) in purges {
+            self.push_attempt(Job::Session {
+                pid,
+                field,
+                op: SessionOp::Forget,
+                queued: Instant::now(),
+                purge: true,
+            });
+        }
+        self.push_attempt(Job::Session {
+            pid: String::new(),
+            field: String::new(),
+            op: SessionOp::Alive,
+            queued: Instant::now(),
+            purge: true,
+        });
+    }
+
+    fn push_attempt(&mut self, job: Job) {
+        self.waiting.push_back(Attempt { counter: 0, job });
+    }
+
     fn push(&mut self, job: Job) {
         // Queued before the link broke and still waiting past the retry window: given up.
-        if let Job::Publish { queued, .. } = &job {
-            if queued.elapsed() > self.shared.cfg.retry_for {
-                return self.fail(job, "Redis was unreachable for longer than retry_for");
+        let queued = match &job {
+            Job::Publish { queued, .. } | Job::Session { queued, .. } => Some(*queued),
+            _ => None,
+        };
+        if queued.is_some_and(|q| q.elapsed() > self.shared.cfg.retry_for) {
+            return self.fail(job, "Redis was unreachable for longer than retry_for");
+        }
+        // A socket whose records have a hole: nothing more is written for it (its records are
+        // deleted); once it is gone, neither is anything left to do.
+        if let Job::Session {
+            pid,
+            op,
+            purge: false,
+            ..
+        } = &job
+        {
+            let mut lost = self.shared.lost();
+            if lost.contains_key(pid) {
+                if !matches!(op, SessionOp::Forget) {
+                    return;
+                }
+                lost.remove(pid);
             }
         }
         let counter = match job {
@@ -208,7 +286,9 @@ impl Publisher {
         let limit = self.shared.cfg.retry_for;
         while let Some(front) = self.waiting.front() {
             let old = match &front.job {
-                Job::Publish { queued, .. } => queued.elapsed() > limit,
+                Job::Publish { queued, .. } | Job::Session { queued, .. } => {
+                    queued.elapsed() > limit
+                }
                 _ => true,
             };
             if !old {
@@ -238,6 +318,14 @@ impl Publisher {
                 let _ = reply.send(Err(err()));
             }
             Job::Reply { .. } => {}
+            Job::Session { pid, field, op, .. } => {
+                if !matches!(op, SessionOp::Alive) {
+                    log::warn!("cluster: socket {pid} cannot be recovered on another node: {why}");
+                    self.shared
+                        .mark_lost(&pid, &field, matches!(op, SessionOp::Forget));
+                }
+            }
+            Job::Claim { reply, .. } => reply(None),
         }
     }
 
@@ -282,6 +370,41 @@ impl Publisher {
             Job::Reply { node, body } => {
                 let mut c = redis::cmd("PUBLISH");
                 c.arg(n.node(*node)).arg(body.as_slice());
+                c
+            }
+            Job::Session { pid, field, op, .. } => {
+                let (keep, kept) = self.shared.records.unwrap_or_default();
+                let node = self.shared.node;
+                let value: &[u8] = match op {
+                    SessionOp::Record(v) | SessionOp::Emit(v) => v,
+                    SessionOp::Forget | SessionOp::Alive => b"",
+                };
+                let mut c = redis::cmd("EVALSHA");
+                c.arg(&self.session_sha)
+                    .arg(3)
+                    .arg(n.sessions(node))
+                    .arg(n.emits(node, pid))
+                    .arg(&n.nodes)
+                    .arg(op.name())
+                    .arg(field)
+                    .arg(value)
+                    .arg(u64::try_from(keep.as_millis()).unwrap_or(u64::MAX))
+                    .arg(kept)
+                    .arg(format!("{node:016x}"))
+                    .arg(now);
+                c
+            }
+            Job::Claim { field, pid, .. } => {
+                let mut c = redis::cmd("EVALSHA");
+                c.arg(&self.claim_sha)
+                    .arg(1)
+                    .arg(&n.nodes)
+                    .arg(&n.prefix)
+                    .arg(field)
+                    .arg(pid)
+                    .arg(now)
+                    .arg(u64::try_from(SILENT_DEAD.as_millis()).unwrap_or(u64::MAX))
+                    .arg(format!("{:016x}", self.shared.node));
                 c
             }
         }
@@ -369,6 +492,8 @@ impl Publisher {
                     }
                 }
             }
+            Job::Session { .. } => {}
+            Job::Claim { reply, .. } => reply(self.claimed(v)),
             Job::Rooms { reply, .. } => {
                 let rooms = match v {
                     RValue::BulkString(b) => String::from_utf8_lossy(&b)
@@ -381,6 +506,47 @@ impl Publisher {
                 let _ = reply.send(Ok(rooms));
             }
             Job::Reply { .. } => {}
+        }
+    }
+}
+
+impl Publisher {
+    /// `claim.lua`'s answer: the record and its emits, or nothing (also for anything that does
+    /// not decode: a fresh session, never a partial replay).
+    fn claimed(&self, v: RValue) -> Option<RecordedSession> {
+        let RValue::Array(items) = v else {
+            return None;
+        };
+        let mut items = items.into_iter();
+        let (Some(RValue::BulkString(record)), Some(RValue::Array(list))) =
+            (items.next(), items.next())
+        else {
+            return None;
+        };
+        let decoded = wire::decode_record(&record).and_then(|record| {
+            let emits = list
+                .iter()
+                .map(|e| match e {
+                    RValue::BulkString(b) => wire::decode_emit(b),
+                    _ => Err(wire::WireError("an emit is not a string")),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok((record, emits))
+        });
+        match decoded {
+            Ok((record, emits)) => {
+                let kept = self.shared.records.map_or(0, |(_, kept)| kept);
+                Some(RecordedSession {
+                    record,
+                    emits_full: emits.len() >= kept,
+                    emits,
+                    offset: None,
+                })
+            }
+            Err(e) => {
+                log::warn!("cluster: a dead node's socket record does not decode: {e}");
+                None
+            }
         }
     }
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use super::link;
 use super::wire::{self, BroadcastMsg, Bus};
 use crate::engine::fanout::Routed;
+use crate::engine::session_log::{RecordedSession, SessionWrite};
 use crate::engine::{
     room_args, AckCallback as EngineAckCallback, AckReply, AckResult, AppEvent, Command, Handoff,
     HandoffAnswer, Identity, Reach, ReachReply, Target, Transports,
@@ -87,7 +88,9 @@ pub(crate) struct Names {
     pub(crate) rooms: String,
     pub(crate) memberships: String,
     pub(crate) bus: String,
-    prefix: String,
+    /// The nodes that keep socket records, with when each last said it is alive.
+    pub(crate) nodes: String,
+    pub(crate) prefix: String,
 }
 
 impl Names {
@@ -99,6 +102,7 @@ impl Names {
             rooms: format!("{prefix}:rooms"),
             memberships: format!("{prefix}:memberships"),
             bus: format!("{prefix}#bus"),
+            nodes: format!("{prefix}:nodes"),
             prefix: prefix.to_string(),
         }
     }
@@ -112,7 +116,61 @@ impl Names {
     pub(crate) fn dedup(&self, node: u64) -> String {
         format!("{}:dedup:{node:016x}", self.prefix)
     }
+
+    /// A node's records of its recoverable sockets (`claim.lua` builds the same name).
+    pub(crate) fn sessions(&self, node: u64) -> String {
+        format!("{}:sess:{node:016x}", self.prefix)
+    }
+
+    /// The events a node emitted to one socket alone (`claim.lua` builds the same name).
+    pub(crate) fn emits(&self, node: u64, pid: &str) -> String {
+        format!("{}:emits:{node:016x}:{pid}", self.prefix)
+    }
 }
+
+/// A socket's field in its node's records: its `pid` and who it was, so that a claim under
+/// another identity finds nothing (and takes nothing away).
+pub(crate) fn session_field(pid: &str, user: Option<&Identity>) -> String {
+    match user {
+        Some(u) => format!("{pid}|{}", user_field(u)),
+        None => format!("{pid}|"),
+    }
+}
+
+/// A write of a node's socket records (see `session.lua`).
+#[derive(Debug)]
+pub(crate) enum SessionOp {
+    Record(Vec<u8>),
+    Emit(Vec<u8>),
+    Forget,
+    /// The node is alive: its records are kept for another while.
+    Alive,
+}
+
+impl SessionOp {
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            SessionOp::Record(_) => "record",
+            SessionOp::Emit(_) => "emit",
+            SessionOp::Forget => "forget",
+            SessionOp::Alive => "alive",
+        }
+    }
+}
+
+/// A socket whose records could not all be written: nothing more is written for it, and what
+/// was is deleted (a record with a hole would give a replay with a hole).
+#[derive(Debug)]
+pub(crate) struct Lost {
+    pub(crate) field: String,
+    /// The socket is gone too: once deleted, nothing is left to do.
+    pub(crate) forgotten: bool,
+    /// The delete is queued.
+    pub(crate) purged: bool,
+}
+
+/// What a claim of a dead node's socket leads to.
+pub(crate) type ClaimDone = Box<dyn FnOnce(Option<RecordedSession>) + Send>;
 
 /// A user as a field of the rooms hash: unambiguous for any tenant and user text.
 pub(crate) fn user_field(user: &Identity) -> String {
@@ -165,6 +223,21 @@ pub(crate) enum Job {
     },
     /// A reply to another node's request (not retried: the asker stops waiting at its deadline).
     Reply { node: u64, body: Vec<u8> },
+    /// A write of this node's socket records (retried like a publish).
+    Session {
+        pid: String,
+        field: String,
+        op: SessionOp,
+        queued: Instant,
+        /// A delete of a lost socket's records, which no loss filter holds back.
+        purge: bool,
+    },
+    /// Takes a dead node's record of a socket, if one is there.
+    Claim {
+        field: String,
+        pid: String,
+        reply: ClaimDone,
+    },
 }
 
 /// A request waiting for every node's reply.
@@ -193,8 +266,9 @@ pub(crate) enum Acc {
     },
 }
 
-/// What a claim leads to: the engine's decision command, with the socket when it was found.
-pub(crate) type HandoffDone = Box<dyn FnOnce(Option<Box<Handoff>>) + Send>;
+/// What a claim leads to: the engine's decision command, with the socket when it was found
+/// (and whether a node had it but could not fill the gap).
+pub(crate) type HandoffDone = Box<dyn FnOnce(Option<Box<Handoff>>, bool) + Send>;
 
 /// Requests of this node waiting for replies, by id.
 #[derive(Default)]
@@ -275,11 +349,76 @@ pub(crate) struct Shared {
     pub(crate) jobs: SyncSender<Job>,
     /// For ack callbacks, which run on the dispatcher thread.
     pub(crate) app_events: Mutex<Option<mpsc::Sender<AppEvent>>>,
+    /// With recovery on: how long this node's socket records outlive its last sign of life
+    /// (the longest a client may stay away, plus a margin), and how many emits a socket keeps.
+    pub(crate) records: Option<(Duration, usize)>,
+    /// Sockets whose records could not all be written, by `pid`.
+    pub(crate) lost: Mutex<HashMap<String, Lost>>,
 }
 
 impl Shared {
     pub(crate) fn requests(&self) -> std::sync::MutexGuard<'_, Requests> {
         self.requests.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn lost(&self) -> std::sync::MutexGuard<'_, HashMap<String, Lost>> {
+        self.lost.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `pid`'s records have a hole (`forgotten`: the socket is gone as well).
+    pub(crate) fn mark_lost(&self, pid: &str, field: &str, forgotten: bool) {
+        let mut lost = self.lost();
+        let e = lost.entry(pid.to_string()).or_insert_with(|| Lost {
+            field: field.to_string(),
+            forgotten: false,
+            purged: false,
+        });
+        e.forgotten |= forgotten;
+        e.purged = false;
+    }
+
+    /// The session log's sink: called under the hub lock, so it only queues (a full queue
+    /// makes that socket's records lost, never a wait).
+    fn session_write(&self, w: SessionWrite) {
+        if self.records.is_none() {
+            return;
+        }
+        let (pid, field, op) = match w {
+            SessionWrite::Record(rec) => {
+                let field = session_field(&rec.pid, rec.identity.as_ref());
+                let bytes = wire::encode_record(&rec);
+                (rec.pid, field, SessionOp::Record(bytes))
+            }
+            SessionWrite::Emit {
+                pid,
+                identity,
+                seq,
+                text,
+                attachments,
+            } => {
+                let field = session_field(&pid, identity.as_ref());
+                let bytes = wire::encode_emit(seq, &text, &attachments);
+                (pid, field, SessionOp::Emit(bytes))
+            }
+            SessionWrite::Forget { pid, identity } => {
+                let field = session_field(&pid, identity.as_ref());
+                (pid, field, SessionOp::Forget)
+            }
+        };
+        let forget = matches!(op, SessionOp::Forget);
+        let job = Job::Session {
+            pid,
+            field,
+            op,
+            queued: Instant::now(),
+            purge: false,
+        };
+        if let Err(e) = self.jobs.try_send(job) {
+            if let Job::Session { pid, field, .. } = refused(e) {
+                log::warn!("cluster: the publish queue is full; socket {pid} cannot be recovered on another node");
+                self.mark_lost(&pid, &field, forget);
+            }
+        }
     }
 }
 
@@ -287,7 +426,11 @@ impl Shared {
 pub(crate) fn complete(handle: &Handle, shared: &Shared, p: Pending) {
     match p.acc {
         Acc::Reach { total, reply } => reply.send(total),
-        Acc::Handoff { found, done, .. } => done(found),
+        Acc::Handoff {
+            found,
+            expired,
+            done,
+        } => done(found, expired),
         Acc::Acks { mut results, reply } => {
             results.sort_by_key(|r| r.socket);
             match reply {
@@ -341,6 +484,17 @@ impl std::fmt::Debug for Cluster {
 /// round trip through Redis; this bounds a node that died before answering).
 const CLAIM_WAIT: Duration = Duration::from_secs(2);
 
+/// How much longer than `max_disconnection_duration` a socket's records outlive its node's last
+/// sign of life (a client that lost its connection may take a ping timeout to notice).
+const RECORD_MARGIN: Duration = Duration::from_secs(120);
+
+/// The job a full or closed queue gave back.
+fn refused(e: TrySendError<Job>) -> Job {
+    match e {
+        TrySendError::Full(job) | TrySendError::Disconnected(job) => job,
+    }
+}
+
 fn unavailable(why: &str) -> BroadcastError {
     BroadcastError::ClusterUnavailable(why.to_string())
 }
@@ -355,6 +509,12 @@ impl Cluster {
         app_events: mpsc::Sender<AppEvent>,
     ) -> Result<Arc<Cluster>, String> {
         cfg.validate()?;
+        let records = handle.config().connection_state_recovery.as_ref().map(|r| {
+            (
+                r.max_disconnection_duration + RECORD_MARGIN,
+                handle.config().sse_history_events.max(1),
+            )
+        });
         let (jobs, job_rx): (SyncSender<Job>, Receiver<Job>) = mpsc::sync_channel(cfg.queue);
         let shared = Arc::new(Shared {
             node,
@@ -366,7 +526,17 @@ impl Cluster {
             next_request: AtomicU64::new(1),
             jobs,
             app_events: Mutex::new(Some(app_events)),
+            records,
+            lost: Mutex::new(HashMap::new()),
         });
+        if records.is_some() {
+            let weak = Arc::downgrade(&shared);
+            handle.hub().lock().sessions.set_sink(Box::new(move |w| {
+                if let Some(shared) = weak.upgrade() {
+                    shared.session_write(w);
+                }
+            }));
+        }
         let threads = link::start(shared.clone(), handle, job_rx)?;
         Ok(Arc::new(Cluster {
             shared,
@@ -565,11 +735,42 @@ impl Cluster {
     ) {
         let decision = Ok(user.clone());
         let local = handle.clone();
-        let done: HandoffDone = Box::new(move |handoff| {
+        let shared = self.shared.clone();
+        let (claimed_pid, claimed_offset, claimed_user) =
+            (pid.clone(), offset.clone(), user.clone());
+        let done: HandoffDone = Box::new(move |handoff, expired| {
+            // No live node has it: maybe a dead one left its record.
+            if handoff.is_none() && !expired && shared.records.is_some() {
+                let field = session_field(&claimed_pid, claimed_user.as_ref());
+                let reply: ClaimDone = Box::new(move |recorded| {
+                    let recorded = recorded.map(|mut r| {
+                        r.offset = claimed_offset;
+                        Box::new(r)
+                    });
+                    let _ = local.command_routed(Command::SioConnectHandoff {
+                        request,
+                        decision,
+                        handoff: None,
+                        recorded,
+                    });
+                });
+                let job = Job::Claim {
+                    field,
+                    pid: claimed_pid,
+                    reply,
+                };
+                if let Err(e) = shared.jobs.try_send(job) {
+                    if let Job::Claim { reply, .. } = refused(e) {
+                        reply(None);
+                    }
+                }
+                return;
+            }
             let _ = local.command_routed(Command::SioConnectHandoff {
                 request,
                 decision,
                 handoff,
+                recorded: None,
             });
         });
         let acc = Acc::Handoff {

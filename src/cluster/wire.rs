@@ -9,6 +9,7 @@
 
 use serde_json::Value;
 
+use crate::engine::session_log::{EmitEntry, RoomSpan, SessionRecord};
 use crate::engine::{
     AckOutcome, AckResult, Handoff, HandoffAnswer, Identity, Reach, SocketId, Target, Transports,
 };
@@ -23,6 +24,9 @@ const CLAIM: u8 = b'C';
 const ACK_REPLY: u8 = b'a';
 const REACH_REPLY: u8 = b'r';
 const HANDOFF_REPLY: u8 = b'h';
+/// Not on a channel: a socket's record and its emits, in Redis keys (see `session_log`).
+const RECORD: u8 = b'S';
+const EMIT: u8 = b'E';
 
 /// Broadcast flags.
 const FLAG_VOLATILE: u8 = 1;
@@ -606,6 +610,102 @@ pub(crate) fn decode_reply(body: &[u8]) -> Result<Reply, WireError> {
     Ok(reply)
 }
 
+/// A socket's record as a node keeps it in Redis for another node to restore the socket.
+pub(crate) fn encode_record(rec: &SessionRecord) -> Vec<u8> {
+    let mut w = Writer(Vec::with_capacity(64 + rec.spans.len() * 24));
+    w.u8(RECORD);
+    w.str(&rec.sid);
+    w.str(&rec.pid);
+    match &rec.identity {
+        None => w.u8(0),
+        Some(i) => {
+            w.u8(1);
+            w.identity(i);
+        }
+    }
+    w.u64(rec.since_seq);
+    w.u64(rec.complete_after);
+    w.count(rec.spans.len());
+    for s in &rec.spans {
+        w.str(&s.room);
+        w.u64(s.joined);
+        match s.left {
+            None => w.u8(0),
+            Some(l) => {
+                w.u8(1);
+                w.u64(l);
+            }
+        }
+    }
+    w.0
+}
+
+pub(crate) fn decode_record(body: &[u8]) -> Result<SessionRecord, WireError> {
+    let mut r = Reader(body);
+    if r.u8()? != RECORD {
+        return Err(WireError("not a session record"));
+    }
+    let sid = r.str()?;
+    let pid = r.str()?;
+    let identity = match r.u8()? {
+        0 => None,
+        1 => Some(r.identity()?),
+        _ => return Err(WireError("bad option flag")),
+    };
+    let since_seq = r.u64()?;
+    let complete_after = r.u64()?;
+    let n = r.count()?;
+    let mut spans = Vec::new();
+    for _ in 0..n {
+        let room = r.str()?;
+        let joined = r.u64()?;
+        let left = match r.u8()? {
+            0 => None,
+            1 => Some(r.u64()?),
+            _ => return Err(WireError("bad option flag")),
+        };
+        spans.push(RoomSpan { room, joined, left });
+    }
+    r.end()?;
+    Ok(SessionRecord {
+        sid,
+        pid,
+        identity,
+        since_seq,
+        spans,
+        complete_after,
+    })
+}
+
+/// One event emitted to a socket alone, as its node keeps it for the socket's recovery.
+pub(crate) fn encode_emit(seq: u64, text: &[u8], attachments: &[Vec<u8>]) -> Vec<u8> {
+    let mut w = Writer(Vec::with_capacity(16 + text.len()));
+    w.u8(EMIT);
+    w.u64(seq);
+    w.bytes(text);
+    w.count(attachments.len());
+    for a in attachments {
+        w.bytes(a);
+    }
+    w.0
+}
+
+pub(crate) fn decode_emit(body: &[u8]) -> Result<EmitEntry, WireError> {
+    let mut r = Reader(body);
+    if r.u8()? != EMIT {
+        return Err(WireError("not an emit entry"));
+    }
+    let seq = r.u64()?;
+    let text = r.byte_string()?;
+    let n = r.count()?;
+    let mut attachments = Vec::new();
+    for _ in 0..n {
+        attachments.push(r.byte_string()?);
+    }
+    r.end()?;
+    Ok((seq, text, attachments))
+}
+
 /// The fuzz target's check (`fuzzing::cluster_wire`): whatever the bytes, decoding never
 /// panics, and what decodes encodes back to the same bytes (so no two messages share a wire form
 /// and nothing is lost on the way through a node); a message built from the bytes round-trips.
@@ -614,6 +714,20 @@ pub(crate) fn fuzz_check(data: &[u8]) {
         check_bus(body);
     }
     check_bus(data);
+    if let Ok(rec) = decode_record(data) {
+        assert_eq!(
+            encode_record(&rec),
+            data,
+            "a record's wire form is not unique"
+        );
+    }
+    if let Ok((seq, text, attachments)) = decode_emit(data) {
+        assert_eq!(
+            encode_emit(seq, &text, &attachments),
+            data,
+            "an emit's wire form is not unique"
+        );
+    }
     if let Ok(reply) = decode_reply(data) {
         // Ack arguments are JSON, re-serialised: the same value, maybe other bytes.
         assert_eq!(
@@ -714,6 +828,57 @@ mod tests {
         let expected: &[u8] = b"B\x04\x02\x01\x01\0\0\0t\x01\0\0\0u\x01\0\0\0e\x01\0\0\x001";
         assert_eq!(bytes, expected);
         assert_eq!(decode_bus(&bytes), Ok(msg));
+    }
+
+    #[test]
+    fn a_session_record_and_an_emit_round_trip_and_refuse_garbage() {
+        let rec = SessionRecord {
+            sid: "sid".into(),
+            pid: "pid".into(),
+            identity: Some(Identity::new("acme", "alice")),
+            since_seq: 1 << 24,
+            spans: vec![
+                RoomSpan {
+                    room: "a".into(),
+                    joined: 0,
+                    left: None,
+                },
+                RoomSpan {
+                    room: "b#c".into(),
+                    joined: 5,
+                    left: Some(9),
+                },
+            ],
+            complete_after: 3,
+        };
+        let bytes = encode_record(&rec);
+        assert_eq!(decode_record(&bytes), Ok(rec.clone()));
+        let anonymous = SessionRecord {
+            identity: None,
+            spans: Vec::new(),
+            ..rec
+        };
+        let small = encode_record(&anonymous);
+        let expected: &[u8] =
+            b"S\x03\0\0\0sid\x03\0\0\0pid\0\0\0\0\x01\0\0\0\0\x03\0\0\0\0\0\0\0\0\0\0\0";
+        assert_eq!(small, expected);
+        assert_eq!(decode_record(&small), Ok(anonymous));
+        for cut in 0..bytes.len() {
+            assert!(decode_record(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(decode_record(&longer).is_err());
+
+        let emit = encode_emit(7, b"42[\"x\"]", &[vec![1, 2], vec![]]);
+        assert_eq!(
+            decode_emit(&emit),
+            Ok((7, b"42[\"x\"]".to_vec(), vec![vec![1, 2], vec![]]))
+        );
+        assert!(decode_emit(&bytes).is_err() && decode_record(&emit).is_err());
+        for cut in 0..emit.len() {
+            assert!(decode_emit(&emit[..cut]).is_err(), "cut at {cut}");
+        }
     }
 
     #[test]

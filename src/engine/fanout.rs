@@ -96,11 +96,7 @@ pub(crate) fn route(
                 // Written now, so a broadcast sent after this call freezes an audience with the
                 // socket in it, whenever the loop gets to the join.
                 let mut state = hub.lock();
-                let room = Arc::from(room.as_str());
-                let added = state
-                    .rooms
-                    .socket_join(socket.0, room, 0, usize::MAX, usize::MAX)
-                    .unwrap_or(false);
+                let added = state.join_socket_room(socket.0, Arc::from(room.as_str()));
                 (hub.loop_of_socket_in(&state, socket.0), added)
             } else {
                 (hub.loop_of_socket(socket.0), false)
@@ -120,7 +116,7 @@ pub(crate) fn route(
         } => {
             let to = if recovery && in_main {
                 let mut state = hub.lock();
-                state.rooms.socket_leave(socket.0, room);
+                state.leave_socket_room(socket.0, room);
                 hub.loop_of_socket_in(&state, socket.0)
             } else {
                 hub.loop_of_socket(socket.0)

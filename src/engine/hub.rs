@@ -18,6 +18,7 @@ use std::time::Instant;
 use super::history::{History, HistoryAudience, Limits};
 use super::index::{Audience, Index, UserKey};
 use super::recovery::Parked;
+use super::session_log::SessionLog;
 use super::sio::EncodedPacket;
 use super::{Payload, Transports};
 use crate::config::Config;
@@ -65,6 +66,33 @@ pub(crate) struct HubState {
     /// loops (nobody here was in its audience). A resume or recovery treats it as delivered by
     /// every loop, so it replays it from the history.
     pub(crate) quiet_seq: u64,
+    /// Cluster with recovery on: the records that let another node restore this node's sockets
+    /// if it dies.
+    pub(crate) sessions: SessionLog,
+}
+
+impl HubState {
+    /// A recoverable socket of `/` joins `room` (unbounded here: the loop's index bounds the
+    /// memberships); whether it was not in it before.
+    pub(crate) fn join_socket_room(&mut self, socket: u64, room: Arc<str>) -> bool {
+        let added = self
+            .rooms
+            .socket_join(socket, room.clone(), 0, usize::MAX, usize::MAX)
+            .unwrap_or(false);
+        if added {
+            self.sessions.room_changed(socket, &room, true, self.seq);
+        }
+        added
+    }
+
+    /// It leaves `room`; whether it was in it.
+    pub(crate) fn leave_socket_room(&mut self, socket: u64, room: &str) -> bool {
+        let left = self.rooms.socket_leave(socket, room);
+        if left {
+            self.sessions.room_changed(socket, room, false, self.seq);
+        }
+        left
+    }
 }
 
 /// Connections per user and per tenant on this node (cluster only).
@@ -258,6 +286,7 @@ impl Hub {
 
     /// `socket` is gone for good.
     pub(crate) fn forget_socket(&self, state: &mut HubState, socket: u64) {
+        state.sessions.forget(socket);
         if self.moved.load(Ordering::Acquire) > 0 && state.moved.remove(&socket).is_some() {
             self.moved.fetch_sub(1, Ordering::AcqRel);
         }

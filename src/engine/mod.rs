@@ -10,6 +10,7 @@ pub(crate) mod hub;
 pub(crate) mod index;
 mod recovery;
 mod route;
+pub(crate) mod session_log;
 mod sio;
 mod sse;
 pub(crate) mod timers;
@@ -317,6 +318,8 @@ pub(crate) enum Command {
         request: u64,
         decision: Result<Option<Identity>, Rejection>,
         handoff: Option<Box<recovery::Handoff>>,
+        /// Or, when the node that had it died, the record it kept in the cluster.
+        recorded: Option<Box<session_log::RecordedSession>>,
     },
     /// Emit to one socket, optionally with an ack.
     SioEmit {
@@ -844,9 +847,10 @@ impl Engine {
                 request,
                 decision,
                 handoff,
-            } => self.sio_connect_decision(now, request, decision, handoff),
+                recorded,
+            } => self.sio_connect_decision(now, request, decision, handoff, recorded),
             Command::SioConnectDecision { request, decision } => {
-                self.sio_connect_decision(now, request, decision, None)
+                self.sio_connect_decision(now, request, decision, None, None)
             }
             Command::SioEmit {
                 socket,

@@ -21,9 +21,10 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use super::history::Gap;
+use super::history::{Gap, HistoryAudience};
 use super::hub::{Hub, HubState};
 use super::index::{Identity, Index, RecipientKind, UserKey};
+use super::session_log::RecordedSession;
 use super::sio::{DisconnectReason, EncodedPacket, SocketId};
 use super::timers::TimerKey;
 use super::{AppEvent, Engine, Output};
@@ -111,6 +112,31 @@ impl DisconnectReason {
 }
 
 impl Engine {
+    /// Cluster: writes a new recoverable socket's record where the other nodes find it if this
+    /// one dies (a socket that recovered on this node keeps the record it has).
+    pub(super) fn record_session(
+        &self,
+        socket: u64,
+        recovery: &SocketRecovery,
+        identity: Option<&Identity>,
+        rooms: &[Arc<str>],
+    ) {
+        if !self.hub.is_cluster() {
+            return;
+        }
+        let mut state = self.hub.lock();
+        if state.sessions.is_on() {
+            state.sessions.open(
+                socket,
+                &recovery.sid,
+                &recovery.pid,
+                identity,
+                recovery.since_seq,
+                rooms,
+            );
+        }
+    }
+
     /// A new recoverable socket's state, or `None` when recovery is off or `nsp` is not `/`.
     pub(super) fn new_socket_recovery(
         &mut self,
@@ -372,6 +398,7 @@ impl Engine {
                 .index
                 .socket_join(socket, room, 0, usize::MAX, usize::MAX);
         }
+        self.record_session(socket, &recovery, identity.as_ref(), &rooms);
         let sid = recovery.sid.clone();
         let mut ok = serde_json::Map::new();
         ok.insert("sid".into(), Value::String(sid.to_string()));
@@ -544,6 +571,102 @@ impl Engine {
             since_seq: handoff.since_seq,
             floor: handoff.until.max(until),
         };
+        self.sio_restored(now, key, socket, rooms, recovery, identity, auth, &packets);
+        Ok(())
+    }
+}
+
+impl Engine {
+    /// A socket whose node died, restored from the record that node kept in the cluster (the
+    /// caller checked the identity with the hook): it lives here from now on under a new id,
+    /// with its sid, pid and the rooms it was in; its client gets, in sequence order, every
+    /// broadcast of this node's history after its offset that reached it there (by its user,
+    /// its tenant, everyone, or a room while it was in it) and the events emitted to it alone,
+    /// then live events. All or nothing: `Err(auth)` when any of it cannot be known.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(super) fn sio_restore_recorded(
+        &mut self,
+        now: Instant,
+        key: u64,
+        recorded: RecordedSession,
+        identity: Option<Identity>,
+        auth: Value,
+    ) -> Result<(), Value> {
+        let RecordedSession {
+            record,
+            emits,
+            emits_full,
+            offset,
+        } = recorded;
+        if record.identity != identity {
+            return Err(auth);
+        }
+        let since = record.since_seq;
+        let seen = match offset.as_deref() {
+            None => since,
+            Some(o) => match sse_codec::parse_last_event_id(o) {
+                Ok(EventId { epoch, seq }) if epoch == self.hub.epoch() => seq.max(since),
+                _ => return Err(auth),
+            },
+        };
+        // Room spans that ended before what the client saw were dropped: it cannot be exact.
+        if seen < record.complete_after {
+            return Err(auth);
+        }
+        // A full list lost its oldest emits; unless the client saw past them, one is missing.
+        if emits_full && emits.first().is_some_and(|(seq, _, _)| *seq > seen) {
+            return Err(auth);
+        }
+        let mut packets: Vec<(u64, EncodedPacket)> = Vec::with_capacity(emits.len());
+        for (seq, text, attachments) in emits {
+            if seq <= seen || packets.iter().any(|(s, _)| *s == seq) {
+                continue;
+            }
+            match EncodedPacket::from_parts(text, attachments) {
+                Some(p) => packets.push((seq, p)),
+                None => return Err(auth),
+            }
+        }
+        let user = Index::user_key_of(identity.as_ref());
+        let socket = self.new_recipient_id();
+        let rooms: Vec<Arc<str>> = record.rooms().map(Arc::from).collect();
+        let hub = self.hub.clone();
+        let mut state = hub.lock();
+        state.history.trim(now, self.history_limits());
+        if state.history.gap(seen, hub.seq_ceiling(&state)) != Gap::Fillable {
+            return Err(auth);
+        }
+        let until = hub.replay_until(&state, self.delivered_seq);
+        for e in state.history.after(seen).take_while(|e| e.seq <= until) {
+            let reached = match &e.audience {
+                // This node's own emits are its sockets'; the dead node's came with the record.
+                HistoryAudience::Socket(_) => false,
+                HistoryAudience::Members { room, users, .. } => {
+                    user.as_ref().is_some_and(|u| users.contains(u))
+                        || record.reached_by(room, e.seq)
+                }
+                other => other.reaches(user.as_ref(), None),
+            };
+            if let (true, Some(p)) = (reached, &e.sio) {
+                packets.push((e.seq, p.clone()));
+            }
+        }
+        // The cluster's numbers and the dead node's own (in between them) in one order: the
+        // order it would have sent them in.
+        packets.sort_by_key(|(seq, _)| *seq);
+        for room in &rooms {
+            let _ = state
+                .rooms
+                .socket_join(socket, room.clone(), 0, usize::MAX, usize::MAX);
+        }
+        drop(state);
+        let recovery = SocketRecovery {
+            sid: Arc::from(record.sid.as_str()),
+            pid: Arc::from(record.pid.as_str()),
+            since_seq: since,
+            floor: seen.max(until),
+        };
+        let packets: Vec<EncodedPacket> = packets.into_iter().map(|(_, p)| p).collect();
         self.sio_restored(now, key, socket, rooms, recovery, identity, auth, &packets);
         Ok(())
     }

@@ -615,6 +615,7 @@ impl Engine {
         request: u64,
         decision: Result<Option<Identity>, Rejection>,
         handoff: Option<Box<super::recovery::Handoff>>,
+        recorded: Option<Box<super::session_log::RecordedSession>>,
     ) {
         // Claimed by the handle before this decision came; only the engine alone (its tests)
         // gets here with it still noted.
@@ -653,6 +654,12 @@ impl Engine {
                 let mut auth = pending.auth;
                 if let (None, Some(handoff)) = (&pending.claim, handoff) {
                     match self.sio_restore_remote(now, key, *handoff, identity.clone(), auth) {
+                        Ok(()) => return,
+                        Err(a) => auth = a,
+                    }
+                }
+                if let (None, Some(recorded)) = (&pending.claim, recorded) {
+                    match self.sio_restore_recorded(now, key, *recorded, identity.clone(), auth) {
                         Ok(()) => return,
                         Err(a) => auth = a,
                     }
@@ -727,6 +734,7 @@ impl Engine {
         ok.insert("sid".into(), Value::String(sid.clone()));
         if let Some(r) = &recovery {
             ok.insert("pid".into(), Value::String(r.pid.to_string()));
+            self.record_session(id, r, identity.as_ref(), &[]);
         }
         self.sio_attach_socket(key, &nsp, id, Vec::new(), recovery);
         if nsp.as_ref() == "/" {
@@ -796,6 +804,7 @@ impl Engine {
                 state
                     .history
                     .push(now, limits, seq, audience, None, Some(p.clone()));
+                state.sessions.emitted(socket, seq, &p);
                 drop(state);
                 // Every broadcast numbered before it came through this loop's queue first.
                 self.delivered_seq = self.delivered_seq.max(seq);
@@ -1040,7 +1049,7 @@ impl Engine {
         if !self.sio_join_local(socket, room) && hub_added {
             // The sender wrote it into the hub ahead (so a broadcast it sends next has the
             // socket in its frozen audience); refused here, it comes out again.
-            self.hub.lock().rooms.socket_leave(socket, room);
+            self.hub.lock().leave_socket_room(socket, room);
         }
     }
 
@@ -1068,14 +1077,7 @@ impl Engine {
                 return false;
             }
             if recoverable {
-                // Unbounded here: the loop's index bounds the memberships.
-                let _ = self.hub.lock().rooms.socket_join(
-                    socket,
-                    room.clone(),
-                    0,
-                    usize::MAX,
-                    usize::MAX,
-                );
+                self.hub.lock().join_socket_room(socket, room.clone());
             }
             room
         } else {
@@ -1109,7 +1111,7 @@ impl Engine {
         }
         if s.nsp.as_ref() == "/" {
             if s.recovery.is_some() {
-                self.hub.lock().rooms.socket_leave(socket, room);
+                self.hub.lock().leave_socket_room(socket, room);
             }
             self.index.socket_leave(socket, room);
             return;

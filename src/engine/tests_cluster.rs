@@ -118,6 +118,7 @@ fn recover_on(b: &mut H, a: &H, sid: &str, pid: &str, offset: &str) -> ConnId {
         request,
         decision: Ok(Some(alice())),
         handoff: Some(handoff),
+        recorded: None,
     });
     let hello: Value = serde_json::from_str(b.next_text(conn).strip_prefix("40").unwrap()).unwrap();
     assert_eq!(hello, json!({"sid": sid, "pid": pid}));
@@ -240,6 +241,7 @@ fn without_an_answer_the_node_gives_a_fresh_session() {
         request,
         decision: Ok(Some(alice())),
         handoff: None,
+        recorded: None,
     });
     let hello: Value = serde_json::from_str(b.next_text(conn).strip_prefix("40").unwrap()).unwrap();
     assert_ne!(hello["pid"], json!("gone"));
@@ -306,4 +308,257 @@ fn a_broadcast_to_nobody_here_wakes_no_loop_and_is_still_replayed_here() {
     assert_eq!(apply_counted(&mut h, 6, Target::All, "6"), 1);
     let got: Vec<String> = h.sse_events(conn).into_iter().map(|e| e.data).collect();
     assert_eq!(got, vec!["5", "6"]);
+}
+
+/// What a node wrote of its sockets, as Redis would hold it: the record and the emits of `pid`.
+#[derive(Default)]
+struct Records {
+    writes: Vec<session_log::SessionWrite>,
+}
+
+impl Records {
+    /// Plays the writes into (record, emits) for `pid`, as the keys would hold them now.
+    fn of(&self, pid: &str) -> Option<(session_log::SessionRecord, Vec<session_log::EmitEntry>)> {
+        use session_log::SessionWrite as W;
+        let mut record = None;
+        let mut emits = Vec::new();
+        for w in &self.writes {
+            match w {
+                W::Record(r) if r.pid == pid => record = Some(r.clone()),
+                W::Emit {
+                    pid: p,
+                    seq,
+                    text,
+                    attachments,
+                    ..
+                } if p == pid => emits.push((*seq, text.clone(), attachments.clone())),
+                W::Forget { pid: p, .. } if p == pid => {
+                    record = None;
+                    emits.clear();
+                }
+                _ => {}
+            }
+        }
+        record.map(|r| (r, emits))
+    }
+}
+
+/// A node whose session log writes into a list the test reads.
+fn recording_node() -> (H, std::sync::Arc<std::sync::Mutex<Records>>) {
+    let h = H::cluster_node(config(), EPOCH);
+    let records = std::sync::Arc::new(std::sync::Mutex::new(Records::default()));
+    let r = records.clone();
+    h.e.hub
+        .lock()
+        .sessions
+        .set_sink(Box::new(move |w| r.lock().unwrap().writes.push(w)));
+    (h, records)
+}
+
+/// Alice's socket on node `a`: connected, saw broadcast 1, then (its client's connection dead)
+/// everything below happened while node `a` and node `b` both followed the bus; returns its
+/// sid, pid and offset.
+fn busy_socket_on(a: &mut H, b: &mut H) -> (String, String, String) {
+    let (conn, request) = connect_request(a, "{}");
+    a.cmd(Command::SioConnectDecision {
+        request,
+        decision: Ok(Some(alice())),
+    });
+    let hello: Value = serde_json::from_str(a.next_text(conn).strip_prefix("40").unwrap()).unwrap();
+    let socket = loop {
+        if let AppEvent::SioConnected { socket, .. } = a.expect_app() {
+            break socket;
+        }
+    };
+    let both = |a: &mut H, b: &mut H, n: u64, target: Target, d: &str| {
+        apply(a, n, target.clone(), d);
+        apply(b, n, target, d);
+    };
+    let join = |a: &mut H, room: &str| {
+        a.cmd(Command::SioJoin {
+            socket,
+            room: room.into(),
+            in_main: true,
+            hub_added: false,
+        })
+    };
+    both(a, b, 1, Target::User(alice()), "1");
+    let seen = events(a, conn);
+    both(a, b, 2, Target::Room("desk".into()), "99"); // before it joined
+    join(a, "desk");
+    join(a, "old");
+    both(a, b, 3, Target::Room("old".into()), "3");
+    a.cmd(Command::SioLeave {
+        socket,
+        room: "old".into(),
+        in_main: true,
+    });
+    both(a, b, 4, Target::Room("old".into()), "99"); // after it left
+    a.cmd(Command::SioEmit {
+        socket,
+        event: "m".into(),
+        args: vec![json!("e1")],
+        attachments: Vec::new(),
+        ack: None,
+        volatile: false,
+        seq: None,
+    });
+    both(a, b, 5, Target::Room("desk".into()), "5");
+    both(a, b, 6, Target::Tenant("acme".into()), "6");
+    both(a, b, 7, Target::User(Identity::new("acme", "bob")), "99");
+    (
+        hello["sid"].as_str().unwrap().to_string(),
+        hello["pid"].as_str().unwrap().to_string(),
+        seen[0].1.clone(),
+    )
+}
+
+/// The client of a dead node comes back on `b` with `recorded`, as `who`; the hello and
+/// whether it recovered.
+fn come_back_with(
+    b: &mut H,
+    pid: &str,
+    offset: &str,
+    who: Identity,
+    recorded: Option<session_log::RecordedSession>,
+) -> (ConnId, Value, bool) {
+    let (conn, request) = connect_request(b, &json!({"pid": pid, "offset": offset}).to_string());
+    assert!(b.e.hub.take_remote_claim(request).is_some());
+    b.cmd(Command::SioConnectHandoff {
+        request,
+        decision: Ok(Some(who)),
+        handoff: None,
+        recorded: recorded.map(Box::new),
+    });
+    let hello: Value = serde_json::from_str(b.next_text(conn).strip_prefix("40").unwrap()).unwrap();
+    let recovered = loop {
+        if let AppEvent::SioConnected { recovered, .. } = b.expect_app() {
+            break recovered;
+        }
+    };
+    (conn, hello, recovered)
+}
+
+fn recorded(
+    records: &std::sync::Mutex<Records>,
+    pid: &str,
+    offset: &str,
+) -> session_log::RecordedSession {
+    let (record, emits) = records.lock().unwrap().of(pid).expect("a record");
+    session_log::RecordedSession {
+        record,
+        emits,
+        emits_full: false,
+        offset: Some(offset.to_string()),
+    }
+}
+
+#[test]
+fn a_dead_nodes_socket_recovers_from_its_record_with_everything_it_missed_in_order() {
+    let (mut a, records) = recording_node();
+    let mut b = H::cluster_node(config(), EPOCH);
+    let (sid, pid, offset) = busy_socket_on(&mut a, &mut b);
+    // Node a dies here: nothing more of it but what it wrote.
+    let rec = recorded(&records, &pid, &offset);
+    assert_eq!(rec.record.rooms().collect::<Vec<_>>(), vec!["desk"]);
+    let (conn, hello, recovered) = come_back_with(&mut b, &pid, &offset, alice(), Some(rec));
+    assert_eq!(hello, json!({"sid": sid, "pid": pid}));
+    assert!(recovered);
+    let got = events(&mut b, conn);
+    // The room it had left and the room event of before its join are not there; its own emit
+    // is where node a sent it (after 3 and 4, before 5).
+    assert_eq!(data(&got), vec![json!(3), json!("e1"), json!(5), json!(6)]);
+    assert_eq!(got[1].1, format!("{EPOCH}:{}", (4u64 << 24) + 1));
+    // It lives on b now, in its room, once.
+    apply(&mut b, 8, Target::Room("desk".into()), "8");
+    apply(&mut b, 9, Target::Room("old".into()), "99");
+    assert_eq!(data(&events(&mut b, conn)), vec![json!(8)]);
+}
+
+#[test]
+fn a_record_restores_nothing_it_cannot_restore_exactly() {
+    let (mut a, records) = recording_node();
+    let mut b = H::cluster_node(config(), EPOCH);
+    let (_, pid, offset) = busy_socket_on(&mut a, &mut b);
+    let fresh = |b: &mut H, who: Identity, rec: session_log::RecordedSession| {
+        // (The test nodes draw the same random ids, so a fresh pid may equal the old one here.)
+        let (conn, _, recovered) = come_back_with(b, &pid, &offset, who, Some(rec));
+        assert!(!recovered);
+        assert!(events(b, conn).is_empty(), "nothing replayed");
+    };
+    // Someone else with alice's record (the claim's field names the user, so Redis would not
+    // even hand it over).
+    fresh(
+        &mut b,
+        Identity::new("acme", "mallory"),
+        recorded(&records, &pid, &offset),
+    );
+    // The emits list was full and starts after what the client saw: one may be missing.
+    let mut full = recorded(&records, &pid, &offset);
+    full.emits_full = true;
+    fresh(&mut b, alice(), full);
+    // Room spans were dropped after what the client saw.
+    let mut trimmed = recorded(&records, &pid, &offset);
+    trimmed.record.complete_after = 3 << 24;
+    fresh(&mut b, alice(), trimmed);
+    // An offset of another epoch.
+    let mut other = recorded(&records, &pid, &offset);
+    other.offset = Some("1:5".into());
+    fresh(&mut b, alice(), other);
+    // A replayed packet that is not one of ours.
+    let mut garbage = recorded(&records, &pid, &offset);
+    garbage.emits[0].1 = b"not a packet".to_vec();
+    fresh(&mut b, alice(), garbage);
+    // The same, fine: recovered.
+    let (_, _, recovered) = come_back_with(
+        &mut b,
+        &pid,
+        &offset,
+        alice(),
+        Some(recorded(&records, &pid, &offset)),
+    );
+    assert!(recovered);
+}
+
+#[test]
+fn a_record_lives_while_its_socket_may_come_back_and_goes_with_it() {
+    let (mut a, records) = recording_node();
+    let (conn, request) = connect_request(&mut a, "{}");
+    a.cmd(Command::SioConnectDecision {
+        request,
+        decision: Ok(Some(alice())),
+    });
+    let hello: Value = serde_json::from_str(a.next_text(conn).strip_prefix("40").unwrap()).unwrap();
+    let pid = hello["pid"].as_str().unwrap().to_string();
+    assert!(
+        records.lock().unwrap().of(&pid).is_some(),
+        "written at connect"
+    );
+    // Its connection drops: it waits for its client, and so does its record.
+    a.close(conn);
+    assert_eq!(a.e.hub.lock().parked.len(), 1);
+    assert!(records.lock().unwrap().of(&pid).is_some());
+    // It comes back here and leaves for good (a client disconnect): the record goes.
+    let (conn, request) = connect_request(&mut a, &json!({"pid": pid}).to_string());
+    a.cmd(Command::SioConnectDecision {
+        request,
+        decision: Ok(Some(alice())),
+    });
+    let again: Value = serde_json::from_str(a.next_text(conn).strip_prefix("40").unwrap()).unwrap();
+    assert_eq!(again["pid"], json!(pid.clone()), "recovered here");
+    assert!(records.lock().unwrap().of(&pid).is_some());
+    a.send(conn, "41");
+    assert!(
+        records.lock().unwrap().of(&pid).is_none(),
+        "gone with its socket"
+    );
+    // A node without a sink (no cluster, or recovery off) writes nothing and keeps nothing.
+    let mut plain = H::cluster_node(config(), EPOCH);
+    let (conn, request) = connect_request(&mut plain, "{}");
+    plain.cmd(Command::SioConnectDecision {
+        request,
+        decision: Ok(Some(alice())),
+    });
+    let _ = plain.next_text(conn);
+    assert!(!plain.e.hub.lock().sessions.is_on());
 }
