@@ -30,8 +30,9 @@
 //! Cluster (the `redis` feature): with `REDIS_URL` set (`redis://127.0.0.1:6379/`), the server on
 //! $PORT is a node of the cluster on that Redis, prefix `REDIS_PREFIX` (default `tidings`): start
 //! several with the same `REDIS_URL` and a `ctl:*` call on one reaches the clients of all
-//! (tests/interop/cluster.test.mjs). The recovery server stays standalone (its own broadcasts,
-//! rooms and history), so the recovery tests see one server whatever the environment. A build
+//! (tests/interop/cluster.test.mjs). The recovery servers of such nodes are a cluster of their
+//! own (prefix `<REDIS_PREFIX>-recovery`): a socket of one recovers on another, even when its
+//! node was killed. (scripts/interop.sh runs the shared servers without `REDIS_URL`.) A build
 //! without the feature refuses to start when `REDIS_URL` is set (it would silently not cluster).
 //! Note that `ctl:stats`, `ctl:drop-sse` and `ctl:socket-log` read this node only.
 //!
@@ -97,6 +98,20 @@ fn cluster_from_env() -> Option<Cluster> {
     Some(cluster)
 }
 
+/// The recovery server's cluster, when the main server is a node: the same Redis, prefix
+/// `<prefix>-recovery` (the recovery servers of all the nodes are a cluster of their own).
+#[cfg(feature = "redis")]
+fn recovery_cluster_of(cluster: Option<&Cluster>) -> Option<Cluster> {
+    let mut c = cluster?.clone();
+    c.prefix = format!("{}-recovery", c.prefix);
+    Some(c)
+}
+
+#[cfg(not(feature = "redis"))]
+fn recovery_cluster_of(_: Option<&Cluster>) -> Option<Cluster> {
+    None
+}
+
 /// Without the `redis` feature: `REDIS_URL` set is an error (exit status 2), not a standalone
 /// server that looks like a node.
 #[cfg(not(feature = "redis"))]
@@ -158,6 +173,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let port: u16 = env_or("PORT", 3000)?;
     let cluster = cluster_from_env();
+    let recovery_cluster = recovery_cluster_of(cluster.as_ref());
     let clustered = cluster.is_some();
     let server = start(config_for(port), cluster)?;
     if clustered {
@@ -181,7 +197,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 sse_history_events: env_or("RECOVERY_HISTORY_EVENTS", 64)?,
                 ..config_for(p.parse()?)
             };
-            let server = start(config, None)?;
+            let server = start(config, recovery_cluster)?;
             eprintln!(
                 "interop recovery server on http://{} (window {window:?})",
                 server.local_addr()

@@ -37,7 +37,13 @@ fn node(redis: &RedisServer) -> Node {
 
 /// A node whose shutdown keeps its closed sockets for other nodes for `grace`.
 fn node_with_grace(redis: &RedisServer, grace: Duration) -> Node {
-    let mut cluster = ClusterConfig::new(redis.url());
+    node_on(&redis.url(), grace)
+}
+
+/// A node of the cluster on the Redis at `url`, with handlers `join`, `leave` (a socket room,
+/// acked) and `echo` (emits `m` with the same arguments to the socket).
+fn node_on(url: &str, grace: Duration) -> Node {
+    let mut cluster = ClusterConfig::new(url);
     cluster.prefix = "rec".into();
     cluster.handoff_grace = grace;
     let config = Config {
@@ -69,6 +75,16 @@ fn node_with_grace(redis: &RedisServer, grace: Duration) -> Node {
             if let Some(ack) = ev.ack {
                 let _ = ack.send(vec![json!(true)]);
             }
+        })
+        .on_event("/", "leave", |socket, ev| {
+            let room = ev.args.first().and_then(Value::as_str).unwrap_or("");
+            let _ = socket.leave(room);
+            if let Some(ack) = ev.ack {
+                let _ = ack.send(vec![json!(true)]);
+            }
+        })
+        .on_event("/", "echo", |socket, ev| {
+            let _ = socket.emit("m", ev.args);
         })
         .cluster(cluster)
         .start()
@@ -264,4 +280,233 @@ fn a_rolling_deploy_hands_the_sockets_of_the_stopping_node_to_the_others() {
     // The room came along.
     api_b.broadcast_to_room("desk", "after", &json!(3)).unwrap();
     assert_eq!(event(&mut c).1, json!(3));
+}
+
+/// Set in the environment of a child process that runs one node (see `child_node`).
+const CHILD_REDIS: &str = "TIDINGS_TEST_CHILD_NODE_REDIS";
+
+/// Not a test: the entry point of a node in a child process of this test binary, which the
+/// tests below kill with SIGKILL (a node that dies with no time to hand anything on). It prints
+/// its address and serves until it is killed.
+#[test]
+#[ignore = "run by the killed-node tests as a child process"]
+fn child_node() {
+    let Ok(url) = std::env::var(CHILD_REDIS) else {
+        return;
+    };
+    let n = node_on(&url, Duration::ZERO);
+    println!("NODE {}", n.server.local_addr());
+    // Bounded: the parent kills it long before.
+    std::thread::sleep(Duration::from_secs(120));
+}
+
+/// A node in a child process; killed (SIGKILL) when dropped.
+struct ChildNode {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+}
+
+impl ChildNode {
+    fn start(redis: &RedisServer) -> ChildNode {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "child_node",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CHILD_REDIS, redis.url())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the child node starts");
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                // (The harness may have written the test's name on the same line.)
+                if let Some((_, addr)) = line.split_once("NODE ") {
+                    let _ = tx.send(addr.parse::<std::net::SocketAddr>().unwrap());
+                    return;
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the child node printed its address");
+        ChildNode { child, addr }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ChildNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Waits until the node has written the emits of socket `pid` to Redis (a node's writes keep
+/// their order, so everything before them is there too).
+fn emits_written(redis: &RedisServer, pid: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let keys = redis.command(&["KEYS", "rec:emits:*"]);
+        if String::from_utf8_lossy(&keys).contains(pid) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the emits were not written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn ack(c: &mut SioClient, id: u64, event: &str, room: &str) {
+    c.emit_with_ack(id, event, vec![json!(room)]);
+    assert_eq!(c.expect_packet().kind, PacketKind::Ack);
+}
+
+#[test]
+fn a_killed_nodes_socket_recovers_on_another_node_with_everything_it_missed() {
+    let redis = RedisServer::start();
+    let b = node(&redis);
+    let api_b = NotificationService::new(b.server.handle());
+    let alice = Identity::new("acme", "alice");
+    let mut a = ChildNode::start(&redis);
+    let (mut c, hello) = connect_with_auth(a.addr, json!({"tenant": "acme", "user": "alice"}));
+    let sid = hello["sid"].as_str().unwrap().to_string();
+    let pid = hello["pid"].as_str().unwrap().to_string();
+    ack(&mut c, 1, "join", "desk");
+    ack(&mut c, 2, "join", "old");
+    api_b
+        .broadcast_to_user(Transport::SocketIo, &alice, "before", &json!(0))
+        .unwrap();
+    let (name, _, offset) = event(&mut c);
+    assert_eq!(name, "before");
+    api_b.broadcast_to_room("old", "m", &json!(1)).unwrap();
+    assert_eq!(event(&mut c).1, json!(1));
+    ack(&mut c, 3, "leave", "old");
+    // Node a's own emit to the socket, which the client then loses with its connection (it
+    // presents the offset of "before").
+    c.emit("echo", vec![json!(1.5)]);
+    assert_eq!(event(&mut c).1, json!(1.5));
+    emits_written(&redis, &pid);
+
+    // Node a is killed: no shutdown, no handoff.
+    a.kill();
+    let _ = c.expect_closed(16);
+    // The gap, from the node that lives: the user's, its socket room's, a room it left, a room
+    // it was never in, everyone's.
+    api_b
+        .broadcast_to_user(Transport::SocketIo, &alice, "m", &json!(2))
+        .unwrap();
+    api_b.broadcast_to_room("desk", "m", &json!(3)).unwrap();
+    api_b
+        .broadcast_to_room("old", "m", &json!("left it"))
+        .unwrap();
+    api_b
+        .broadcast_to_room("elsewhere", "m", &json!("not yours"))
+        .unwrap();
+    api_b
+        .provider(Transport::Both)
+        .broadcast()
+        .to_all("m", &json!(4))
+        .unwrap();
+    let _ = api_b
+        .send_counted(Transport::Sse, &tidings::Target::All, "sync", &json!(null))
+        .unwrap();
+
+    let (mut c, hello) = connect_with_auth(
+        b.server.local_addr(),
+        json!({"tenant": "acme", "user": "alice", "pid": pid, "offset": offset}),
+    );
+    assert_eq!(
+        hello["sid"],
+        json!(sid),
+        "the same socket, on the node that lives"
+    );
+    assert_eq!(hello["pid"], json!(pid));
+    let (_, recovered, _) = b.connected.recv_timeout(WAIT).unwrap();
+    assert!(recovered, "the handler hears a recovered socket");
+    let got: Vec<Value> = (0..5).map(|_| event(&mut c).1).collect();
+    assert_eq!(
+        got,
+        vec![json!(1), json!(1.5), json!(2), json!(3), json!(4)]
+    );
+    c.expect_silence(QUIET);
+    // It lives on node b now, in the room it was in, not the one it left.
+    api_b.broadcast_to_room("desk", "after", &json!(5)).unwrap();
+    api_b
+        .broadcast_to_room("old", "after", &json!("left it"))
+        .unwrap();
+    let (name, data, _) = event(&mut c);
+    assert_eq!((name.as_str(), data), ("after", json!(5)));
+    c.expect_silence(QUIET);
+    // The record was taken: nobody else can take it again.
+    let keys = redis.command(&["KEYS", "rec:emits:*"]);
+    assert!(
+        !String::from_utf8_lossy(&keys).contains(&pid),
+        "its emits were taken"
+    );
+}
+
+#[test]
+fn a_killed_nodes_record_is_for_its_own_user_only_and_goes_with_a_clean_disconnect() {
+    let redis = RedisServer::start();
+    let b = node(&redis);
+    let mut a = ChildNode::start(&redis);
+    let alice = json!({"tenant": "acme", "user": "alice"});
+    let (mut c, hello) = connect_with_auth(a.addr, alice.clone());
+    let pid = hello["pid"].as_str().unwrap().to_string();
+    c.emit("echo", vec![json!("hi")]);
+    assert_eq!(event(&mut c).1, json!("hi"));
+    emits_written(&redis, &pid);
+    // A second socket that leaves cleanly before the kill: its record goes with it.
+    let (mut gone, hello) = connect_with_auth(a.addr, alice.clone());
+    let gone_pid = hello["pid"].as_str().unwrap().to_string();
+    gone.emit("echo", vec![json!("bye")]);
+    assert_eq!(event(&mut gone).1, json!("bye"));
+    emits_written(&redis, &gone_pid);
+    gone.send_packet(&tidings::proto::sio::Packet::disconnect("/"));
+    let deadline = Instant::now() + WAIT;
+    while String::from_utf8_lossy(&redis.command(&["KEYS", "rec:emits:*"])).contains(&gone_pid) {
+        assert!(
+            Instant::now() < deadline,
+            "the record of a closed socket stayed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    a.kill();
+    let _ = c.expect_closed(16);
+
+    // Mallory with alice's pid: a fresh session, and alice's record stays.
+    let (_m, got) = connect_with_auth(
+        b.server.local_addr(),
+        json!({"tenant": "acme", "user": "mallory", "pid": pid}),
+    );
+    assert_ne!(
+        got["pid"],
+        json!(pid),
+        "a fresh session for another identity"
+    );
+    let (_, recovered, _) = b.connected.recv_timeout(WAIT).unwrap();
+    assert!(!recovered);
+    // Alice recovers, with the emit she had not seen (no offset: nothing seen yet).
+    let mut with_pid = alice.clone();
+    with_pid["pid"] = json!(pid);
+    let (mut c, again) = connect_with_auth(b.server.local_addr(), with_pid);
+    assert_eq!(again["pid"], json!(pid));
+    assert_eq!(event(&mut c).1, json!("hi"));
+    // The socket that left cleanly is gone for good.
+    let mut with_gone = alice;
+    with_gone["pid"] = json!(gone_pid);
+    let (_g, fresh) = connect_with_auth(b.server.local_addr(), with_gone);
+    assert_ne!(fresh["pid"], json!(gone_pid));
 }

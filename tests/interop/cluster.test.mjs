@@ -274,11 +274,15 @@ let redisDir = null;
 /** nodes[1..3]: the interop processes; node[i].ctl is a control socket on it. */
 const nodes = [];
 let proxy = null;
+/** The balancer of the socket with recovery in the kill test. */
+let recoveryProxy = null;
 
 after(async () => {
   for (const c of clients) c.close();
   proxy?.close();
+  recoveryProxy?.close();
   for (const n of nodes) n?.control.close();
+  for (const n of nodes) n?.recovery.close();
   for (const n of nodes) await n?.kill().catch(() => {});
   await redis?.kill().catch(() => {});
   if (redisDir) rmSync(redisDir, { recursive: true, force: true });
@@ -329,7 +333,9 @@ describe("a cluster of three nodes on one Redis", () => {
     if (!existsSync(BIN)) {
       throw new Error(`${BIN} is missing: cargo build --features redis --example interop (scripts/interop.sh does)`);
     }
-    const [redisPort, ...ports] = await freePorts(4);
+    const [redisPort, ...allPorts] = await freePorts(7);
+    const ports = allPorts.slice(0, 3);
+    const recoveryPorts = allPorts.slice(3);
     redisDir = mkdtempSync(path.join(os.tmpdir(), "tidings-cluster-interop-"));
     redis = await startProcess(
       "redis-server",
@@ -345,10 +351,20 @@ describe("a cluster of three nodes on one Redis", () => {
     );
     assert.equal(await redisCommand(redisPort, "PING"), "+PONG");
     const env = { ...process.env, REDIS_URL: `redis://127.0.0.1:${redisPort}/`, REDIS_PREFIX: PREFIX, INTEROP_LOG: "warn" };
-    delete env.RECOVERY_PORT;
+    // Each node's recovery server (connection state recovery on) is a node of a second
+    // cluster on the same Redis, made of the three recovery servers.
     for (const [i, port] of ports.entries()) {
-      const node = await startProcess(`node ${i + 1}`, BIN, [], { ...env, PORT: String(port) }, port);
+      const recoveryPort = recoveryPorts[i];
+      const nodeEnv = { ...env, PORT: String(port), RECOVERY_PORT: String(recoveryPort), RECOVERY_WINDOW_MS: "20000" };
+      const node = await startProcess(`node ${i + 1}`, BIN, [], nodeEnv, port);
+      const deadline = Date.now() + START_WAIT;
+      while (!(await portOpen(recoveryPort))) {
+        assert.ok(Date.now() < deadline, `node ${i + 1}'s recovery server did not listen; output:\n${node.output()}`);
+        await sleep(50);
+      }
       node.control = controlSocket(node.url);
+      node.recoveryPort = recoveryPort;
+      node.recovery = controlSocket(`http://127.0.0.1:${recoveryPort}`);
       nodes[i + 1] = node;
     }
     for (const i of [1, 2, 3]) {
@@ -530,7 +546,7 @@ describe("a cluster of three nodes on one Redis", () => {
     await assertLinksHeld();
   });
 
-  test("node 3 killed: an EventSource resumes on nodes 2 and 1 with Last-Event-ID, sockets move to node 2", { timeout: 60000 }, async () => {
+  test("node 3 killed: an EventSource resumes on nodes 2 and 1 with Last-Event-ID, sockets move to node 2, a socket with recovery recovers there", { timeout: 60000 }, async () => {
     const tenant = uid("acme");
     const carol = uid("carol");
     const N = 4;
@@ -542,6 +558,19 @@ describe("a cluster of three nodes on one Redis", () => {
     const balanced = await stream(proxy.url, carol, tenant);
     const sockets = [await sock(proxy.url, carol, tenant, ["websocket"]), await sock(proxy.url, carol, tenant, ["polling"])];
     const bystander = await stream(nodes[2].url, uid("dave"), tenant);
+    // A socket with connection state recovery on node 3's recovery server, through a balancer
+    // of its own; its ticks go through node 3 (so its record, written at connect on the same
+    // queue, is in Redis before the first tick is).
+    recoveryProxy = await startProxy(nodes[3].recoveryPort);
+    const recovering = await sock(recoveryProxy.url, carol, tenant, ["websocket"]);
+    const recoveryBroadcast = async (via, target, event, data) => {
+      const r = await nodes[via].recovery.ctl("ctl:broadcast", { transport: "both", target, event, data });
+      assert.deepEqual(r, { ok: true }, `broadcast ${event} on the recovery servers via node ${via}`);
+    };
+    const carolTarget = { kind: "user", user: carol, tenant };
+    for (let i = 0; i < N; i++) await recoveryBroadcast(3, carolTarget, "tick", i);
+    await recovering.log.until(() => recovering.log.items.length >= N, `${N} ticks on the socket with recovery`);
+    const recoveredSid = recovering.id;
 
     for (let i = 0; i < N; i++) await toUser(carol, tenant, "tick", i);
     for (const c of [direct, balanced, ...sockets]) {
@@ -553,7 +582,7 @@ describe("a cluster of three nodes on one Redis", () => {
     assert.deepEqual(balanced.ids, direct.ids);
 
     const errors = direct.errors;
-    const disconnects = sockets.map((s) => once(s, "disconnect"));
+    const disconnects = [...sockets, recovering].map((s) => once(s, "disconnect"));
     await nodes[3].kill();
     await direct.log.until(() => direct.errors > errors, "the direct stream noticing the kill");
     direct.close(); // eventsource would retry node 3 forever
@@ -561,22 +590,36 @@ describe("a cluster of three nodes on one Redis", () => {
 
     // Sent through node 1 while carol is connected nowhere.
     for (let i = N; i < N + M; i++) await toUser(carol, tenant, "tick", i);
+    for (let i = N; i < N + M; i++) await recoveryBroadcast(1, carolTarget, "tick", i);
     // Carol's client reconnects by hand, with the id it saw last, to node 2, and another to node 1.
     const resumed = [await stream(nodes[2].url, carol, tenant, { lastEventId: lastSeen }), await stream(nodes[1].url, carol, tenant, { lastEventId: lastSeen })];
     for (const es of resumed) {
       await es.log.until(() => es.log.items.length >= M, `the ${M} missed ticks`);
     }
     // Node 2 has delivered the missed ticks; only now may the balancer reach it, so the sockets
-    // (no recovery across nodes) cannot get them: they hear what is sent after they are back.
+    // (these nodes run without recovery) cannot get them: they hear what is sent after they are back.
     assert.equal(sockets[0].connected || sockets[1].connected, false, "a socket reconnected while node 3 was the only target");
     proxy.target = nodes[2].port;
     for (const s of sockets) await s.log.until(() => s.connects >= 2, "the reconnect to node 2", 10000);
     await balanced.log.until(() => balanced.opens >= 2, "the balanced stream's reconnect", 10000);
     for (const s of sockets) {
-      // The socket is node 2's now: a fresh session there (recovery stays per node).
+      // The socket is node 2's now: a fresh session there (no recovery on these nodes).
       assert.deepEqual(await ctl(2, "ctl:socket-log", { sid: s.id }), { connects: [false], disconnects: [] }, s.log.label);
     }
     await toUser(carol, tenant, "later", "after the move");
+    // The socket with recovery: its client reconnects by itself to node 2 (with its pid and
+    // offset) and gets its session back, with the ticks it missed, once, in order.
+    recoveryProxy.target = nodes[2].recoveryPort;
+    await recovering.log.until(() => recovering.connects >= 2, "the socket with recovery reconnecting to node 2", 10000);
+    assert.equal(recovering.recovered, true, "socket.recovered after node 3 was killed");
+    assert.equal(recovering.id, recoveredSid, "the same sid");
+    assert.deepEqual(await nodes[2].recovery.ctl("ctl:socket-log", { sid: recovering.id }), { connects: [true], disconnects: [] });
+    await recoveryBroadcast(1, carolTarget, "later", "after the move");
+    const tag = uid("sentinel");
+    await recoveryBroadcast(1, { kind: "all" }, "sentinel", tag);
+    // (Each event carries its offset as a last argument: the name and first argument are compared.)
+    const recoveredLog = (await recovering.log.settle(tag)).map(([e, d]) => [e, d]);
+    assert.deepEqual(recoveredLog, [...ticks(0, N + M), ["later", "after the move"]], recovering.log.label);
 
     const logs = await settleAll([...resumed, balanced, ...sockets, bystander]);
     for (const [i, es] of resumed.entries()) {
