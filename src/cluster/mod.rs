@@ -18,6 +18,13 @@
 //! - `to_user_with_ack` and `send_counted` ask every node through the bus; each replies on the
 //!   asker's own channel, and the asker knows how many replies to wait for from the number of
 //!   subscribers Redis published the request to.
+//! - With connection state recovery on, a socket that waits on a node that shuts down is handed
+//!   to the node its client comes back through (a claim over the bus). For a node that dies
+//!   without a word, each node also keeps a record of its recoverable sockets in Redis as they
+//!   change (`session.lua`: ids, identity, `Socket::join` rooms with when they were joined and
+//!   left, the events emitted to the socket alone) and says it is alive once a second; a claim
+//!   that no live node answers takes the record of a dead node (`claim.lua`), and the engine
+//!   replays from its own history what reached the socket there, merged with those emits.
 //! - Sends are queued to one publisher thread that pipelines them; a send refused because Redis
 //!   is unreachable returns [`crate::BroadcastError::ClusterUnavailable`]; a send already queued
 //!   when the link breaks is retried (the script drops duplicates) for `retry_for`, then given up
