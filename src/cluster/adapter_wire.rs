@@ -141,7 +141,8 @@ pub(crate) struct AdapterLimits {
     pub max_message_bytes: usize,
     /// Most room names in one list (`rooms`, `except`, a socket's rooms, `allRooms`).
     pub max_rooms: usize,
-    /// Deepest nesting of arrays and maps in a whole message (the outer array or map is 1).
+    /// Deepest nesting of arrays and maps in a whole message (the outer array or map is 1). The
+    /// decoders recurse this deep: keep it small.
     pub max_depth: usize,
     /// Most binary values in one packet.
     pub max_attachments: usize,
