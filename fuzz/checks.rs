@@ -33,7 +33,20 @@ pub const TARGETS: &[(&str, Check)] = &[
     ("request_reader", request_reader),
     ("ws_frames", ws_frames),
     ("cluster_wire", cluster_wire),
+    #[cfg(feature = "redis")]
+    ("adapter_wire", adapter_wire),
 ];
+
+/// The targets that need a cargo feature of tidings, so that a replay built without it can tell
+/// a missing check from a skipped one.
+pub const FEATURE_TARGETS: &[(&str, &str)] = &[("adapter_wire", "redis")];
+
+/// The Node socket.io Redis adapter's messages (the `redis` feature): decoding any bytes never
+/// panics, what decodes round-trips, built broadcasts round-trip.
+#[cfg(feature = "redis")]
+pub fn adapter_wire(data: &[u8]) {
+    tidings::fuzzing::adapter_wire(data);
+}
 
 /// The cluster's Redis messages: decoding any bytes never panics, what decodes encodes back to
 /// the same bytes, built messages round-trip (the check lives in `tidings::fuzzing`).

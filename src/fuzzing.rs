@@ -664,6 +664,14 @@ pub fn cluster_wire(data: &[u8]) {
     crate::cluster::wire::fuzz_check(data);
 }
 
+/// The Node socket.io Redis adapter's format (`src/cluster/adapter_wire.rs`): any bytes decode
+/// without a panic under the broadcast, request and response decoders, and what decodes
+/// round-trips (the `redis` feature: the codec uses its msgpack crate).
+#[cfg(feature = "redis")]
+pub fn adapter_wire(data: &[u8]) {
+    crate::cluster::adapter_wire::fuzz_check(data);
+}
+
 /// The structured engine target: see the module docs. Panics on a broken invariant.
 pub fn engine(data: &[u8]) {
     run(data);

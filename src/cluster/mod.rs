@@ -31,7 +31,10 @@
 //!   and counted.
 //!
 //! Layers: `wire` is the pure codec; `link` holds the threads and the only Redis calls.
+//! `adapter_wire` is the pure codec of the Node socket.io Redis adapter's format (not used yet).
 
+#[cfg(feature = "redis")]
+pub(crate) mod adapter_wire;
 #[cfg(feature = "redis")]
 mod link;
 #[cfg(feature = "redis")]
