@@ -37,6 +37,8 @@ const TARGET = process.env.CARGO_TARGET_DIR
   : path.join(ROOT, "target");
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const WAIT = 10000;
+// Chromium's first start on a machine (cold caches) under a loaded CI can take longer than WAIT.
+const LAUNCH_WAIT = 60000;
 const T = { timeout: 60000 };
 const SKIP = existsSync(CHROMIUM)
   ? false
@@ -47,7 +49,7 @@ function launchBrowser() {
   return chromium.launch({
     executablePath: CHROMIUM,
     headless: true,
-    timeout: WAIT,
+    timeout: LAUNCH_WAIT,
     args: [
       "--no-sandbox",
       "--disable-gpu",
