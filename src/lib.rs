@@ -119,8 +119,9 @@ pub use api::{
     RealtimeProvider, SocketIoFeatures, Transport, TransportProvider, UnknownTransport,
 };
 #[cfg(feature = "redis")]
-pub use cluster::ClusterConfig;
+pub use cluster::{ClusterConfig, ServerSideEmitHandler, SocketIoAdapterConfig};
 pub use config::{Config, ConfigError, Cors, Page, Recovery};
+pub use engine::adapter::{tenant_room, user_room};
 pub use engine::{
     AckOutcome, AckResult, CloseReason, Data, DisconnectReason, Identity, Reach, Rejection,
     RequestInfo, RoomLimit, SessionId, SocketId, Stats, StreamId, Target, RESET_EVENT,

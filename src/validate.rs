@@ -44,9 +44,18 @@ pub fn validate_tenant(tenant: &str) -> Result<(), BroadcastError> {
     check_id("tenant id", tenant, true).map_err(BroadcastError::InvalidTenant)
 }
 
-/// A room name: 1 to 256 bytes, no control characters.
+/// A room name: 1 to 256 bytes, no control characters, not starting with `tidings:` (the
+/// prefix of the rooms that stand for tidings users and tenants in a Node.js socket.io cluster,
+/// [`crate::user_room`]: no application room may pass for one).
 pub fn validate_room(room: &str) -> Result<(), BroadcastError> {
-    check_id("room", room, false).map_err(BroadcastError::InvalidRoom)
+    check_id("room", room, false).map_err(BroadcastError::InvalidRoom)?;
+    if room.starts_with(crate::engine::adapter::RESERVED_ROOM_PREFIX) {
+        return Err(BroadcastError::InvalidRoom(format!(
+            "rooms starting with {:?} are reserved",
+            crate::engine::adapter::RESERVED_ROOM_PREFIX
+        )));
+    }
+    Ok(())
 }
 
 /// An event name: an id (see above) that Socket.IO clients do not reserve.
@@ -78,6 +87,8 @@ mod tests {
         assert!(validate_room("r:with:colons and spaces").is_ok());
         assert!(validate_room("").is_err());
         assert!(validate_room("a\0b").is_err());
+        assert!(validate_room("tidings:user:[\"t\",\"u\"]").is_err());
+        assert!(validate_room("tidings").is_ok());
         assert!(validate_event("notification").is_ok());
         assert!(validate_event("connect").is_err());
         assert!(validate_event("a\r\nid: 9").is_err());

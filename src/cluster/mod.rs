@@ -31,8 +31,11 @@
 //!   and counted.
 //!
 //! Layers: `wire` is the pure codec; `link` holds the threads and the only Redis calls.
-//! `adapter_wire` is the pure codec of the Node socket.io Redis adapter's format (not used yet).
+//! `adapter_wire` is the pure codec of the Node socket.io Redis adapter's format, and `adapter`
+//! the threads of a node of a Node.js socket.io cluster (`ServerBuilder::socketio_adapter`).
 
+#[cfg(feature = "redis")]
+mod adapter;
 #[cfg(feature = "redis")]
 pub(crate) mod adapter_wire;
 #[cfg(feature = "redis")]
@@ -43,6 +46,10 @@ mod node;
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) mod wire;
 
+#[cfg(feature = "redis")]
+pub(crate) use adapter::Adapter;
+#[cfg(feature = "redis")]
+pub use adapter::{ServerSideEmitHandler, SocketIoAdapterConfig};
 #[cfg(feature = "redis")]
 pub use node::ClusterConfig;
 #[cfg(feature = "redis")]

@@ -3,6 +3,7 @@
 //! closes, application events) and its next deadline. No sockets, no clock, no threads: scenario
 //! tests drive it with a simulated clock.
 
+pub(crate) mod adapter;
 mod eio;
 pub(crate) mod fanout;
 mod history;
@@ -32,6 +33,8 @@ pub use index::{Identity, RecipientKind, RoomLimit};
 #[cfg_attr(not(feature = "redis"), allow(unused_imports))]
 pub(crate) use recovery::{hand_off, Handoff, HandoffAnswer};
 pub(crate) use route::json_error;
+#[cfg_attr(not(feature = "redis"), allow(unused_imports))]
+pub(crate) use sio::AckMerge;
 pub use sio::{
     AckCallback, AckOutcome, AckReply, AckResult, DisconnectReason, Rejection, SocketId,
 };
@@ -405,6 +408,26 @@ pub(crate) enum Command {
         prepared: Arc<Prepared>,
         reply: Option<ReachReply>,
     },
+    /// A broadcast of the Node.js socket.io cluster this node is in, to this loop's sockets of
+    /// `nsp` that `select` selects (sent to every loop); with `ack`, each socket's answer;
+    /// `count` hears how many sockets it went to.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    AdapterBroadcast {
+        nsp: Arc<str>,
+        select: Arc<adapter::Selection>,
+        packet: Arc<crate::proto::sio::Packet>,
+        volatile: bool,
+        ack: Option<(std::time::Duration, AckReply)>,
+        count: Option<std::sync::mpsc::Sender<usize>>,
+    },
+    /// A request of that cluster on this loop's sockets of `nsp` (sent to every loop).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    AdapterQuery {
+        nsp: Arc<str>,
+        select: Arc<adapter::Selection>,
+        action: adapter::AdapterAction,
+        reply: adapter::QueryReply,
+    },
     /// `to_user_with_ack`: every Socket.IO connection of the user, one outcome each.
     UserAck {
         user: Identity,
@@ -685,6 +708,13 @@ impl Engine {
         self.index.remove(id);
     }
 
+    /// This loop is part of a node of a Node.js socket.io cluster: it keeps its sockets' ids,
+    /// which that cluster's messages name.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn index_socket_ids(&mut self) {
+        self.sio.by_sid.get_or_insert_with(HashMap::new);
+    }
+
     /// A fresh recipient id (socket or stream).
     fn new_recipient_id(&mut self) -> u64 {
         Self::take_id(&mut self.next_recipient, self.hub.loops, self.loop_index)
@@ -900,6 +930,25 @@ impl Engine {
                     self.sio_emit_to_socket_room(now, &nsp, &room, &event, args, volatile);
                 }
             }
+            Command::AdapterBroadcast {
+                nsp,
+                select,
+                packet,
+                volatile,
+                ack,
+                count,
+            } => {
+                let n = self.adapter_broadcast(now, &nsp, &select, &packet, volatile, ack);
+                if let Some(count) = count {
+                    let _ = count.send(n);
+                }
+            }
+            Command::AdapterQuery {
+                nsp,
+                select,
+                action,
+                reply,
+            } => self.adapter_query(now, &nsp, &select, &action, reply),
             Command::SseDecision { request, decision } => self.sse_decision(now, request, decision),
             Command::SseSend {
                 stream,

@@ -403,7 +403,8 @@ impl Engine {
         let mut ok = serde_json::Map::new();
         ok.insert("sid".into(), Value::String(sid.to_string()));
         ok.insert("pid".into(), Value::String(recovery.pid.to_string()));
-        self.sio_attach_socket(key, "/", socket, rooms, Some(Box::new(recovery)));
+        let sid_text = sid.clone();
+        self.sio_attach_socket(key, "/", socket, &sid_text, rooms, Some(Box::new(recovery)));
         let reply = Packet::connect("/", Some(Value::Object(ok)));
         self.sio_send(now, key, &EncodedPacket::new(&reply));
         for packet in missed {

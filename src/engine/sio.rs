@@ -220,6 +220,8 @@ struct SocketState {
     rooms: Vec<Arc<str>>,
     /// Connection state recovery is on and this is a socket of the main namespace.
     recovery: Option<Box<super::recovery::SocketRecovery>>,
+    /// Its id, kept only on a node of a Node.js socket.io cluster (whose messages name sockets).
+    sid: Option<Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -240,6 +242,14 @@ struct PendingConnect {
     claim: Option<super::recovery::Claim>,
 }
 
+/// What a Node.js cluster's `fetchSockets` needs of a socket.
+pub(super) struct AdapterView<'a> {
+    pub(super) sid: Arc<str>,
+    pub(super) nsp: Arc<str>,
+    pub(super) rooms: &'a [Arc<str>],
+    pub(super) info: Arc<RequestInfo>,
+}
+
 /// All Socket.IO state.
 #[derive(Debug, Default)]
 pub(crate) struct Sio {
@@ -252,9 +262,56 @@ pub(crate) struct Sio {
     pub(super) recovery_armed: Option<Instant>,
     next_request: u64,
     next_collector: u64,
+    /// A node of a Node.js socket.io cluster: sockets by id (see `SocketState::sid`).
+    pub(super) by_sid: Option<HashMap<Arc<str>, u64>>,
 }
 
 impl Sio {
+    /// The sockets of `nsp`.
+    pub(super) fn socket_ids_of(&self, nsp: &str) -> Vec<u64> {
+        self.sockets
+            .iter()
+            .filter(|(_, s)| s.nsp.as_ref() == nsp)
+            .map(|(id, _)| *id)
+            .collect()
+    }
+
+    /// The socket of `nsp` whose id is `sid` (a node of a Node.js cluster only).
+    pub(super) fn socket_by_sid(&self, nsp: &str, sid: &str) -> Option<u64> {
+        let id = *self.by_sid.as_ref()?.get(sid)?;
+        (self.sockets.get(&id)?.nsp.as_ref() == nsp).then_some(id)
+    }
+
+    /// The sockets in `room` of a namespace other than `/`.
+    pub(super) fn socket_room_members(&self, nsp: &str, room: &str) -> Vec<u64> {
+        let k: (Arc<str>, Arc<str>) = (Arc::from(nsp), Arc::from(room));
+        self.socket_rooms
+            .get(&k)
+            .map(|m| m.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The rooms of a namespace other than `/` that have a socket.
+    pub(super) fn socket_room_names(&self, nsp: &str) -> Vec<String> {
+        self.socket_rooms
+            .keys()
+            .filter(|(n, _)| n.as_ref() == nsp)
+            .map(|(_, r)| r.to_string())
+            .collect()
+    }
+
+    /// A socket's id, namespace, rooms and opening request.
+    pub(super) fn adapter_view(&self, socket: u64) -> Option<AdapterView<'_>> {
+        let s = self.sockets.get(&socket)?;
+        let info = self.sessions.get(&s.session)?.info.clone();
+        Some(AdapterView {
+            sid: s.sid.clone()?,
+            nsp: s.nsp.clone(),
+            rooms: &s.rooms,
+            info,
+        })
+    }
+
     /// A new sequence (a cluster's new epoch): no socket holds back what comes next.
     pub(crate) fn reset_floors(&mut self) {
         for s in self.sockets.values_mut() {
@@ -687,6 +744,7 @@ impl Engine {
         key: u64,
         nsp: &str,
         id: u64,
+        sid: &str,
         rooms: Vec<Arc<str>>,
         recovery: Option<Box<super::recovery::SocketRecovery>>,
     ) {
@@ -705,6 +763,11 @@ impl Engine {
             }
         };
         self.eio_clear_attach_deadline(key);
+        let sid = self.sio.by_sid.as_mut().map(|by_sid| {
+            let sid: Arc<str> = Arc::from(sid);
+            by_sid.insert(sid.clone(), id);
+            sid
+        });
         self.sio.sockets.insert(
             id,
             SocketState {
@@ -714,6 +777,7 @@ impl Engine {
                 pending_acks: BTreeMap::new(),
                 rooms,
                 recovery,
+                sid,
             },
         );
     }
@@ -736,7 +800,7 @@ impl Engine {
             ok.insert("pid".into(), Value::String(r.pid.to_string()));
             self.record_session(id, r, identity.as_ref(), &[]);
         }
-        self.sio_attach_socket(key, &nsp, id, Vec::new(), recovery);
+        self.sio_attach_socket(key, &nsp, id, &sid, Vec::new(), recovery);
         if nsp.as_ref() == "/" {
             self.index_add(id, RecipientKind::SocketIo, identity.as_ref());
         }
@@ -979,6 +1043,9 @@ impl Engine {
         let Some(mut s) = self.sio.sockets.remove(&socket) else {
             return;
         };
+        if let (Some(by_sid), Some(sid)) = (self.sio.by_sid.as_mut(), s.sid.as_ref()) {
+            by_sid.remove(sid);
+        }
         if let Some(sess) = self.sio.sessions.get_mut(&s.session) {
             sess.sockets
                 .retain(|(_, slot)| !matches!(slot, SocketSlot::Connected(id) if *id == socket));

@@ -53,6 +53,10 @@ pub struct ServerBuilder {
     pub(super) handlers: Handlers,
     #[cfg(feature = "redis")]
     pub(super) cluster: Option<crate::cluster::ClusterConfig>,
+    #[cfg(feature = "redis")]
+    pub(super) adapter: Option<crate::cluster::SocketIoAdapterConfig>,
+    #[cfg(feature = "redis")]
+    pub(super) on_server_side_emit: Option<crate::cluster::ServerSideEmitHandler>,
 }
 
 impl ServerBuilder {
@@ -196,9 +200,49 @@ impl ServerBuilder {
     /// Validates the configuration, binds, starts the loop and dispatcher threads.
     pub fn start(self) -> Result<Server, StartError> {
         #[cfg(feature = "redis")]
-        return Server::start_with(self.config, self.handlers, self.cluster);
+        {
+            let adapter = self.adapter.map(|a| (a, self.on_server_side_emit));
+            Server::start_with(self.config, self.handlers, self.cluster, adapter)
+        }
         #[cfg(not(feature = "redis"))]
-        Server::start_with(self.config, self.handlers, None)
+        Server::start_with(self.config, self.handlers, None, None)
+    }
+
+    /// Joins a Node.js socket.io cluster: the Node servers on the same Redis with
+    /// `@socket.io/redis-adapter` 8.x (same `key`), and the services that publish with
+    /// `@socket.io/redis-emitter`. Their broadcasts reach this server's Socket.IO clients in
+    /// their rooms, this server's Socket.IO broadcasts reach theirs, and their `fetchSockets`,
+    /// `socketsJoin`, `socketsLeave`, `disconnectSockets`, `allRooms`, `serverSideEmit` and
+    /// broadcasts with acks include this server's sockets. A tidings user or tenant is the room
+    /// [`crate::user_room`] / [`crate::tenant_room`] there. Not together with
+    /// [`ServerBuilder::cluster`]; `start` fails unless Redis answers then.
+    ///
+    /// ```no_run
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use tidings::{Config, Server, SocketIoAdapterConfig};
+    /// let server = Server::builder(Config::default())
+    ///     .allow_anonymous()
+    ///     .socketio_adapter(SocketIoAdapterConfig::new("redis://127.0.0.1:6379/"))
+    ///     .start()?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "redis")]
+    pub fn socketio_adapter(mut self, adapter: crate::cluster::SocketIoAdapterConfig) -> Self {
+        self.adapter = Some(adapter);
+        self
+    }
+
+    /// What this server answers to a Node server's `serverSideEmit(event, ...args)` (with
+    /// [`ServerBuilder::socketio_adapter`]): called on the adapter's thread with the event and
+    /// its arguments; `Some(value)` answers an emit with an ack (`serverSideEmitWithAck`).
+    #[cfg(feature = "redis")]
+    pub fn on_server_side_emit(
+        mut self,
+        handler: impl Fn(&str, &[Value]) -> Option<Value> + Send + Sync + 'static,
+    ) -> Self {
+        self.on_server_side_emit = Some(Arc::new(handler));
+        self
     }
 
     /// Joins the cluster of every server that uses the same Redis (and prefix): broadcasts,

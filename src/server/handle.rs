@@ -26,6 +26,9 @@ pub struct Handle {
     /// link itself holds has none (it delivers locally what it hears).
     #[cfg(feature = "redis")]
     pub(super) cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// The link to a Node.js socket.io cluster (`ServerBuilder::socketio_adapter`).
+    #[cfg(feature = "redis")]
+    pub(super) adapter: Option<Arc<crate::cluster::Adapter>>,
 }
 
 impl fmt::Debug for Handle {
@@ -97,6 +100,10 @@ impl Handle {
     /// must see it), else like `command_routed`.
     pub(crate) fn submit(&self, cmd: Command) -> Result<Routed, BroadcastError> {
         #[cfg(feature = "redis")]
+        if let Some(adapter) = &self.adapter {
+            adapter.publish_command(&cmd);
+        }
+        #[cfg(feature = "redis")]
         let cmd = match &self.cluster {
             Some(cluster) => match cluster.submit(cmd) {
                 crate::cluster::Submitted::Done(done) => return done,
@@ -120,6 +127,23 @@ impl Handle {
         #[cfg(feature = "redis")]
         if let Some(c) = &self.cluster {
             return Some(c.connected());
+        }
+        None
+    }
+
+    /// How many event loops the server runs.
+    #[cfg(feature = "redis")]
+    pub(crate) fn loop_count(&self) -> usize {
+        self.loops.len()
+    }
+
+    /// Whether this server is a node of a Node.js socket.io cluster
+    /// (`ServerBuilder::socketio_adapter`) whose link to Redis is up now: `None` when it is not
+    /// one.
+    pub fn adapter_connected(&self) -> Option<bool> {
+        #[cfg(feature = "redis")]
+        if let Some(a) = &self.adapter {
+            return Some(a.connected());
         }
         None
     }

@@ -36,6 +36,15 @@ use builder::Handlers;
 type ClusterSettings = crate::cluster::ClusterConfig;
 #[cfg(not(feature = "redis"))]
 type ClusterSettings = std::convert::Infallible;
+/// How the server joins a Node.js socket.io cluster, with the application's answer to its
+/// server-side emits.
+#[cfg(feature = "redis")]
+type AdapterSettings = (
+    crate::cluster::SocketIoAdapterConfig,
+    Option<crate::cluster::ServerSideEmitHandler>,
+);
+#[cfg(not(feature = "redis"))]
+type AdapterSettings = std::convert::Infallible;
 use dispatch::{dispatch, os_random};
 
 /// What a raw Engine.IO session (`Config::engineio_path`) does, for `on_engineio` or
@@ -116,7 +125,7 @@ impl Server {
     /// Starts a server without handlers (raw Engine.IO events go to `take_events`; Socket.IO and
     /// SSE connections are refused: use `Server::builder` to authenticate them).
     pub fn start(config: Config) -> Result<Server, StartError> {
-        Server::start_with(config, Handlers::default(), None)
+        Server::start_with(config, Handlers::default(), None, None)
     }
 
     /// A builder, to register the authentication hook and handlers.
@@ -126,6 +135,10 @@ impl Server {
             handlers: Handlers::default(),
             #[cfg(feature = "redis")]
             cluster: None,
+            #[cfg(feature = "redis")]
+            adapter: None,
+            #[cfg(feature = "redis")]
+            on_server_side_emit: None,
         }
     }
 
@@ -133,8 +146,15 @@ impl Server {
         config: Config,
         handlers: Handlers,
         cluster: Option<ClusterSettings>,
+        adapter: Option<AdapterSettings>,
     ) -> Result<Server, StartError> {
         config.validate()?;
+        if cluster.is_some() && adapter.is_some() {
+            // Each would carry the Socket.IO broadcasts to the other tidings nodes: twice.
+            return Err(StartError::Cluster(
+                "a server joins a tidings cluster or a Node.js socket.io cluster, not both".into(),
+            ));
+        }
         for prefix in handlers.routes.keys() {
             let valid = prefix.starts_with('/')
                 && prefix.len() <= 256
@@ -166,7 +186,12 @@ impl Server {
         let mut wakers = Vec::with_capacity(loop_count);
         for index in 0..loop_count {
             let (cmd_tx, cmd_rx) = mpsc::channel();
+            #[allow(unused_mut)]
             let mut engine = Engine::on_hub(cfg.clone(), os_random()?, hub.clone(), index);
+            #[cfg(feature = "redis")]
+            if adapter.is_some() {
+                engine.index_socket_ids();
+            }
             engine.set_routes(routes.clone());
             engine.set_counters(counters.clone());
             let (event_loop, waker) = EventLoop::new(
@@ -194,6 +219,8 @@ impl Server {
             backlog: backlog.clone(),
             #[cfg(feature = "redis")]
             cluster: None,
+            #[cfg(feature = "redis")]
+            adapter: None,
         };
         // Before the loops run: the snapshot of the cluster (rooms, history) is queued to them
         // first, so the first connection already sees it.
@@ -205,8 +232,19 @@ impl Server {
                     .map_err(StartError::Cluster)?;
             handle.cluster = Some(link);
         }
+        #[cfg(feature = "redis")]
+        if let Some((settings, on_server_side_emit)) = adapter {
+            let uid = format!(
+                "tidings-{:012x}",
+                crate::engine::new_epoch(&mut os_random()?)
+            );
+            let link =
+                crate::cluster::Adapter::start(settings, uid, handle.clone(), on_server_side_emit)
+                    .map_err(StartError::Cluster)?;
+            handle.adapter = Some(link);
+        }
         #[cfg(not(feature = "redis"))]
-        let _ = cluster;
+        let _ = (cluster, adapter);
         drop(ev_tx);
         let (raw_tx, raw_rx) = mpsc::channel();
         let dispatcher = {
@@ -273,6 +311,10 @@ impl Server {
         if let Some(c) = self.handle.cluster.take() {
             c.hand_on(self.handle.hub());
             c.stop();
+        }
+        #[cfg(feature = "redis")]
+        if let Some(a) = self.handle.adapter.take() {
+            a.stop();
         }
         // The loop dropped its event sender: the dispatcher drains what is left and ends.
         if let Some(d) = self.dispatcher.take() {

@@ -1,0 +1,882 @@
+//! A tidings server as a node of a Node.js socket.io cluster (`@socket.io/redis-adapter` 8.x
+//! on the same Redis, and `@socket.io/redis-emitter`): the threads that speak its format.
+//!
+//! - The subscriber pattern-subscribes each namespace's broadcast channels and subscribes its
+//!   request and response channels, as every Node server does (so Node counts this node when it
+//!   asks how many servers must answer). A broadcast is handed to every loop, which delivers it
+//!   to the sockets its rooms select; requests go to the worker.
+//! - The worker answers requests (`fetchSockets`, `allRooms`, `socketsJoin`, `socketsLeave`,
+//!   `disconnectSockets`, `serverSideEmit`, broadcasts with acks), asking every loop.
+//! - The publisher sends this node's Socket.IO broadcasts in the same format, so Node's clients
+//!   get them (pub/sub, as the Node adapter: a publish that cannot be made is dropped, counted
+//!   in `Metrics::cluster_dropped`).
+//!
+//! Foreign or malformed messages on those channels are ignored with a log line and counted in
+//! `Metrics::cluster_foreign`.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use redis::{Client, Connection};
+use serde_json::Value;
+
+use super::adapter_wire::{
+    self as aw, AdapterLimits, BroadcastFlags, BroadcastMessage, BroadcastOpts, ChannelKind,
+    RemoteSocket, Request, Response,
+};
+use crate::engine::adapter::{AdapterAction, AdapterSocket, QueryAnswer, Selection};
+use crate::engine::{AckMerge, AckOutcome, AckReply, Command, Target, Transports};
+use crate::proto::sio::{Packet, PacketKind};
+use crate::server::Handle;
+
+/// How a server joins a Node.js socket.io cluster ([`crate::ServerBuilder::socketio_adapter`]).
+#[derive(Clone, Debug)]
+pub struct SocketIoAdapterConfig {
+    /// The cluster's Redis server, as `redis://[user:password@]host:port[/db]`.
+    pub url: String,
+    /// The adapter's `key` option: the prefix of its channels. Default: `"socket.io"`.
+    pub key: String,
+    /// The namespaces whose traffic is shared with the cluster. Default: `["/"]`.
+    pub namespaces: Vec<String>,
+    /// How long a broadcast with acks from Node waits for this node's clients when Node did
+    /// not say (its `timeout` flag); Node's own `requestsTimeout` is 5 s. Default: 5 s.
+    pub request_timeout: Duration,
+    /// Connecting, and each Redis read or write. Default: 2 s.
+    pub io_timeout: Duration,
+    /// Publishes waiting for the publisher thread; past it a publish is dropped and counted.
+    /// Default: 65 536.
+    pub queue: usize,
+}
+
+impl SocketIoAdapterConfig {
+    /// The defaults, on the Redis server at `url`.
+    pub fn new(url: impl Into<String>) -> SocketIoAdapterConfig {
+        SocketIoAdapterConfig {
+            url: url.into(),
+            key: aw::DEFAULT_KEY.to_string(),
+            namespaces: vec!["/".to_string()],
+            request_timeout: Duration::from_secs(5),
+            io_timeout: Duration::from_secs(2),
+            queue: 65_536,
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), String> {
+        if self.key.is_empty() || self.key.len() > 128 || self.key.contains('#') {
+            return Err("adapter key must be 1-128 bytes without '#'".into());
+        }
+        if self.namespaces.is_empty() {
+            return Err("adapter namespaces must name at least one".into());
+        }
+        for nsp in &self.namespaces {
+            if !nsp.starts_with('/') || nsp.contains('#') || nsp.len() > 256 {
+                return Err(format!(
+                    "adapter namespace {nsp:?} must start with '/' and have no '#'"
+                ));
+            }
+        }
+        if self.queue == 0 || self.io_timeout.is_zero() || self.request_timeout.is_zero() {
+            return Err("adapter queue and timeouts must be above zero".into());
+        }
+        Ok(())
+    }
+}
+
+/// What the application answers to a Node server's `serverSideEmit`: called with the event
+/// name and its arguments; `Some(value)` is this node's answer to an emit with an ack (Node
+/// waits for one answer per other server; `None`: no answer, as a Node server without a
+/// listener).
+pub type ServerSideEmitHandler = Arc<dyn Fn(&str, &[Value]) -> Option<Value> + Send + Sync>;
+
+/// Ack broadcasts from Node handled at once (each waits for its clients on a thread).
+const MAX_ACK_BROADCASTS: usize = 64;
+/// Requests waiting for the worker; past it a request is dropped (Node times it out).
+const REQUEST_QUEUE: usize = 1024;
+const TICK: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// One publish.
+struct Publish {
+    channel: String,
+    body: Vec<u8>,
+}
+
+struct Shared {
+    cfg: SocketIoAdapterConfig,
+    uid: String,
+    limits: AdapterLimits,
+    handle: Handle,
+    stop: AtomicBool,
+    connected: AtomicBool,
+    publishes: SyncSender<Publish>,
+    on_server_side_emit: Option<ServerSideEmitHandler>,
+    ack_broadcasts: AtomicUsize,
+}
+
+/// A running link to a Node.js socket.io cluster.
+pub(crate) struct Adapter {
+    shared: Arc<Shared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Adapter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Adapter({})", self.shared.uid)
+    }
+}
+
+impl Adapter {
+    /// Connects (Redis must answer now), subscribes and starts the threads.
+    pub(crate) fn start(
+        cfg: SocketIoAdapterConfig,
+        uid: String,
+        handle: Handle,
+        on_server_side_emit: Option<ServerSideEmitHandler>,
+    ) -> Result<Arc<Adapter>, String> {
+        cfg.validate()?;
+        let client = Client::open(cfg.url.as_str())
+            .map_err(|e| format!("socket.io adapter: bad Redis URL: {e}"))?;
+        let (publishes, publish_rx) = mpsc::sync_channel(cfg.queue);
+        let (requests, request_rx) = mpsc::sync_channel(REQUEST_QUEUE);
+        let shared = Arc::new(Shared {
+            cfg,
+            uid,
+            limits: AdapterLimits::default(),
+            handle,
+            stop: AtomicBool::new(false),
+            connected: AtomicBool::new(false),
+            publishes,
+            on_server_side_emit,
+            ack_broadcasts: AtomicUsize::new(0),
+        });
+        let first = connect(&client, shared.cfg.io_timeout)
+            .map_err(|e| format!("socket.io adapter: cannot reach Redis: {e}"))?;
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name.into())
+                .spawn(f)
+                .map_err(|e| format!("socket.io adapter: cannot start a thread: {e}"))
+        };
+        let mut threads = Vec::new();
+        {
+            let (shared, client) = (shared.clone(), client.clone());
+            threads.push(spawn(
+                "tidings-sio-sub",
+                Box::new(move || subscriber(shared, client, requests, ready_tx)),
+            )?);
+        }
+        let wait = shared.cfg.io_timeout * 4 + Duration::from_secs(1);
+        match ready_rx.recv_timeout(wait) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                shared.stop.store(true, Ordering::Release);
+                return Err(e);
+            }
+            Err(_) => {
+                shared.stop.store(true, Ordering::Release);
+                return Err("socket.io adapter: Redis did not answer in time".into());
+            }
+        }
+        {
+            let shared = shared.clone();
+            threads.push(spawn(
+                "tidings-sio-pub",
+                Box::new(move || publisher(shared, client, Some(first), publish_rx)),
+            )?);
+        }
+        {
+            let shared = shared.clone();
+            threads.push(spawn(
+                "tidings-sio-work",
+                Box::new(move || worker(shared, request_rx)),
+            )?);
+        }
+        Ok(Arc::new(Adapter {
+            shared,
+            threads: Mutex::new(threads),
+        }))
+    }
+
+    /// Whether the subscriber's link to Redis is up now.
+    pub(crate) fn connected(&self) -> bool {
+        self.shared.connected.load(Ordering::Acquire)
+    }
+
+    /// Stops the threads.
+    pub(crate) fn stop(&self) {
+        self.shared.stop.store(true, Ordering::Release);
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
+    /// The cluster's part of a broadcast of the application: what reaches Socket.IO clients
+    /// goes to the Node servers too (this node's own loops get it the usual way).
+    pub(crate) fn publish_command(&self, cmd: &Command) {
+        let (nsp, room, event, args, volatile) = match cmd {
+            Command::Broadcast {
+                target,
+                transports,
+                event,
+                data,
+                volatile,
+                ..
+            } if *transports != Transports::Sse => {
+                let room = match target {
+                    Target::All => None,
+                    Target::Room(r) => Some(r.clone()),
+                    Target::User(u) => Some(crate::engine::adapter::user_room(u)),
+                    Target::Tenant(t) => Some(crate::engine::adapter::tenant_room(t)),
+                };
+                // The data is JSON already (checked by the API).
+                let Ok(arg) = serde_json::from_str::<Value>(data) else {
+                    return;
+                };
+                ("/", room, event.as_ref(), vec![arg], *volatile)
+            }
+            Command::SioEmitToRoom {
+                nsp,
+                room,
+                event,
+                args,
+                volatile,
+            } => (
+                nsp.as_str(),
+                Some(room.clone()),
+                event.as_str(),
+                args.clone(),
+                *volatile,
+            ),
+            _ => return,
+        };
+        if !self.shared.cfg.namespaces.iter().any(|n| n == nsp) {
+            return;
+        }
+        let packet = Packet::event(nsp, event, args, None);
+        let rooms: Vec<String> = room.into_iter().collect();
+        let channel = match rooms.as_slice() {
+            // "The adapter publishes to the room channel when exactly one room is targeted."
+            [one] => aw::room_channel(&self.shared.cfg.key, nsp, one),
+            _ => aw::broadcast_channel(&self.shared.cfg.key, nsp),
+        };
+        let msg = BroadcastMessage {
+            uid: self.shared.uid.clone(),
+            packet,
+            opts: BroadcastOpts {
+                rooms,
+                except: Vec::new(),
+                flags: BroadcastFlags {
+                    volatile: volatile.then_some(true),
+                    ..BroadcastFlags::default()
+                },
+            },
+        };
+        self.shared.publish(channel, aw::encode_broadcast(&msg));
+    }
+}
+
+impl Shared {
+    fn publish(&self, channel: String, body: Vec<u8>) {
+        match self.publishes.try_send(Publish { channel, body }) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.handle.counters().cluster_dropped();
+                log::warn!("socket.io adapter: a publish was dropped (queue full or closed)");
+            }
+        }
+    }
+
+    fn foreign(&self, what: &str) {
+        self.handle.counters().cluster_foreign();
+        log::warn!("socket.io adapter: ignored {what}");
+    }
+
+    fn namespace_of<'a>(&'a self, channel: &str) -> Option<(&'a str, ChannelKindOwned)> {
+        for nsp in &self.cfg.namespaces {
+            if let Some(kind) = aw::parse_channel(&self.cfg.key, nsp, channel) {
+                return Some((nsp.as_str(), ChannelKindOwned::from(kind)));
+            }
+        }
+        None
+    }
+
+    /// Sends `cmd()` to every loop.
+    fn to_loops(&self, cmd: impl Fn() -> Command) -> usize {
+        self.handle.to_every_loop(cmd);
+        self.handle.loop_count()
+    }
+
+    /// Asks every loop; their answers, as many as came within the I/O timeout.
+    fn query(&self, nsp: &str, select: Selection, action: AdapterAction) -> Vec<QueryAnswer> {
+        let (tx, rx) = mpsc::channel();
+        let nsp: Arc<str> = Arc::from(nsp);
+        let select = Arc::new(select);
+        let loops = self.to_loops(|| Command::AdapterQuery {
+            nsp: nsp.clone(),
+            select: select.clone(),
+            action: action.clone(),
+            reply: tx.clone(),
+        });
+        drop(tx);
+        let deadline = Instant::now() + self.cfg.io_timeout;
+        let mut answers = Vec::with_capacity(loops);
+        while answers.len() < loops {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(a) => answers.push(a),
+                Err(_) => break,
+            }
+        }
+        answers
+    }
+
+    fn respond(&self, nsp: &str, response: &Response) {
+        let channel = aw::response_channel(&self.cfg.key, nsp);
+        self.publish(channel, aw::encode_response(response));
+    }
+}
+
+/// `ChannelKind` without the borrow.
+enum ChannelKindOwned {
+    Broadcast,
+    Room,
+    Request,
+    Response,
+}
+
+impl From<ChannelKind<'_>> for ChannelKindOwned {
+    fn from(k: ChannelKind<'_>) -> Self {
+        match k {
+            ChannelKind::Broadcast => ChannelKindOwned::Broadcast,
+            ChannelKind::Room(_) => ChannelKindOwned::Room,
+            ChannelKind::Request => ChannelKindOwned::Request,
+            ChannelKind::Response(_) => ChannelKindOwned::Response,
+        }
+    }
+}
+
+fn connect(client: &Client, timeout: Duration) -> redis::RedisResult<Connection> {
+    let c = client.get_connection_with_timeout(timeout)?;
+    c.set_read_timeout(Some(timeout))?;
+    c.set_write_timeout(Some(timeout))?;
+    Ok(c)
+}
+
+/// A request for the worker, with its namespace.
+struct Incoming {
+    nsp: String,
+    request: Request,
+}
+
+fn subscriber(
+    shared: Arc<Shared>,
+    client: Client,
+    requests: SyncSender<Incoming>,
+    ready: mpsc::Sender<Result<(), String>>,
+) {
+    let mut ready = Some(ready);
+    let mut backoff = Duration::from_millis(100);
+    while !shared.stop.load(Ordering::Acquire) {
+        let started = Instant::now();
+        match subscribe_session(&shared, &client, &requests, &mut ready) {
+            Ok(()) => return,
+            Err(e) => {
+                shared.connected.store(false, Ordering::Release);
+                if let Some(r) = ready.take() {
+                    let _ = r.send(Err(format!("socket.io adapter: cannot subscribe: {e}")));
+                    return;
+                }
+                log::warn!("socket.io adapter: subscriber lost Redis: {e}");
+            }
+        }
+        if started.elapsed() > BACKOFF_MAX * 4 {
+            backoff = Duration::from_millis(100);
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+fn subscribe_session(
+    shared: &Shared,
+    client: &Client,
+    requests: &SyncSender<Incoming>,
+    ready: &mut Option<mpsc::Sender<Result<(), String>>>,
+) -> redis::RedisResult<()> {
+    let key = &shared.cfg.key;
+    let mut conn = connect(client, shared.cfg.io_timeout)?;
+    let mut pubsub = conn.as_pubsub();
+    for nsp in &shared.cfg.namespaces {
+        pubsub.psubscribe(aw::broadcast_pattern(key, nsp))?;
+        pubsub.subscribe(&[
+            aw::request_channel(key, nsp),
+            aw::response_channel(key, nsp),
+            aw::specific_response_channel(key, nsp, &shared.uid),
+        ])?;
+    }
+    shared.connected.store(true, Ordering::Release);
+    if let Some(r) = ready.take() {
+        let _ = r.send(Ok(()));
+    } else {
+        shared.handle.counters().cluster_reconnected();
+        log::info!("socket.io adapter: subscriber reconnected to Redis");
+    }
+    pubsub.set_read_timeout(Some(TICK))?;
+    loop {
+        if shared.stop.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let msg = match pubsub.get_message() {
+            Ok(m) => m,
+            Err(e) if e.is_timeout() => continue,
+            Err(e) => return Err(e),
+        };
+        let channel = msg.get_channel_name().to_string();
+        let payload = msg.get_payload_bytes();
+        match shared.namespace_of(&channel) {
+            Some((nsp, ChannelKindOwned::Broadcast | ChannelKindOwned::Room)) => {
+                on_broadcast(shared, nsp, payload);
+            }
+            Some((nsp, ChannelKindOwned::Request)) => {
+                match aw::decode_request(payload, &shared.limits) {
+                    Ok(request) => {
+                        let incoming = Incoming {
+                            nsp: nsp.to_string(),
+                            request,
+                        };
+                        if requests.try_send(incoming).is_err() {
+                            log::warn!("socket.io adapter: a request was dropped (worker busy)");
+                        }
+                    }
+                    Err(e) => shared.foreign(&format!("a request on {channel}: {e}")),
+                }
+            }
+            // This node asks nothing yet: responses are for the Node servers.
+            Some((_, ChannelKindOwned::Response)) => {}
+            None => shared.foreign(&format!("a message on {channel}")),
+        }
+    }
+}
+
+/// A Node server's (or an emitter's) broadcast: to every loop, for the sockets it selects.
+fn on_broadcast(shared: &Shared, nsp: &str, payload: &[u8]) {
+    let msg = match aw::decode_broadcast(payload, &shared.limits) {
+        Ok(m) => m,
+        Err(e) => return shared.foreign(&format!("a broadcast: {e}")),
+    };
+    // "The receiver ignores its own uid."
+    if msg.uid == shared.uid {
+        return;
+    }
+    let Some(packet) = checked_event(shared, nsp, msg.packet) else {
+        return;
+    };
+    let volatile = msg.opts.flags.volatile == Some(true);
+    let select = Arc::new(Selection {
+        rooms: msg.opts.rooms,
+        except: msg.opts.except,
+    });
+    let packet = Arc::new(packet);
+    let nsp: Arc<str> = Arc::from(nsp);
+    shared.to_loops(|| Command::AdapterBroadcast {
+        nsp: nsp.clone(),
+        select: select.clone(),
+        packet: packet.clone(),
+        volatile,
+        ack: None,
+        count: None,
+    });
+}
+
+/// The packet of a broadcast, if it is an event of `nsp` our clients may get.
+fn checked_event(shared: &Shared, nsp: &str, mut packet: Packet) -> Option<Packet> {
+    if packet.nsp != nsp {
+        shared.foreign("a broadcast for another namespace than its channel's");
+        return None;
+    }
+    let limits = crate::proto::sio::DecodeLimits::default();
+    let ok = matches!(packet.kind, PacketKind::Event | PacketKind::BinaryEvent)
+        && crate::proto::sio::validate(&packet, &limits).is_ok()
+        && crate::proto::sio::event_name(&packet)
+            .is_some_and(|e| crate::validate::validate_event(e).is_ok());
+    if !ok {
+        shared.foreign("a broadcast that is not an event clients may get");
+        return None;
+    }
+    packet.id = None;
+    Some(packet)
+}
+
+fn publisher(
+    shared: Arc<Shared>,
+    client: Client,
+    mut conn: Option<Connection>,
+    publishes: Receiver<Publish>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    while !shared.stop.load(Ordering::Acquire) {
+        let first = match publishes.recv_timeout(TICK) {
+            Ok(p) => p,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => return,
+        };
+        let mut batch = vec![first];
+        while batch.len() < 512 {
+            match publishes.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        if conn.is_none() {
+            match connect(&client, shared.cfg.io_timeout) {
+                Ok(c) => {
+                    conn = Some(c);
+                    backoff = Duration::from_millis(100);
+                }
+                Err(e) => {
+                    log::warn!("socket.io adapter: publisher cannot reach Redis: {e}");
+                    for _ in &batch {
+                        shared.handle.counters().cluster_dropped();
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else {
+            continue;
+        };
+        let mut pipe = redis::pipe();
+        for p in &batch {
+            pipe.cmd("PUBLISH")
+                .arg(&p.channel)
+                .arg(p.body.as_slice())
+                .ignore();
+        }
+        if let Err(e) = pipe.query::<()>(c) {
+            // Pub/sub, as Node's adapter: what did not go out is not retried.
+            log::warn!("socket.io adapter: the link to Redis broke: {e}");
+            for _ in &batch {
+                shared.handle.counters().cluster_dropped();
+            }
+            conn = None;
+        }
+    }
+}
+
+fn worker(shared: Arc<Shared>, requests: Receiver<Incoming>) {
+    while !shared.stop.load(Ordering::Acquire) {
+        match requests.recv_timeout(TICK) {
+            Ok(r) => answer(&shared, &r.nsp, r.request),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+fn select(opts: aw::RoomsOpts) -> Selection {
+    Selection {
+        rooms: opts.rooms,
+        except: opts.except,
+    }
+}
+
+fn by_sid(sid: String) -> Selection {
+    Selection {
+        rooms: vec![sid],
+        except: Vec::new(),
+    }
+}
+
+fn sockets_of(answers: Vec<QueryAnswer>) -> Vec<AdapterSocket> {
+    answers.into_iter().flat_map(|a| a.sockets).collect()
+}
+
+/// A socket as Node's `fetchSockets` gives it: its handshake as far as tidings keeps it, and
+/// as `data` the identity the authentication hook gave it.
+fn remote_socket(s: AdapterSocket) -> RemoteSocket {
+    let handshake = serde_json::json!({
+        "headers": {},
+        "time": "",
+        "address": s.address.unwrap_or_default(),
+        "xdomain": false,
+        "secure": false,
+        "issued": 0,
+        "url": s.url,
+        "query": {},
+        "auth": {},
+    });
+    RemoteSocket {
+        id: s.sid,
+        handshake,
+        rooms: s.rooms,
+        data: s
+            .identity
+            .map(|i| serde_json::json!({"user": i.user, "tenant": i.tenant})),
+    }
+}
+
+/// Answers one request of the Node cluster.
+fn answer(shared: &Arc<Shared>, nsp: &str, request: Request) {
+    match request {
+        Request::Sockets {
+            request_id, rooms, ..
+        } => {
+            let sel = Selection {
+                rooms,
+                except: Vec::new(),
+            };
+            let sockets = sockets_of(shared.query(nsp, sel, AdapterAction::List));
+            let sockets = sockets.into_iter().map(|s| s.sid).collect();
+            shared.respond(
+                nsp,
+                &Response::Sockets {
+                    request_id,
+                    sockets,
+                },
+            );
+        }
+        Request::AllRooms { request_id, .. } => {
+            let answers = shared.query(nsp, Selection::default(), AdapterAction::List);
+            let mut rooms = BTreeSet::new();
+            for a in answers {
+                rooms.extend(a.rooms);
+            }
+            shared.respond(
+                nsp,
+                &Response::AllRooms {
+                    request_id,
+                    rooms: rooms.into_iter().collect(),
+                },
+            );
+        }
+        Request::Join { opts, rooms, .. } => {
+            let rooms = app_rooms(shared, rooms);
+            shared.query(nsp, select(opts), AdapterAction::Join(rooms));
+        }
+        Request::Leave { opts, rooms, .. } => {
+            let rooms = app_rooms(shared, rooms);
+            shared.query(nsp, select(opts), AdapterAction::Leave(rooms));
+        }
+        Request::Disconnect { opts, close, .. } => {
+            shared.query(nsp, select(opts), AdapterAction::Disconnect { close });
+        }
+        Request::SocketJoin {
+            request_id,
+            sid,
+            room,
+            ..
+        } => {
+            let rooms = app_rooms(shared, vec![room]);
+            let found = sockets_of(shared.query(nsp, by_sid(sid), AdapterAction::Join(rooms)));
+            if !found.is_empty() {
+                shared.respond(nsp, &Response::Done { request_id });
+            }
+        }
+        Request::SocketLeave {
+            request_id,
+            sid,
+            room,
+            ..
+        } => {
+            let found =
+                sockets_of(shared.query(nsp, by_sid(sid), AdapterAction::Leave(vec![room])));
+            if !found.is_empty() {
+                shared.respond(nsp, &Response::Done { request_id });
+            }
+        }
+        Request::SocketDisconnect {
+            request_id,
+            sid,
+            close,
+            ..
+        } => {
+            let found =
+                sockets_of(shared.query(nsp, by_sid(sid), AdapterAction::Disconnect { close }));
+            if !found.is_empty() {
+                shared.respond(nsp, &Response::Done { request_id });
+            }
+        }
+        Request::Fetch {
+            request_id, opts, ..
+        } => {
+            let sockets = sockets_of(shared.query(nsp, select(opts), AdapterAction::List));
+            shared.respond(
+                nsp,
+                &Response::FetchSockets {
+                    request_id,
+                    sockets: sockets.into_iter().map(remote_socket).collect(),
+                },
+            );
+        }
+        Request::ServerSideEmit {
+            uid,
+            request_id,
+            data,
+        } => {
+            if uid == shared.uid {
+                return;
+            }
+            let Some(handler) = shared.on_server_side_emit.clone() else {
+                return;
+            };
+            let Some((Value::String(event), args)) = data.split_first() else {
+                return shared.foreign("a serverSideEmit without an event name");
+            };
+            let answer = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                handler(event, args)
+            })) {
+                Ok(a) => a,
+                Err(_) => {
+                    log::error!("socket.io adapter: the serverSideEmit handler panicked");
+                    None
+                }
+            };
+            if let (Some(request_id), Some(data)) = (request_id, answer) {
+                shared.respond(
+                    nsp,
+                    &Response::ServerSideEmit {
+                        request_id,
+                        data: Some(data),
+                    },
+                );
+            }
+        }
+        Request::Broadcast {
+            uid,
+            request_id,
+            packet,
+            opts,
+        } => {
+            if uid == shared.uid {
+                return;
+            }
+            ack_broadcast(shared, nsp, request_id, packet, opts);
+        }
+    }
+}
+
+/// Rooms a Node server asks tidings sockets to join: not the reserved ones (membership of those
+/// is the identity's, given by the authentication hook).
+fn app_rooms(shared: &Shared, rooms: Vec<String>) -> Vec<String> {
+    rooms
+        .into_iter()
+        .filter(|r| {
+            let ok = crate::validate::validate_room(r).is_ok();
+            if !ok {
+                shared.foreign(&format!("a join of room {r:?}"));
+            }
+            ok
+        })
+        .collect()
+}
+
+/// A Node server's broadcast with acks (`io.timeout(t).emitWithAck`): this node's sockets get it
+/// with an ack id each; the asker hears how many, then each client's answer.
+fn ack_broadcast(
+    shared: &Arc<Shared>,
+    nsp: &str,
+    request_id: String,
+    packet: Packet,
+    opts: BroadcastOpts,
+) {
+    let Some(packet) = checked_event(shared, nsp, packet) else {
+        return;
+    };
+    if shared.ack_broadcasts.fetch_add(1, Ordering::AcqRel) >= MAX_ACK_BROADCASTS {
+        shared.ack_broadcasts.fetch_sub(1, Ordering::AcqRel);
+        log::warn!("socket.io adapter: too many broadcasts with acks at once; one is answered with no client");
+        let count = Response::BroadcastClientCount {
+            request_id,
+            client_count: 0,
+        };
+        return shared.respond(nsp, &count);
+    }
+    let timeout = opts
+        .flags
+        .timeout
+        .map_or(shared.cfg.request_timeout, Duration::from_millis);
+    let shared = shared.clone();
+    let nsp = nsp.to_string();
+    let spawned = std::thread::Builder::new()
+        .name("tidings-sio-ack".into())
+        .spawn({
+            let shared = shared.clone();
+            move || {
+                collect_acks(&shared, &nsp, request_id, packet, opts, timeout);
+                shared.ack_broadcasts.fetch_sub(1, Ordering::AcqRel);
+            }
+        });
+    if spawned.is_err() {
+        shared.ack_broadcasts.fetch_sub(1, Ordering::AcqRel);
+        log::warn!("socket.io adapter: cannot start a thread for a broadcast with acks");
+    }
+}
+
+fn collect_acks(
+    shared: &Shared,
+    nsp: &str,
+    request_id: String,
+    packet: Packet,
+    opts: BroadcastOpts,
+    timeout: Duration,
+) {
+    let loops = shared.handle.loop_count();
+    let (results_tx, results_rx) = mpsc::channel();
+    let merge = AckMerge::new(loops, AckReply::Channel(results_tx));
+    let (count_tx, count_rx) = mpsc::channel();
+    let select = Arc::new(Selection {
+        rooms: opts.rooms,
+        except: opts.except,
+    });
+    let packet = Arc::new(packet);
+    let nsp_arc: Arc<str> = Arc::from(nsp);
+    shared.to_loops(|| Command::AdapterBroadcast {
+        nsp: nsp_arc.clone(),
+        select: select.clone(),
+        packet: packet.clone(),
+        volatile: false,
+        ack: Some((timeout, AckReply::Merge(merge.clone()))),
+        count: Some(count_tx.clone()),
+    });
+    drop(count_tx);
+    let deadline = Instant::now() + shared.cfg.io_timeout;
+    let mut client_count = 0u64;
+    for _ in 0..loops {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match count_rx.recv_timeout(left) {
+            Ok(n) => client_count += n as u64,
+            Err(_) => break,
+        }
+    }
+    shared.respond(
+        nsp,
+        &Response::BroadcastClientCount {
+            request_id: request_id.clone(),
+            client_count,
+        },
+    );
+    let results = results_rx
+        .recv_timeout(timeout + shared.cfg.io_timeout)
+        .unwrap_or_default();
+    for r in results {
+        if let AckOutcome::Ok { args, attachments } = r.outcome {
+            // "The adapter forwards the client's first ack argument."
+            shared.respond(
+                nsp,
+                &Response::BroadcastAck {
+                    request_id: request_id.clone(),
+                    packet: args.into_iter().next(),
+                    attachments,
+                },
+            );
+        }
+    }
+}
