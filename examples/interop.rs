@@ -36,6 +36,13 @@
 //! without the feature refuses to start when `REDIS_URL` is set (it would silently not cluster).
 //! Note that `ctl:stats`, `ctl:drop-sse` and `ctl:socket-log` read this node only.
 //!
+//! A node of a Node.js socket.io cluster (the `redis` feature): with `SIO_ADAPTER_URL` set (and
+//! `SIO_ADAPTER_KEY`, default `socket.io`), the server on $PORT joins the Node servers that use
+//! `@socket.io/redis-adapter` on that Redis, for `/` and `/custom`
+//! (tests/interop/adapter.test.mjs); their `serverSideEmit`s are answered with
+//! `{from: "tidings", args}` and listed by `ctl:server-side-log` (`[[event, ...args], ...]`), and
+//! `ctl:stats` says `adapterConnected`.
+//!
 //! `INTEROP_LOG=warn` (or `error`, `info`, `debug`, `trace`) prints the library's log records on
 //! stderr.
 //!
@@ -96,6 +103,19 @@ fn cluster_from_env() -> Option<Cluster> {
         cluster.prefix = prefix;
     }
     Some(cluster)
+}
+
+/// The Node.js socket.io cluster of `SIO_ADAPTER_URL` (channel key `SIO_ADAPTER_KEY`, default
+/// `socket.io`), for namespaces `/` and `/custom`; `None` when it is unset.
+#[cfg(feature = "redis")]
+fn adapter_from_env() -> Option<tidings::SocketIoAdapterConfig> {
+    let url = std::env::var("SIO_ADAPTER_URL").ok()?;
+    let mut adapter = tidings::SocketIoAdapterConfig::new(url);
+    if let Ok(key) = std::env::var("SIO_ADAPTER_KEY") {
+        adapter.key = key;
+    }
+    adapter.namespaces = vec!["/".into(), "/custom".into()];
+    Some(adapter)
 }
 
 /// The recovery server's cluster, when the main server is a node: the same Redis, prefix
@@ -175,7 +195,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cluster = cluster_from_env();
     let recovery_cluster = recovery_cluster_of(cluster.as_ref());
     let clustered = cluster.is_some();
-    let server = start(config_for(port), cluster)?;
+    let server = start(config_for(port), cluster, true)?;
     if clustered {
         eprintln!(
             "interop server on http://{} (a cluster node)",
@@ -197,7 +217,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 sse_history_events: env_or("RECOVERY_HISTORY_EVENTS", 64)?,
                 ..config_for(p.parse()?)
             };
-            let server = start(config, recovery_cluster)?;
+            let server = start(config, recovery_cluster, false)?;
             eprintln!(
                 "interop recovery server on http://{} (window {window:?})",
                 server.local_addr()
@@ -213,7 +233,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 /// Starts a server on `config` with every handler of the interop tests, a node of `cluster` when
 /// given.
-fn start(config: Config, cluster: Option<Cluster>) -> Result<Server, Box<dyn std::error::Error>> {
+fn start(
+    config: Config,
+    cluster: Option<Cluster>,
+    main: bool,
+) -> Result<Server, Box<dyn std::error::Error>> {
+    #[cfg(feature = "redis")]
+    let server_side_log: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
+    #[cfg(not(feature = "redis"))]
+    let _ = main;
     // What `ctl:config` tells the tests about this server.
     let described = json!({
         "recoveryWindowMs": config
@@ -464,6 +492,7 @@ fn start(config: Config, cluster: Option<Cluster>) -> Result<Server, Box<dyn std
                         "pendingAcks": s.pending_acks, "indexRecipients": s.index_recipients,
                         "indexUsers": s.index_users, "indexRooms": s.index_rooms, "sseHistory": s.sse_history,
                         "clusterConnected": socket.handle().cluster_connected(),
+                        "adapterConnected": socket.handle().adapter_connected(),
                         "clusterReconnects": metrics.cluster_reconnects, "clusterDropped": metrics.cluster_dropped,
                     }),
                     None => Value::Null,
@@ -474,6 +503,31 @@ fn start(config: Config, cluster: Option<Cluster>) -> Result<Server, Box<dyn std
     #[cfg(feature = "redis")]
     let builder = match cluster {
         Some(cluster) => builder.cluster(cluster),
+        None => builder,
+    };
+    // A node of a Node.js socket.io cluster (`SIO_ADAPTER_URL`, main server only): what Node
+    // servers `serverSideEmit` is kept for `ctl:server-side-log` and answered with
+    // `{from: "tidings", args}`.
+    #[cfg(feature = "redis")]
+    let builder = match adapter_from_env().filter(|_| main) {
+        Some(adapter) => {
+            let log = server_side_log.clone();
+            let seen = log.clone();
+            builder
+                .socketio_adapter(adapter)
+                .on_server_side_emit(move |event, args| {
+                    let mut entry = vec![json!(event)];
+                    entry.extend(args.iter().cloned());
+                    seen.lock().unwrap_or_else(|p| p.into_inner()).push(Value::Array(entry));
+                    Some(json!({"from": "tidings", "args": args}))
+                })
+                .on_event("/", "ctl:server-side-log", move |_, ev| {
+                    let entries = log.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    if let Some(ack) = ev.ack {
+                        let _ = ack.send(vec![Value::Array(entries)]);
+                    }
+                })
+        }
         None => builder,
     };
     #[cfg(not(feature = "redis"))]
