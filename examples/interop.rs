@@ -518,7 +518,9 @@ fn start(
                 .on_server_side_emit(move |event, args| {
                     let mut entry = vec![json!(event)];
                     entry.extend(args.iter().cloned());
-                    seen.lock().unwrap_or_else(|p| p.into_inner()).push(Value::Array(entry));
+                    seen.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(Value::Array(entry));
                     Some(json!({"from": "tidings", "args": args}))
                 })
                 .on_event("/", "ctl:server-side-log", move |_, ev| {
