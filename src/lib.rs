@@ -119,7 +119,10 @@ pub use api::{
     RealtimeProvider, SocketIoFeatures, Transport, TransportProvider, UnknownTransport,
 };
 #[cfg(feature = "redis")]
-pub use cluster::{ClusterConfig, ServerSideEmitHandler, SocketIoAdapterConfig};
+pub use cluster::{
+    ClusterConfig, RemoteSocketInfo, ServerSideEmitHandler, SocketIoAdapterConfig, SocketIoCluster,
+    SocketSelector,
+};
 pub use config::{Config, ConfigError, Cors, Page, Recovery};
 pub use engine::adapter::{tenant_room, user_room};
 pub use engine::{

@@ -369,3 +369,146 @@ fn node_requests_see_and_act_on_tidings_sockets() {
     assert_eq!(p.kind, PacketKind::Disconnect);
     bob.expect_silence(QUIET);
 }
+
+#[test]
+fn a_tidings_node_asks_the_whole_cluster() {
+    let redis = RedisServer::start();
+    let (a, _) = node(&redis);
+    let (b, sids) = node(&redis);
+    let mut alice = SioClient::connect_as(b.local_addr(), "acme", "alice");
+    let alice_sid = sids.recv_timeout(WAIT).unwrap();
+    let mut bob = SioClient::connect_as(b.local_addr(), "acme", "bob");
+    let bob_sid = sids.recv_timeout(WAIT).unwrap();
+    ack(&mut alice, 1, "join", "desk");
+    let cluster = a
+        .handle()
+        .socketio_cluster()
+        .expect("a node of a Node cluster");
+    assert!(b.handle().socketio_cluster().is_some());
+    assert!(Server::builder(test_config())
+        .allow_anonymous()
+        .start()
+        .unwrap()
+        .handle()
+        .socketio_cluster()
+        .is_none());
+
+    // fetchSockets from node a sees node b's sockets.
+    let desk = tidings::SocketSelector::of("/").in_room("desk");
+    let found = cluster.fetch_sockets(&desk).unwrap();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0].id, alice_sid);
+    assert_eq!(
+        found[0].data,
+        Some(json!({"user": "alice", "tenant": "acme"}))
+    );
+    let everyone = cluster
+        .fetch_sockets(&tidings::SocketSelector::of("/"))
+        .unwrap();
+    let mut ids: Vec<String> = everyone.into_iter().map(|s| s.id).collect();
+    ids.sort();
+    let mut expected = vec![alice_sid.clone(), bob_sid.clone()];
+    expected.sort();
+    assert_eq!(ids, expected);
+    let not_desk = cluster
+        .fetch_sockets(&tidings::SocketSelector::of("/").except("desk"))
+        .unwrap();
+    assert_eq!(not_desk.len(), 1);
+    assert_eq!(not_desk[0].id, bob_sid);
+    // By user: the reserved room.
+    let bobs = tidings::SocketSelector::of("/").in_room(user_room(&Identity::new("acme", "bob")));
+    assert_eq!(cluster.fetch_sockets(&bobs).unwrap()[0].id, bob_sid);
+
+    // socketsJoin from node a: bob joins "vip" on node b; a broadcast to "vip" reaches him.
+    cluster.sockets_join(&bobs, &["vip"]).unwrap();
+    let api = NotificationService::new(a.handle());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if cluster
+            .fetch_sockets(&tidings::SocketSelector::of("/").in_room("vip"))
+            .unwrap()
+            .len()
+            == 1
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "bob never joined vip");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    api.broadcast_to_room("vip", "m", &json!("vip")).unwrap();
+    assert_eq!(named(&mut bob), ("m".into(), json!("vip")));
+    alice.expect_silence(QUIET);
+    assert!(
+        cluster.sockets_join(&bobs, &["tidings:user:x"]).is_err(),
+        "reserved"
+    );
+    cluster.sockets_leave(&bobs, &["vip"]).unwrap();
+    let deadline = Instant::now() + WAIT;
+    while !cluster
+        .fetch_sockets(&tidings::SocketSelector::of("/").in_room("vip"))
+        .unwrap()
+        .is_empty()
+    {
+        assert!(Instant::now() < deadline, "bob never left vip");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+
+    // serverSideEmit with an ack: node b's answer (node a does not answer itself).
+    let answers = cluster
+        .server_side_emit_with_ack("ping", vec![json!(7)], Duration::from_secs(5))
+        .unwrap();
+    assert_eq!(
+        answers,
+        vec![json!({"from": "tidings", "event": "ping", "args": [7]})]
+    );
+    cluster.server_side_emit("ping", vec![json!(8)]).unwrap();
+    assert!(
+        cluster.server_side_emit("connect", vec![]).is_err(),
+        "a reserved event name"
+    );
+    assert!(cluster
+        .fetch_sockets(&tidings::SocketSelector::of("/elsewhere"))
+        .is_err());
+
+    // disconnectSockets from node a: alice goes, bob stays.
+    cluster.disconnect_sockets(&desk, false).unwrap();
+    assert_eq!(alice.expect_packet().kind, PacketKind::Disconnect);
+    bob.expect_silence(QUIET);
+}
+
+#[test]
+fn a_broadcast_with_acks_collects_the_answers_of_every_node() {
+    let redis = RedisServer::start();
+    let (a, _) = node(&redis);
+    let (b, _) = node(&redis);
+    let mut on_a = SioClient::connect_as(a.local_addr(), "acme", "alice");
+    let mut on_b = SioClient::connect_as(b.local_addr(), "acme", "bob");
+    let mut silent = SioClient::connect_as(b.local_addr(), "acme", "carol");
+    ack(&mut on_a, 1, "join", "desk");
+    ack(&mut on_b, 1, "join", "desk");
+    let cluster = a.handle().socketio_cluster().unwrap();
+    let desk = tidings::SocketSelector::of("/").in_room("desk");
+    let asking = std::thread::spawn(move || {
+        cluster.emit_with_ack(&desk, "question", vec![json!("?")], Duration::from_secs(5))
+    });
+    for (c, answer) in [(&mut on_a, "a"), (&mut on_b, "b")] {
+        let (name, args, p) = c.expect_event();
+        assert_eq!((name.as_str(), args), ("question", vec![json!("?")]));
+        let id = p.id.expect("an ack id");
+        c.send_packet(&tidings::proto::sio::Packet::ack(
+            "/",
+            id,
+            vec![json!(answer)],
+        ));
+    }
+    silent.expect_silence(QUIET);
+    let mut answers = asking.join().unwrap().unwrap();
+    answers.sort_by_key(|v| v.to_string());
+    assert_eq!(answers, vec![json!("a"), json!("b")]);
+
+    // A client that does not answer: the call ends at its timeout, with an error.
+    let cluster = a.handle().socketio_cluster().unwrap();
+    let everyone = tidings::SocketSelector::of("/");
+    let asked = cluster.emit_with_ack(&everyone, "question", vec![], Duration::from_millis(500));
+    assert!(asked.is_err(), "{asked:?}");
+}

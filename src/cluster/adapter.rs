@@ -115,6 +115,10 @@ struct Shared {
     publishes: SyncSender<Publish>,
     on_server_side_emit: Option<ServerSideEmitHandler>,
     ack_broadcasts: AtomicUsize,
+    /// This node's requests waiting for answers, by request id.
+    waiting: Mutex<std::collections::HashMap<String, mpsc::Sender<Response>>>,
+    next_request: std::sync::atomic::AtomicU64,
+    requests_conn: Mutex<Option<Connection>>,
 }
 
 /// A running link to a Node.js socket.io cluster.
@@ -152,6 +156,9 @@ impl Adapter {
             publishes,
             on_server_side_emit,
             ack_broadcasts: AtomicUsize::new(0),
+            waiting: Mutex::new(std::collections::HashMap::new()),
+            next_request: std::sync::atomic::AtomicU64::new(1),
+            requests_conn: Mutex::new(None),
         });
         let first = connect(&client, shared.cfg.io_timeout)
             .map_err(|e| format!("socket.io adapter: cannot reach Redis: {e}"))?;
@@ -457,8 +464,7 @@ fn subscribe_session(
                     Err(e) => shared.foreign(&format!("a request on {channel}: {e}")),
                 }
             }
-            // This node asks nothing yet: responses are for the Node servers.
-            Some((_, ChannelKindOwned::Response)) => {}
+            Some((_, ChannelKindOwned::Response)) => shared.on_response(payload),
             None => shared.foreign(&format!("a message on {channel}")),
         }
     }
@@ -625,6 +631,20 @@ fn remote_socket(s: AdapterSocket) -> RemoteSocket {
 
 /// Answers one request of the Node cluster.
 fn answer(shared: &Arc<Shared>, nsp: &str, request: Request) {
+    // This node's own question: it answered its part already ("a node ignores the requests it
+    // made", as the Node adapter does by request id). Joins, leaves and disconnects it does
+    // like every node.
+    let own = match &request {
+        Request::Sockets { uid, .. }
+        | Request::AllRooms { uid, .. }
+        | Request::Fetch { uid, .. }
+        | Request::ServerSideEmit { uid, .. }
+        | Request::Broadcast { uid, .. } => *uid == shared.uid,
+        _ => false,
+    };
+    if own {
+        return;
+    }
     match request {
         Request::Sockets {
             request_id, rooms, ..
@@ -877,6 +897,497 @@ fn collect_acks(
                     attachments,
                 },
             );
+        }
+    }
+}
+
+/// Which sockets of a namespace a cluster-wide request is for, as socket.io's
+/// `io.of(nsp).in(rooms).except(rooms)`: those in any of the rooms (all when none is given) and
+/// in none of the excepted ones.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SocketSelector {
+    nsp: String,
+    rooms: Vec<String>,
+    except: Vec<String>,
+}
+
+impl SocketSelector {
+    /// Every socket of namespace `nsp`.
+    pub fn of(nsp: impl Into<String>) -> SocketSelector {
+        SocketSelector {
+            nsp: nsp.into(),
+            rooms: Vec::new(),
+            except: Vec::new(),
+        }
+    }
+
+    /// Only the sockets in `room` (or in any of the rooms given so far).
+    pub fn in_room(mut self, room: impl Into<String>) -> SocketSelector {
+        self.rooms.push(room.into());
+        self
+    }
+
+    /// Not the sockets in `room`.
+    pub fn except(mut self, room: impl Into<String>) -> SocketSelector {
+        self.except.push(room.into());
+        self
+    }
+
+    fn opts(&self) -> aw::RoomsOpts {
+        aw::RoomsOpts {
+            rooms: self.rooms.clone(),
+            except: self.except.clone(),
+        }
+    }
+
+    fn selection(&self) -> Selection {
+        Selection {
+            rooms: self.rooms.clone(),
+            except: self.except.clone(),
+        }
+    }
+}
+
+/// A socket of some server of the cluster, as `fetchSockets` gives it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RemoteSocketInfo {
+    /// Its socket id.
+    pub id: String,
+    /// Its rooms (its id among them).
+    pub rooms: Vec<String>,
+    /// Its `socket.data` (a tidings socket's: `{user, tenant}`); `None` when it has none.
+    pub data: Option<Value>,
+    /// Its handshake, as its server gave it.
+    pub handshake: Value,
+}
+
+/// The Node.js socket.io cluster this server is a node of ([`crate::Handle::socketio_cluster`]):
+/// the requests of socket.io's server API that span every server — this one included.
+#[derive(Clone)]
+pub struct SocketIoCluster {
+    adapter: Arc<Adapter>,
+}
+
+impl std::fmt::Debug for SocketIoCluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SocketIoCluster({})", self.adapter.shared.uid)
+    }
+}
+
+fn unavailable(why: impl Into<String>) -> crate::BroadcastError {
+    crate::BroadcastError::ClusterUnavailable(why.into())
+}
+
+impl SocketIoCluster {
+    pub(crate) fn new(adapter: Arc<Adapter>) -> SocketIoCluster {
+        SocketIoCluster { adapter }
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.adapter.shared
+    }
+
+    fn check(&self, sel: &SocketSelector) -> Result<(), crate::BroadcastError> {
+        if !self.shared().cfg.namespaces.contains(&sel.nsp) {
+            return Err(crate::BroadcastError::InvalidRoom(format!(
+                "namespace {:?} is not shared with the cluster",
+                sel.nsp
+            )));
+        }
+        // A selector may name the reserved rooms of users and tenants.
+        for r in sel.rooms.iter().chain(&sel.except) {
+            let reserved = r.starts_with(crate::engine::adapter::RESERVED_ROOM_PREFIX);
+            if !reserved {
+                crate::validate::validate_room(r)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `fetchSockets`: the sockets `sel` selects on every server (this one's first).
+    pub fn fetch_sockets(
+        &self,
+        sel: &SocketSelector,
+    ) -> Result<Vec<RemoteSocketInfo>, crate::BroadcastError> {
+        self.check(sel)?;
+        let shared = self.shared();
+        let local = sockets_of(shared.query(&sel.nsp, sel.selection(), AdapterAction::List));
+        let mut out: Vec<RemoteSocketInfo> = local
+            .into_iter()
+            .map(remote_socket)
+            .map(|s| RemoteSocketInfo {
+                id: s.id,
+                rooms: s.rooms,
+                data: s.data,
+                handshake: s.handshake,
+            })
+            .collect();
+        let request_id = shared.new_request_id();
+        let request = Request::Fetch {
+            uid: shared.uid.clone(),
+            request_id: request_id.clone(),
+            opts: sel.opts(),
+        };
+        let responses = shared.ask(&sel.nsp, &request_id, &request)?;
+        for r in responses {
+            if let Response::FetchSockets { sockets, .. } = r {
+                out.extend(sockets.into_iter().map(|s| RemoteSocketInfo {
+                    id: s.id,
+                    rooms: s.rooms,
+                    data: s.data,
+                    handshake: s.handshake,
+                }));
+            }
+        }
+        Ok(out)
+    }
+
+    /// `socketsJoin`: the sockets `sel` selects on every server join `rooms`.
+    pub fn sockets_join(
+        &self,
+        sel: &SocketSelector,
+        rooms: &[&str],
+    ) -> Result<(), crate::BroadcastError> {
+        self.check(sel)?;
+        for r in rooms {
+            crate::validate::validate_room(r)?;
+        }
+        let request = Request::Join {
+            uid: Some(self.shared().uid.clone()),
+            opts: sel.opts(),
+            rooms: rooms.iter().map(|r| r.to_string()).collect(),
+        };
+        // This node hears its own request too, and does its part like the others.
+        self.shared().tell(&sel.nsp, &request)
+    }
+
+    /// `socketsLeave`: they leave `rooms`.
+    pub fn sockets_leave(
+        &self,
+        sel: &SocketSelector,
+        rooms: &[&str],
+    ) -> Result<(), crate::BroadcastError> {
+        self.check(sel)?;
+        for r in rooms {
+            crate::validate::validate_room(r)?;
+        }
+        let request = Request::Leave {
+            uid: Some(self.shared().uid.clone()),
+            opts: sel.opts(),
+            rooms: rooms.iter().map(|r| r.to_string()).collect(),
+        };
+        self.shared().tell(&sel.nsp, &request)
+    }
+
+    /// `disconnectSockets`: they are disconnected (`close`: their whole connection).
+    pub fn disconnect_sockets(
+        &self,
+        sel: &SocketSelector,
+        close: bool,
+    ) -> Result<(), crate::BroadcastError> {
+        self.check(sel)?;
+        let request = Request::Disconnect {
+            uid: Some(self.shared().uid.clone()),
+            opts: sel.opts(),
+            close,
+        };
+        self.shared().tell(&sel.nsp, &request)
+    }
+
+    /// `io.timeout(timeout).emitWithAck(event, ...args)` on the sockets `sel` selects on every
+    /// server: each client's answer (its first argument), this server's first. Past `timeout`
+    /// with answers missing, an error (as in socket.io).
+    pub fn emit_with_ack(
+        &self,
+        sel: &SocketSelector,
+        event: &str,
+        args: Vec<Value>,
+        timeout: Duration,
+    ) -> Result<Vec<Value>, crate::BroadcastError> {
+        self.check(sel)?;
+        crate::validate::validate_event(event)?;
+        let shared = self.shared();
+        let deadline = Instant::now() + timeout;
+        let packet = Packet::event(sel.nsp.as_str(), event, args, None);
+        // This server's part.
+        let loops = shared.handle.loop_count();
+        let (local_tx, local_rx) = mpsc::channel();
+        let merge = AckMerge::new(loops, AckReply::Channel(local_tx));
+        let select = Arc::new(sel.selection());
+        let shared_packet = Arc::new(packet.clone());
+        let nsp: Arc<str> = Arc::from(sel.nsp.as_str());
+        shared.to_loops(|| Command::AdapterBroadcast {
+            nsp: nsp.clone(),
+            select: select.clone(),
+            packet: shared_packet.clone(),
+            volatile: false,
+            ack: Some((timeout, AckReply::Merge(merge.clone()))),
+            count: None,
+        });
+        // The others': each says how many clients it reached, then each client's answer.
+        let request_id = shared.new_request_id();
+        let request = Request::Broadcast {
+            uid: shared.uid.clone(),
+            request_id: request_id.clone(),
+            packet,
+            opts: BroadcastOpts {
+                rooms: sel.rooms.clone(),
+                except: sel.except.clone(),
+                flags: BroadcastFlags {
+                    timeout: u64::try_from(timeout.as_millis()).ok(),
+                    ..BroadcastFlags::default()
+                },
+            },
+        };
+        let (tx, rx) = mpsc::channel();
+        shared
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(request_id.clone(), tx);
+        let servers = shared.publish_request(&sel.nsp, &request);
+        let servers = match servers {
+            Ok(n) => n.saturating_sub(1),
+            Err(e) => {
+                shared.forget_request(&request_id);
+                return Err(e);
+            }
+        };
+        let (mut counted, mut expected, mut remote) = (0usize, 0usize, Vec::new());
+        while counted < servers || remote.len() < expected {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(Response::BroadcastClientCount { client_count, .. }) => {
+                    counted += 1;
+                    expected += usize::try_from(client_count).unwrap_or(usize::MAX);
+                }
+                Ok(Response::BroadcastAck { packet, .. }) => {
+                    remote.push(packet.unwrap_or(Value::Null));
+                }
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        shared.forget_request(&request_id);
+        let left = deadline.saturating_duration_since(Instant::now()) + shared.cfg.io_timeout;
+        let local = local_rx.recv_timeout(left).unwrap_or_default();
+        let local_total = local.len();
+        let mut out: Vec<Value> = local
+            .into_iter()
+            .filter_map(|r| match r.outcome {
+                AckOutcome::Ok { args, .. } => Some(args.into_iter().next().unwrap_or(Value::Null)),
+                _ => None,
+            })
+            .collect();
+        let local_missing = local_total - out.len();
+        let complete = counted >= servers && remote.len() >= expected && local_missing == 0;
+        out.extend(remote);
+        if !complete {
+            return Err(unavailable(format!(
+                "operation has timed out with {} answers",
+                out.len()
+            )));
+        }
+        Ok(out)
+    }
+
+    /// `serverSideEmit(event, ...args)` to every other server of namespace `/`.
+    pub fn server_side_emit(
+        &self,
+        event: &str,
+        args: Vec<Value>,
+    ) -> Result<(), crate::BroadcastError> {
+        crate::validate::validate_event(event)?;
+        let mut data = vec![Value::String(event.to_string())];
+        data.extend(args);
+        let request = Request::ServerSideEmit {
+            uid: self.shared().uid.clone(),
+            request_id: None,
+            data,
+        };
+        self.shared().tell("/", &request)
+    }
+
+    /// `serverSideEmitWithAck`: every other server's answer, within `timeout` (past it, an
+    /// error, as in socket.io).
+    pub fn server_side_emit_with_ack(
+        &self,
+        event: &str,
+        args: Vec<Value>,
+        timeout: Duration,
+    ) -> Result<Vec<Value>, crate::BroadcastError> {
+        crate::validate::validate_event(event)?;
+        let shared = self.shared();
+        let mut data = vec![Value::String(event.to_string())];
+        data.extend(args);
+        let request_id = shared.new_request_id();
+        let request = Request::ServerSideEmit {
+            uid: shared.uid.clone(),
+            request_id: Some(request_id.clone()),
+            data,
+        };
+        let responses = shared.ask_within("/", &request_id, &request, timeout)?;
+        Ok(responses
+            .into_iter()
+            .filter_map(|r| match r {
+                Response::ServerSideEmit { data, .. } => Some(data.unwrap_or(Value::Null)),
+                _ => None,
+            })
+            .collect())
+    }
+}
+
+impl Shared {
+    fn new_request_id(&self) -> String {
+        let n = self.next_request.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n}", self.uid)
+    }
+
+    /// A Redis connection for requests made by the application (its own, so a request never
+    /// waits behind the publisher's queue).
+    fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, crate::BroadcastError> {
+        let mut guard = self.requests_conn.lock().unwrap_or_else(|p| p.into_inner());
+        if guard.is_none() {
+            let client =
+                Client::open(self.cfg.url.as_str()).map_err(|e| unavailable(e.to_string()))?;
+            let conn =
+                connect(&client, self.cfg.io_timeout).map_err(|e| unavailable(e.to_string()))?;
+            *guard = Some(conn);
+        }
+        let Some(conn) = guard.as_mut() else {
+            return Err(unavailable("no Redis connection"));
+        };
+        match f(conn) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                *guard = None;
+                Err(unavailable(format!("Redis: {e}")))
+            }
+        }
+    }
+
+    /// Publishes a request nobody answers.
+    fn tell(&self, nsp: &str, request: &Request) -> Result<(), crate::BroadcastError> {
+        let channel = aw::request_channel(&self.cfg.key, nsp);
+        let body = aw::encode_request(request);
+        self.with_conn(|c| {
+            redis::cmd("PUBLISH")
+                .arg(&channel)
+                .arg(body)
+                .query::<i64>(c)
+        })?;
+        Ok(())
+    }
+
+    fn ask(
+        &self,
+        nsp: &str,
+        request_id: &str,
+        request: &Request,
+    ) -> Result<Vec<Response>, crate::BroadcastError> {
+        self.ask_within(nsp, request_id, request, self.cfg.request_timeout)
+    }
+
+    /// Publishes a request every other server answers, and waits (at most `timeout`) for their
+    /// answers: as many as Redis counts subscribers of the request channel, less this one.
+    fn ask_within(
+        &self,
+        nsp: &str,
+        request_id: &str,
+        request: &Request,
+        timeout: Duration,
+    ) -> Result<Vec<Response>, crate::BroadcastError> {
+        let (tx, rx) = mpsc::channel();
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(request_id.to_string(), tx);
+        let servers = match self.publish_request(nsp, request) {
+            Ok(n) => n,
+            Err(e) => {
+                self.forget_request(request_id);
+                return Err(e);
+            }
+        };
+        let expected = servers.saturating_sub(1);
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::with_capacity(expected);
+        while out.len() < expected {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(r) => out.push(r),
+                Err(_) => break,
+            }
+        }
+        self.forget_request(request_id);
+        if out.len() < expected {
+            return Err(unavailable(format!(
+                "timeout reached: only {} responses received out of {expected}",
+                out.len()
+            )));
+        }
+        Ok(out)
+    }
+
+    /// Publishes a request; how many servers listen on the request channel (this one too).
+    fn publish_request(
+        &self,
+        nsp: &str,
+        request: &Request,
+    ) -> Result<usize, crate::BroadcastError> {
+        let channel = aw::request_channel(&self.cfg.key, nsp);
+        let body = aw::encode_request(request);
+        // "The adapter asks Redis how many servers listen on the request channel."
+        let servers = self.with_conn(|c| {
+            let (_, servers): (String, i64) =
+                redis::cmd("PUBSUB").arg("NUMSUB").arg(&channel).query(c)?;
+            redis::cmd("PUBLISH")
+                .arg(&channel)
+                .arg(body)
+                .query::<i64>(c)?;
+            Ok(servers)
+        })?;
+        Ok(usize::try_from(servers).unwrap_or(0))
+    }
+
+    fn forget_request(&self, request_id: &str) {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(request_id);
+    }
+
+    /// A response on the response channel, for the request of this node that waits for it.
+    fn on_response(&self, payload: &[u8]) {
+        let Ok(response) = aw::decode_response(payload, &self.limits) else {
+            return;
+        };
+        let id = match &response {
+            Response::Sockets { request_id, .. }
+            | Response::FetchSockets { request_id, .. }
+            | Response::AllRooms { request_id, .. }
+            | Response::Done { request_id }
+            | Response::ServerSideEmit { request_id, .. }
+            | Response::BroadcastClientCount { request_id, .. }
+            | Response::BroadcastAck { request_id, .. } => request_id.clone(),
+        };
+        let waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(tx) = waiting.get(&id) {
+            // An empty fetch answer reads as a SOCKETS answer: no sockets either way.
+            let response = match response {
+                Response::Sockets {
+                    request_id,
+                    sockets,
+                } if sockets.is_empty() => Response::FetchSockets {
+                    request_id,
+                    sockets: Vec::new(),
+                },
+                other => other,
+            };
+            let _ = tx.send(response);
         }
     }
 }

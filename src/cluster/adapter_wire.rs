@@ -18,9 +18,6 @@
 //! encoder writes it as one), NaN and infinities become `null` (what `JSON.stringify` sends a
 //! client). A msgpack timestamp (a Node `Date`) becomes its ISO-8601 text, as `Date.toJSON`.
 
-// The node mode (a tidings node in a Node socket.io cluster) will use it; until then only the
-// tests and the fuzz target do.
-#![allow(dead_code)]
 
 use std::fmt;
 
@@ -32,6 +29,7 @@ use crate::proto::sio::{self, Packet, PacketKind};
 /// The adapter's and the emitter's default `key` (the channel prefix).
 pub(crate) const DEFAULT_KEY: &str = "socket.io";
 /// The `uid` of every message the emitter sends.
+#[cfg(test)]
 pub(crate) const EMITTER_UID: &str = "emitter";
 
 /// Request and response `type` numbers (the adapter's `RequestType`).

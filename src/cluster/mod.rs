@@ -49,7 +49,9 @@ pub(crate) mod wire;
 #[cfg(feature = "redis")]
 pub(crate) use adapter::Adapter;
 #[cfg(feature = "redis")]
-pub use adapter::{ServerSideEmitHandler, SocketIoAdapterConfig};
+pub use adapter::{
+    RemoteSocketInfo, ServerSideEmitHandler, SocketIoAdapterConfig, SocketIoCluster, SocketSelector,
+};
 #[cfg(feature = "redis")]
 pub use node::ClusterConfig;
 #[cfg(feature = "redis")]

@@ -281,14 +281,16 @@ impl Engine {
         })
     }
 
-    /// This loop's rooms of `nsp` (socket ids left out, as `allRooms` leaves them out on Node
-    /// only for sockets with no other room: here they are never listed).
+    /// This loop's rooms of `nsp` that have a socket, as Node's `adapter.rooms`: each socket's
+    /// id and every room it is in (a user's rooms count only while the user has a socket here).
     fn adapter_rooms(&self, nsp: &str) -> Vec<String> {
-        if nsp == "/" {
-            self.index.room_names()
-        } else {
-            self.sio.socket_room_names(nsp)
+        let mut rooms = std::collections::BTreeSet::new();
+        for socket in self.sio.socket_ids_of(nsp) {
+            if let Some(s) = self.adapter_socket(socket) {
+                rooms.extend(s.rooms);
+            }
         }
+        rooms.into_iter().collect()
     }
 }
 

@@ -279,11 +279,6 @@ impl Index {
         out
     }
 
-    /// Every room with a member (user or socket).
-    pub(crate) fn room_names(&self) -> Vec<String> {
-        self.rooms.keys().map(|r| r.to_string()).collect()
-    }
-
     pub(crate) fn rooms_of(&self, identity: &Identity) -> Vec<String> {
         self.users
             .get(&Self::user_key(identity))

@@ -291,15 +291,6 @@ impl Sio {
             .unwrap_or_default()
     }
 
-    /// The rooms of a namespace other than `/` that have a socket.
-    pub(super) fn socket_room_names(&self, nsp: &str) -> Vec<String> {
-        self.socket_rooms
-            .keys()
-            .filter(|(n, _)| n.as_ref() == nsp)
-            .map(|(_, r)| r.to_string())
-            .collect()
-    }
-
     /// A socket's id, namespace, rooms and opening request.
     pub(super) fn adapter_view(&self, socket: u64) -> Option<AdapterView<'_>> {
         let s = self.sockets.get(&socket)?;

@@ -148,6 +148,16 @@ impl Handle {
         None
     }
 
+    /// The Node.js socket.io cluster this server is a node of (`ServerBuilder::socketio_adapter`):
+    /// `fetchSockets`, `socketsJoin`, `socketsLeave`, `disconnectSockets` and `serverSideEmit`
+    /// over every server. `None` when it is not one.
+    #[cfg(feature = "redis")]
+    pub fn socketio_cluster(&self) -> Option<crate::cluster::SocketIoCluster> {
+        self.adapter
+            .clone()
+            .map(crate::cluster::SocketIoCluster::new)
+    }
+
     /// Sends one command to every loop, woken once each.
     #[cfg(feature = "redis")]
     pub(crate) fn to_every_loop(&self, cmd: impl Fn() -> Command) {
