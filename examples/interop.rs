@@ -40,8 +40,12 @@
 //! `SIO_ADAPTER_KEY`, default `socket.io`), the server on $PORT joins the Node servers that use
 //! `@socket.io/redis-adapter` on that Redis, for `/` and `/custom`
 //! (tests/interop/adapter.test.mjs); their `serverSideEmit`s are answered with
-//! `{from: "tidings", args}` and listed by `ctl:server-side-log` (`[[event, ...args], ...]`), and
-//! `ctl:stats` says `adapterConnected`.
+//! `{from: "tidings", args}` and listed by `ctl:server-side-log` (`[[event, ...args], ...]`),
+//! `ctl:stats` says `adapterConnected`, and `ctl:cluster {op, nsp, rooms, except, join, close,
+//! event, args, timeoutMs}` makes one request of `Handle::socketio_cluster` (op `fetch`, `join`,
+//! `leave`, `disconnect`, `server-side-emit`, `server-side-emit-ack`, `emit-with-ack`) and
+//! answers `{ok: true, result}` (fetch: `[{id, rooms, data}]`; the acks: the answers) or
+//! `{ok: false, error}`.
 //!
 //! `INTEROP_LOG=warn` (or `error`, `info`, `debug`, `trace`) prints the library's log records on
 //! stderr.
@@ -116,6 +120,73 @@ fn adapter_from_env() -> Option<tidings::SocketIoAdapterConfig> {
     }
     adapter.namespaces = vec!["/".into(), "/custom".into()];
     Some(adapter)
+}
+
+/// `ctl:cluster {op, nsp, rooms, except, ...}`: one request of `Handle::socketio_cluster` over
+/// every server of the Node cluster; `{ok: true, result}` or `{ok: false, error}`.
+#[cfg(feature = "redis")]
+fn cluster_request(cluster: &tidings::SocketIoCluster, req: &Value) -> Value {
+    let strings = |key: &str| -> Vec<String> {
+        req.get(key)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let mut sel =
+        tidings::SocketSelector::of(req.get("nsp").and_then(Value::as_str).unwrap_or("/"));
+    for r in strings("rooms") {
+        sel = sel.in_room(r);
+    }
+    for r in strings("except") {
+        sel = sel.except(r);
+    }
+    let event = req.get("event").and_then(Value::as_str).unwrap_or("");
+    let args = req
+        .get("args")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let timeout =
+        Duration::from_millis(req.get("timeoutMs").and_then(Value::as_u64).unwrap_or(3000));
+    let rooms_arg = strings("join");
+    let rooms_arg: Vec<&str> = rooms_arg.iter().map(String::as_str).collect();
+    let result = match req.get("op").and_then(Value::as_str).unwrap_or("") {
+        "fetch" => cluster.fetch_sockets(&sel).map(|sockets| {
+            Value::Array(
+                sockets
+                    .into_iter()
+                    .map(|s| json!({"id": s.id, "rooms": s.rooms, "data": s.data}))
+                    .collect(),
+            )
+        }),
+        "join" => cluster.sockets_join(&sel, &rooms_arg).map(|()| Value::Null),
+        "leave" => cluster
+            .sockets_leave(&sel, &rooms_arg)
+            .map(|()| Value::Null),
+        "disconnect" => {
+            let close = req.get("close").and_then(Value::as_bool).unwrap_or(false);
+            cluster
+                .disconnect_sockets(&sel, close)
+                .map(|()| Value::Null)
+        }
+        "server-side-emit" => cluster.server_side_emit(event, args).map(|()| Value::Null),
+        "server-side-emit-ack" => cluster
+            .server_side_emit_with_ack(event, args, timeout)
+            .map(Value::Array),
+        "emit-with-ack" => cluster
+            .emit_with_ack(&sel, event, args, timeout)
+            .map(Value::Array),
+        other => return json!({"ok": false, "error": format!("unknown op {other:?}")}),
+    };
+    match result {
+        Ok(result) => json!({"ok": true, "result": result}),
+        Err(e) => json!({"ok": false, "error": e.to_string()}),
+    }
 }
 
 /// The recovery server's cluster, when the main server is a node: the same Redis, prefix
@@ -528,6 +599,19 @@ fn start(
                     if let Some(ack) = ev.ack {
                         let _ = ack.send(vec![Value::Array(entries)]);
                     }
+                })
+                .on_event("/", "ctl:cluster", |socket, ev| {
+                    // The requests wait for the other servers: off the dispatcher thread.
+                    let Some(cluster) = socket.handle().socketio_cluster() else {
+                        return;
+                    };
+                    let req = ev.args.first().cloned().unwrap_or(Value::Null);
+                    std::thread::spawn(move || {
+                        let reply = cluster_request(&cluster, &req);
+                        if let Some(ack) = ev.ack {
+                            let _ = ack.send(vec![reply]);
+                        }
+                    });
                 })
         }
         None => builder,

@@ -18,7 +18,6 @@
 //! encoder writes it as one), NaN and infinities become `null` (what `JSON.stringify` sends a
 //! client). A msgpack timestamp (a Node `Date`) becomes its ISO-8601 text, as `Date.toJSON`.
 
-
 use std::fmt;
 
 use rmpv::Value as Mp;
