@@ -76,9 +76,14 @@
 //! - **Several nodes** (the `redis` feature): `ServerBuilder::cluster` joins every server on the
 //!   same Redis into one service — broadcasts, user rooms, acks and counts are the cluster's, one
 //!   ordered history in Redis lets an SSE client resume on any node, and a waiting Socket.IO
-//!   socket recovers on any node while its own node is up. While Redis is unreachable a node
-//!   keeps serving its connections and refuses broadcasts with
+//!   socket recovers on any node, even when its own node was killed. While Redis is
+//!   unreachable a node keeps serving its connections and refuses broadcasts with
 //!   [`BroadcastError::ClusterUnavailable`].
+//! - **Next to Node.js socket.io servers** (the `redis` feature):
+//!   `ServerBuilder::socketio_adapter` makes the server a node of a socket.io cluster that uses
+//!   `@socket.io/redis-adapter` (and `@socket.io/redis-emitter`): shared rooms and broadcasts,
+//!   and `fetchSockets`, `socketsJoin`, `serverSideEmit` and broadcasts with acks in both
+//!   directions; tidings users and tenants are the rooms [`user_room`] and [`tenant_room`].
 //!
 //! # Layout
 //!
@@ -89,8 +94,9 @@
 //! too) → `io` (the mio loops: the only place with sockets and the clock) →
 //! `server` and `api` (the thread-safe handle, the dispatcher thread that runs handlers, the
 //! provider traits). [`validate`] and the errors sit below `server` and `api`. `cluster` (the
-//! `redis` feature) is a codec of its messages and two threads per node, the only code that
-//! talks to Redis; what they hear goes to the loops through the same sans-IO routing.
+//! `redis` feature) is the codecs of its messages (its own, and the Node adapter's) and the
+//! threads per node, the only code that talks to Redis; what they hear goes to the loops
+//! through the same sans-IO routing.
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
