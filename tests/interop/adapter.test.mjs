@@ -969,6 +969,55 @@ describe("a tidings node in a Node socket.io cluster (@socket.io/redis-adapter)"
     await disconnectRow(k, [["tidings", { rooms: [k.R] }], ["tidings", { rooms: [userRoom(k.B, k.aliceB.user)] }]], [...IN_R, ...ALICE_B], "tidings disconnectSockets");
   });
 
+  test("tidings serverSideEmit reaches the Node listener once, with the args, and no client", OPTS, async () => {
+    const k = await cast();
+    const tag = uid("ping");
+    const x1 = { tag, n: 1 };
+    const x2 = { tag, n: 2, nested: [true, null] };
+    assert.equal(await clusterOk({ op: "server-side-emit", event: "ping-node", args: [x1] }), null);
+    assert.equal(await clusterOk({ op: "server-side-emit", event: "ping-node", args: [x2, "second"] }), null);
+    const mine = async (ctl) => {
+      const log = await ctl("ctl:server-side-log", {});
+      assert.ok(Array.isArray(log), `ctl:server-side-log = ${JSON.stringify(log)}`);
+      return log.filter((entry) => JSON.stringify(entry).includes(tag));
+    };
+    let got = [];
+    for (const deadline = Date.now() + TIMEOUT; got.length < 2 && Date.now() < deadline; await sleep(50)) got = await mine(nctl);
+    const want = [
+      { nsp: "/", event: "ping-node", args: [x1], withAck: false },
+      { nsp: "/", event: "ping-node", args: [x2, "second"], withAck: false },
+    ];
+    assert.deepEqual(got, want, "what the Node listener recorded");
+    const logs = await settleAll(k, "node");
+    assertLogs(k, logs, [], "tidings serverSideEmit");
+    assert.deepEqual(await mine(nctl), want, "what the Node listener recorded, after a quiet window");
+    // The other servers only: tidings' own listener heard nothing.
+    assert.deepEqual(await mine(tctl), [], "what the tidings app recorded");
+    await assertAdapterConnected();
+  });
+
+  test("tidings serverSideEmitWithAck gets the Node answer; a Node listener that never answers makes it fail", OPTS, async () => {
+    const k = await cast();
+    const x = { tag: uid("ask"), list: [1, "two"] };
+    assert.deepEqual(await cluster({ op: "server-side-emit-ack", event: "ping-node", args: [x], timeoutMs: 3000 }), { ok: true, result: [{ from: "node", args: [x] }] });
+    assert.deepEqual(await cluster({ op: "server-side-emit-ack", event: "ping-node", args: ["a", 2], timeoutMs: 3000 }), { ok: true, result: [{ from: "node", args: ["a", 2] }] });
+    const silent = { tag: uid("silent") };
+    assert.deepEqual(
+      await cluster({ op: "server-side-emit-ack", event: "ping-node-silent", args: [silent], timeoutMs: 1000 }),
+      { ok: false, error: "cluster unavailable: timeout reached: only 0 responses received out of 1" },
+      "serverSideEmitWithAck to a listener that never answers",
+    );
+    const log = (await nctl("ctl:server-side-log", {})).filter((e) => [[x], ["a", 2], [silent]].some((args) => isDeepStrictEqual(e.args, args)));
+    assert.deepEqual(log, [
+      { nsp: "/", event: "ping-node", args: [x], withAck: true },
+      { nsp: "/", event: "ping-node", args: ["a", 2], withAck: true },
+      { nsp: "/", event: "ping-node-silent", args: [silent], withAck: true },
+    ], "what the Node listener recorded");
+    const logs = await settleAll(k, "node");
+    assertLogs(k, logs, [], "tidings serverSideEmitWithAck");
+    await assertAdapterConnected();
+  });
+
   test("tidings socketsJoin / socketsLeave refuse a tidings: room, and nobody joins or leaves anything", OPTS, async () => {
     const k = await cast();
     const R2 = uid("not-joined");
