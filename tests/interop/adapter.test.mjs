@@ -1018,6 +1018,60 @@ describe("a tidings node in a Node socket.io cluster (@socket.io/redis-adapter)"
     await assertAdapterConnected();
   });
 
+  test("tidings emitWithAck collects the answers of both servers' clients, its own first", OPTS, async () => {
+    const k = await cast();
+    // The clients answer with their labels: "T:…" on tidings, "N:…" on Node.
+    const mine = (l) => typeof l === "string" && l.startsWith("T:");
+    const labels = (names, extra = []) => split([...extra, ...names.map((n) => k.c[n].label)], mine);
+    const ask = async (req) => tidingsFirst(await clusterOk({ op: "emit-with-ack", event: "question", timeoutMs: 3000, ...req }), mine);
+    assert.deepEqual(await ask({ args: ["q-all"] }), labels(MAIN, [TIDINGS.control.label]), "emitWithAck to all");
+    assert.deepEqual(await ask({ rooms: [k.R], args: ["q-r"] }), labels(IN_R), "emitWithAck in(R)");
+    assert.deepEqual(await ask({ except: [k.R], args: ["q-not-r"] }), labels(minus(MAIN, IN_R), [TIDINGS.control.label]), "emitWithAck except(R)");
+    assert.deepEqual(await ask({ rooms: [userRoom(k.A, k.aliceA.user)], args: ["q-alice"] }), labels(ALICE_A), "emitWithAck to alice of A");
+    assert.deepEqual(await ask({ rooms: [uid("empty")], args: ["q-nobody"] }), [[], []], "emitWithAck to nobody");
+    assert.deepEqual(await ask({ nsp: "/custom", args: ["q-custom"] }), labels(CUSTOM), "emitWithAck to /custom");
+    const logs = await settleAll(k, "tidings");
+    assertLogs(k, logs, [
+      [MAIN, ["question", "q-all"]],
+      [IN_R, ["question", "q-r"]],
+      [minus(MAIN, IN_R), ["question", "q-not-r"]],
+      [ALICE_A, ["question", "q-alice"]],
+      [CUSTOM, ["question", "q-custom"]],
+    ], "tidings emitWithAck");
+    await assertAdapterConnected();
+  });
+
+  test("tidings emitWithAck with a silent client, on either server, fails after its timeout", OPTS, async () => {
+    const k = await cast();
+    for (const [name, server] of [["tSilent", TIDINGS], ["nSilent", NODE]]) {
+      const c = await sock(server, name, null, { silent: true });
+      k.c[name] = c;
+      k.names.push(name);
+      k.all.push(c);
+    }
+    // Each silent client in a room with answering clients of both servers.
+    const RT = uid("silent-t");
+    const RN = uid("silent-n");
+    for (const n of ["tSilent", "tAnon2", "nB"]) await socketJoin(k.c[n], RT);
+    for (const n of ["nSilent", "tG", "nAnon2"]) await socketJoin(k.c[n], RN);
+    assert.deepEqual(
+      await cluster({ op: "emit-with-ack", rooms: [RT], event: "question", args: ["q-silent-t"], timeoutMs: 1500 }),
+      { ok: false, error: "cluster unavailable: operation has timed out with 2 answers" },
+      "emitWithAck to a room with a silent tidings client",
+    );
+    assert.deepEqual(
+      await cluster({ op: "emit-with-ack", rooms: [RN], event: "question", args: ["q-silent-n"], timeoutMs: 1500 }),
+      { ok: false, error: "cluster unavailable: operation has timed out with 2 answers" },
+      "emitWithAck to a room with a silent Node client",
+    );
+    const logs = await settleAll(k, "tidings");
+    assertLogs(k, logs, [
+      [["tSilent", "tAnon2", "nB"], ["question", "q-silent-t"]],
+      [["nSilent", "tG", "nAnon2"], ["question", "q-silent-n"]],
+    ], "tidings emitWithAck with a silent client");
+    await assertAdapterConnected();
+  });
+
   test("tidings socketsJoin / socketsLeave refuse a tidings: room, and nobody joins or leaves anything", OPTS, async () => {
     const k = await cast();
     const R2 = uid("not-joined");
