@@ -5,14 +5,16 @@
 # second server, the same with connection state recovery on (tests/interop/recovery.test.mjs), on
 # another free port. Some files start servers of their own: browser.test.mjs (the demo, from the
 # example and from the gateway's --demo), gateway.test.mjs (the tidings-gateway binary, built
-# here too) and cluster.test.mjs (a redis-server and three interop nodes; the examples are built
-# with `--features redis` for it, and it must find `redis-server`).
+# here too), cluster.test.mjs (a redis-server and three interop nodes) and adapter.test.mjs (a
+# redis-server, a Node socket.io server on `@socket.io/redis-adapter` and an interop node of its
+# cluster); the examples are built with `--features redis` for those two, which must find
+# `redis-server`.
 #
 # Usage: scripts/interop.sh [extra `node --test` arguments, e.g. tests/interop/engineio.test.mjs]
 # Environment: SERVER_CMD overrides the server command (it gets PORT and RECOVERY_PORT; must listen
 #              on 127.0.0.1 on both, the recovery server on RECOVERY_PORT).
-#              INTEROP_BIN overrides the interop binary cluster.test.mjs runs as its nodes (and the
-#              default SERVER_CMD); it must be built with `--features redis`.
+#              INTEROP_BIN overrides the interop binary cluster.test.mjs and adapter.test.mjs run
+#              as their nodes (and the default SERVER_CMD); it must be built with `--features redis`.
 #              INTEROP_TIMEOUT bounds the whole node run in seconds (default 600).
 # The tests get the servers' addresses as TIDINGS_URL and TIDINGS_RECOVERY_URL, and the interop
 # example's path as INTEROP_BIN. REDIS_URL and REDIS_PREFIX are cleared: the shared servers are

@@ -16,6 +16,11 @@
 // event, args}` is `socket.broadcast.emit` (or `socket.to(rooms).emit` when `rooms` is not empty),
 // acked after the emit.
 //
+// What another server (the tidings node) sends with `serverSideEmit`, to `ping-node` and
+// `ping-node-silent` in either namespace, is recorded as `{nsp, event, args, withAck}` for
+// `ctl:server-side-log`; with an ack, `ping-node` answers `{from: "node", args}` and
+// `ping-node-silent` never answers.
+//
 // Control events, on namespace `/ctl` (so that the control socket is in nobody's audience), each
 // acked with its result, or `{error}` when the call threw. `nsp` defaults to "/", `rooms` and
 // `except` to [] (everyone):
@@ -30,6 +35,7 @@
 //   ctl:server-side-emit-ack {nsp, event, args}                 → {responses} or {error, responses}
 //   ctl:emit-with-ack {nsp, rooms, except, event, args, timeout} → {responses} or {error, responses}
 //   ctl:local {}                                                → this server's own socket ids, by namespace
+//   ctl:server-side-log {}                                      → what serverSideEmit brought, in order
 // The join/leave/disconnect calls also act on this server's own sockets right away (the adapter
 // itself applies them only when its request comes back from Redis), so that an emit that follows
 // the ack finds them done here; on the other nodes they act when the request arrives.
@@ -62,6 +68,9 @@ const io = new Server(httpServer, {
   pingTimeout: 1000,
 });
 
+/** What the other servers' `serverSideEmit`s brought here (`ctl:server-side-log`). */
+const serverSideLog = [];
+
 const list = (v) => (v === undefined || v === null ? [] : Array.isArray(v) ? v : [v]);
 
 for (const name of NAMESPACES) {
@@ -83,6 +92,14 @@ for (const name of NAMESPACES) {
       if (typeof ack === "function") ack(true);
     });
   });
+  // Another server's serverSideEmit (with an ack: the adapter passes a callback last).
+  for (const event of ["ping-node", "ping-node-silent"]) {
+    io.of(name).on(event, (...args) => {
+      const ack = typeof args.at(-1) === "function" ? args.pop() : null;
+      serverSideLog.push({ nsp: name, event, args, withAck: ack !== null });
+      if (ack && event === "ping-node") ack({ from: "node", args });
+    });
+  }
 }
 
 /** `io.of(nsp)` narrowed to `rooms` and `except` (everyone when both are empty). */
@@ -149,6 +166,7 @@ const handlers = {
     }
   },
   "ctl:local": () => Object.fromEntries(NAMESPACES.map((n) => [n, [...io.of(n).sockets.keys()]])),
+  "ctl:server-side-log": () => serverSideLog,
 };
 
 io.of("/ctl").on("connection", (socket) => {
