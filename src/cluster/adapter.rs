@@ -375,16 +375,38 @@ fn connect(client: &Client, timeout: Duration) -> redis::RedisResult<Connection>
     Ok(c)
 }
 
-/// A request for the worker, with its namespace.
-struct Incoming {
-    nsp: String,
-    request: Request,
+/// What the worker does for a request, after the subscriber handed the loops their part (in
+/// the order the requests and broadcasts came, so a broadcast after a join reaches the joined).
+enum Job {
+    /// Collects every loop's answer, then publishes what `then` says.
+    Answer {
+        nsp: String,
+        answers: Receiver<QueryAnswer>,
+        loops: usize,
+        then: Then,
+    },
+    /// The application's answer to a server-side emit.
+    ServerSideEmit {
+        nsp: String,
+        request_id: Option<String>,
+        event: String,
+        args: Vec<Value>,
+    },
+}
+
+/// The response a request's answers make.
+enum Then {
+    Sockets(String),
+    AllRooms(String),
+    Fetch(String),
+    /// A join, leave or disconnect of one socket by id: `{requestId}` when it was here.
+    Done(String),
 }
 
 fn subscriber(
     shared: Arc<Shared>,
     client: Client,
-    requests: SyncSender<Incoming>,
+    requests: SyncSender<Job>,
     ready: mpsc::Sender<Result<(), String>>,
 ) {
     let mut ready = Some(ready);
@@ -411,9 +433,9 @@ fn subscriber(
 }
 
 fn subscribe_session(
-    shared: &Shared,
+    shared: &Arc<Shared>,
     client: &Client,
-    requests: &SyncSender<Incoming>,
+    requests: &SyncSender<Job>,
     ready: &mut Option<mpsc::Sender<Result<(), String>>>,
 ) -> redis::RedisResult<()> {
     let key = &shared.cfg.key;
@@ -453,12 +475,12 @@ fn subscribe_session(
             Some((nsp, ChannelKindOwned::Request)) => {
                 match aw::decode_request(payload, &shared.limits) {
                     Ok(request) => {
-                        let incoming = Incoming {
-                            nsp: nsp.to_string(),
-                            request,
-                        };
-                        if requests.try_send(incoming).is_err() {
-                            log::warn!("socket.io adapter: a request was dropped (worker busy)");
+                        if let Some(job) = dispatch(shared, nsp, request) {
+                            if requests.try_send(job).is_err() {
+                                log::warn!(
+                                    "socket.io adapter: a request was dropped (worker busy)"
+                                );
+                            }
                         }
                     }
                     Err(e) => shared.foreign(&format!("a request on {channel}: {e}")),
@@ -577,12 +599,94 @@ fn publisher(
     }
 }
 
-fn worker(shared: Arc<Shared>, requests: Receiver<Incoming>) {
+fn worker(shared: Arc<Shared>, requests: Receiver<Job>) {
     while !shared.stop.load(Ordering::Acquire) {
         match requests.recv_timeout(TICK) {
-            Ok(r) => answer(&shared, &r.nsp, r.request),
+            Ok(job) => work(&shared, job),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
+        }
+    }
+}
+
+/// The loops' answers to a request, as many as came within the I/O timeout.
+fn collect(shared: &Shared, answers: &Receiver<QueryAnswer>, loops: usize) -> Vec<QueryAnswer> {
+    let deadline = Instant::now() + shared.cfg.io_timeout;
+    let mut out = Vec::with_capacity(loops);
+    while out.len() < loops {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match answers.recv_timeout(left) {
+            Ok(a) => out.push(a),
+            Err(_) => break,
+        }
+    }
+    out
+}
+
+fn work(shared: &Shared, job: Job) {
+    match job {
+        Job::Answer {
+            nsp,
+            answers,
+            loops,
+            then,
+        } => {
+            let answers = collect(shared, &answers, loops);
+            let response = match then {
+                Then::Sockets(request_id) => Response::Sockets {
+                    request_id,
+                    sockets: sockets_of(answers).into_iter().map(|s| s.sid).collect(),
+                },
+                Then::AllRooms(request_id) => {
+                    let mut rooms = BTreeSet::new();
+                    for a in answers {
+                        rooms.extend(a.rooms);
+                    }
+                    Response::AllRooms {
+                        request_id,
+                        rooms: rooms.into_iter().collect(),
+                    }
+                }
+                Then::Fetch(request_id) => Response::FetchSockets {
+                    request_id,
+                    sockets: sockets_of(answers).into_iter().map(remote_socket).collect(),
+                },
+                Then::Done(request_id) => {
+                    if sockets_of(answers).is_empty() {
+                        return;
+                    }
+                    Response::Done { request_id }
+                }
+            };
+            shared.respond(&nsp, &response);
+        }
+        Job::ServerSideEmit {
+            nsp,
+            request_id,
+            event,
+            args,
+        } => {
+            let Some(handler) = shared.on_server_side_emit.clone() else {
+                return;
+            };
+            let answer = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                handler(&event, &args)
+            })) {
+                Ok(a) => a,
+                Err(_) => {
+                    log::error!("socket.io adapter: the serverSideEmit handler panicked");
+                    None
+                }
+            };
+            if let (Some(request_id), Some(data)) = (request_id, answer) {
+                shared.respond(
+                    &nsp,
+                    &Response::ServerSideEmit {
+                        request_id,
+                        data: Some(data),
+                    },
+                );
+            }
         }
     }
 }
@@ -629,22 +733,43 @@ fn remote_socket(s: AdapterSocket) -> RemoteSocket {
     }
 }
 
-/// Answers one request of the Node cluster.
-fn answer(shared: &Arc<Shared>, nsp: &str, request: Request) {
-    // This node's own question: it answered its part already ("a node ignores the requests it
-    // made", as the Node adapter does by request id). Joins, leaves and disconnects it does
-    // like every node.
+/// A request of the Node cluster, on the subscriber's thread: the loops get their part now
+/// (in order with the broadcasts), and the worker what is left to do.
+fn dispatch(shared: &Arc<Shared>, nsp: &str, request: Request) -> Option<Job> {
+    // This node's own request: it did its part before it asked ("a node ignores the requests
+    // it made", as the Node adapter does by request id).
     let own = match &request {
         Request::Sockets { uid, .. }
         | Request::AllRooms { uid, .. }
         | Request::Fetch { uid, .. }
         | Request::ServerSideEmit { uid, .. }
         | Request::Broadcast { uid, .. } => *uid == shared.uid,
+        Request::Join { uid, .. }
+        | Request::Leave { uid, .. }
+        | Request::Disconnect { uid, .. } => uid.as_deref() == Some(shared.uid.as_str()),
         _ => false,
     };
     if own {
-        return;
+        return None;
     }
+    let ask = |sel: Selection, action: AdapterAction, then: Option<Then>| {
+        let (tx, rx) = mpsc::channel();
+        let nsp_arc: Arc<str> = Arc::from(nsp);
+        let sel = Arc::new(sel);
+        let loops = shared.to_loops(|| Command::AdapterQuery {
+            nsp: nsp_arc.clone(),
+            select: sel.clone(),
+            action: action.clone(),
+            reply: tx.clone(),
+        });
+        then.map(|then| Job::Answer {
+            nsp: nsp.to_string(),
+            answers: rx,
+            loops,
+            then,
+        })
+    };
+    let none = Selection::default;
     match request {
         Request::Sockets {
             request_id, rooms, ..
@@ -653,40 +778,30 @@ fn answer(shared: &Arc<Shared>, nsp: &str, request: Request) {
                 rooms,
                 except: Vec::new(),
             };
-            let sockets = sockets_of(shared.query(nsp, sel, AdapterAction::List));
-            let sockets = sockets.into_iter().map(|s| s.sid).collect();
-            shared.respond(
-                nsp,
-                &Response::Sockets {
-                    request_id,
-                    sockets,
-                },
-            );
+            ask(sel, AdapterAction::List, Some(Then::Sockets(request_id)))
         }
-        Request::AllRooms { request_id, .. } => {
-            let answers = shared.query(nsp, Selection::default(), AdapterAction::List);
-            let mut rooms = BTreeSet::new();
-            for a in answers {
-                rooms.extend(a.rooms);
-            }
-            shared.respond(
-                nsp,
-                &Response::AllRooms {
-                    request_id,
-                    rooms: rooms.into_iter().collect(),
-                },
-            );
-        }
+        Request::AllRooms { request_id, .. } => ask(
+            none(),
+            AdapterAction::List,
+            Some(Then::AllRooms(request_id)),
+        ),
+        Request::Fetch {
+            request_id, opts, ..
+        } => ask(
+            select(opts),
+            AdapterAction::List,
+            Some(Then::Fetch(request_id)),
+        ),
         Request::Join { opts, rooms, .. } => {
             let rooms = app_rooms(shared, rooms);
-            shared.query(nsp, select(opts), AdapterAction::Join(rooms));
+            ask(select(opts), AdapterAction::Join(rooms), None)
         }
         Request::Leave { opts, rooms, .. } => {
             let rooms = app_rooms(shared, rooms);
-            shared.query(nsp, select(opts), AdapterAction::Leave(rooms));
+            ask(select(opts), AdapterAction::Leave(rooms), None)
         }
         Request::Disconnect { opts, close, .. } => {
-            shared.query(nsp, select(opts), AdapterAction::Disconnect { close });
+            ask(select(opts), AdapterAction::Disconnect { close }, None)
         }
         Request::SocketJoin {
             request_id,
@@ -695,90 +810,54 @@ fn answer(shared: &Arc<Shared>, nsp: &str, request: Request) {
             ..
         } => {
             let rooms = app_rooms(shared, vec![room]);
-            let found = sockets_of(shared.query(nsp, by_sid(sid), AdapterAction::Join(rooms)));
-            if !found.is_empty() {
-                shared.respond(nsp, &Response::Done { request_id });
-            }
+            ask(
+                by_sid(sid),
+                AdapterAction::Join(rooms),
+                Some(Then::Done(request_id)),
+            )
         }
         Request::SocketLeave {
             request_id,
             sid,
             room,
             ..
-        } => {
-            let found =
-                sockets_of(shared.query(nsp, by_sid(sid), AdapterAction::Leave(vec![room])));
-            if !found.is_empty() {
-                shared.respond(nsp, &Response::Done { request_id });
-            }
-        }
+        } => ask(
+            by_sid(sid),
+            AdapterAction::Leave(vec![room]),
+            Some(Then::Done(request_id)),
+        ),
         Request::SocketDisconnect {
             request_id,
             sid,
             close,
             ..
-        } => {
-            let found =
-                sockets_of(shared.query(nsp, by_sid(sid), AdapterAction::Disconnect { close }));
-            if !found.is_empty() {
-                shared.respond(nsp, &Response::Done { request_id });
-            }
-        }
-        Request::Fetch {
-            request_id, opts, ..
-        } => {
-            let sockets = sockets_of(shared.query(nsp, select(opts), AdapterAction::List));
-            shared.respond(
-                nsp,
-                &Response::FetchSockets {
-                    request_id,
-                    sockets: sockets.into_iter().map(remote_socket).collect(),
-                },
-            );
-        }
+        } => ask(
+            by_sid(sid),
+            AdapterAction::Disconnect { close },
+            Some(Then::Done(request_id)),
+        ),
         Request::ServerSideEmit {
-            uid,
-            request_id,
-            data,
+            request_id, data, ..
         } => {
-            if uid == shared.uid {
-                return;
-            }
-            let Some(handler) = shared.on_server_side_emit.clone() else {
-                return;
-            };
             let Some((Value::String(event), args)) = data.split_first() else {
-                return shared.foreign("a serverSideEmit without an event name");
+                shared.foreign("a serverSideEmit without an event name");
+                return None;
             };
-            let answer = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                handler(event, args)
-            })) {
-                Ok(a) => a,
-                Err(_) => {
-                    log::error!("socket.io adapter: the serverSideEmit handler panicked");
-                    None
-                }
-            };
-            if let (Some(request_id), Some(data)) = (request_id, answer) {
-                shared.respond(
-                    nsp,
-                    &Response::ServerSideEmit {
-                        request_id,
-                        data: Some(data),
-                    },
-                );
-            }
+            Some(Job::ServerSideEmit {
+                nsp: nsp.to_string(),
+                request_id,
+                event: event.clone(),
+                args: args.to_vec(),
+            })
         }
         Request::Broadcast {
-            uid,
             request_id,
             packet,
             opts,
+            ..
         } => {
-            if uid == shared.uid {
-                return;
-            }
             ack_broadcast(shared, nsp, request_id, packet, opts);
+            None
         }
     }
 }
@@ -812,7 +891,9 @@ fn ack_broadcast(
     };
     if shared.ack_broadcasts.fetch_add(1, Ordering::AcqRel) >= MAX_ACK_BROADCASTS {
         shared.ack_broadcasts.fetch_sub(1, Ordering::AcqRel);
-        log::warn!("socket.io adapter: too many broadcasts with acks at once; one is answered with no client");
+        log::warn!(
+            "socket.io adapter: too many broadcasts with acks at once; one is answered with no client"
+        );
         let count = Response::BroadcastClientCount {
             request_id,
             client_count: 0,
@@ -823,31 +904,7 @@ fn ack_broadcast(
         .flags
         .timeout
         .map_or(shared.cfg.request_timeout, Duration::from_millis);
-    let shared = shared.clone();
-    let nsp = nsp.to_string();
-    let spawned = std::thread::Builder::new()
-        .name("tidings-sio-ack".into())
-        .spawn({
-            let shared = shared.clone();
-            move || {
-                collect_acks(&shared, &nsp, request_id, packet, opts, timeout);
-                shared.ack_broadcasts.fetch_sub(1, Ordering::AcqRel);
-            }
-        });
-    if spawned.is_err() {
-        shared.ack_broadcasts.fetch_sub(1, Ordering::AcqRel);
-        log::warn!("socket.io adapter: cannot start a thread for a broadcast with acks");
-    }
-}
-
-fn collect_acks(
-    shared: &Shared,
-    nsp: &str,
-    request_id: String,
-    packet: Packet,
-    opts: BroadcastOpts,
-    timeout: Duration,
-) {
+    // The loops get it now, in order with the broadcasts; a thread waits for the answers.
     let loops = shared.handle.loop_count();
     let (results_tx, results_rx) = mpsc::channel();
     let merge = AckMerge::new(loops, AckReply::Channel(results_tx));
@@ -867,36 +924,73 @@ fn collect_acks(
         count: Some(count_tx.clone()),
     });
     drop(count_tx);
-    let deadline = Instant::now() + shared.cfg.io_timeout;
-    let mut client_count = 0u64;
-    for _ in 0..loops {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match count_rx.recv_timeout(left) {
-            Ok(n) => client_count += n as u64,
-            Err(_) => break,
-        }
+    let waiting = AckWait {
+        nsp: nsp.to_string(),
+        request_id,
+        loops,
+        counts: count_rx,
+        results: results_rx,
+        timeout,
+    };
+    let spawned = std::thread::Builder::new()
+        .name("tidings-sio-ack".into())
+        .spawn({
+            let shared = shared.clone();
+            move || {
+                waiting.answer(&shared);
+                shared.ack_broadcasts.fetch_sub(1, Ordering::AcqRel);
+            }
+        });
+    if spawned.is_err() {
+        shared.ack_broadcasts.fetch_sub(1, Ordering::AcqRel);
+        log::warn!("socket.io adapter: cannot start a thread for a broadcast with acks");
     }
-    shared.respond(
-        nsp,
-        &Response::BroadcastClientCount {
-            request_id: request_id.clone(),
-            client_count,
-        },
-    );
-    let results = results_rx
-        .recv_timeout(timeout + shared.cfg.io_timeout)
-        .unwrap_or_default();
-    for r in results {
-        if let AckOutcome::Ok { args, attachments } = r.outcome {
-            // "The adapter forwards the client's first ack argument."
-            shared.respond(
-                nsp,
-                &Response::BroadcastAck {
-                    request_id: request_id.clone(),
-                    packet: args.into_iter().next(),
-                    attachments,
-                },
-            );
+}
+
+/// A broadcast with acks the loops are delivering: what the asker hears of it.
+struct AckWait {
+    nsp: String,
+    request_id: String,
+    loops: usize,
+    counts: Receiver<usize>,
+    results: Receiver<Vec<crate::engine::AckResult>>,
+    timeout: Duration,
+}
+
+impl AckWait {
+    fn answer(self, shared: &Shared) {
+        let deadline = Instant::now() + shared.cfg.io_timeout;
+        let mut client_count = 0u64;
+        for _ in 0..self.loops {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.counts.recv_timeout(left) {
+                Ok(n) => client_count += n as u64,
+                Err(_) => break,
+            }
+        }
+        shared.respond(
+            &self.nsp,
+            &Response::BroadcastClientCount {
+                request_id: self.request_id.clone(),
+                client_count,
+            },
+        );
+        let results = self
+            .results
+            .recv_timeout(self.timeout + shared.cfg.io_timeout)
+            .unwrap_or_default();
+        for r in results {
+            if let AckOutcome::Ok { args, attachments } = r.outcome {
+                // "The adapter forwards the client's first ack argument."
+                shared.respond(
+                    &self.nsp,
+                    &Response::BroadcastAck {
+                        request_id: self.request_id.clone(),
+                        packet: args.into_iter().next(),
+                        attachments,
+                    },
+                );
+            }
         }
     }
 }
@@ -1052,12 +1146,18 @@ impl SocketIoCluster {
         for r in rooms {
             crate::validate::validate_room(r)?;
         }
+        let rooms: Vec<String> = rooms.iter().map(|r| r.to_string()).collect();
+        // This server's sockets first: when it returns, they are in the rooms.
+        self.shared().query(
+            &sel.nsp,
+            sel.selection(),
+            AdapterAction::Join(rooms.clone()),
+        );
         let request = Request::Join {
             uid: Some(self.shared().uid.clone()),
             opts: sel.opts(),
-            rooms: rooms.iter().map(|r| r.to_string()).collect(),
+            rooms,
         };
-        // This node hears its own request too, and does its part like the others.
         self.shared().tell(&sel.nsp, &request)
     }
 
@@ -1071,10 +1171,16 @@ impl SocketIoCluster {
         for r in rooms {
             crate::validate::validate_room(r)?;
         }
+        let rooms: Vec<String> = rooms.iter().map(|r| r.to_string()).collect();
+        self.shared().query(
+            &sel.nsp,
+            sel.selection(),
+            AdapterAction::Leave(rooms.clone()),
+        );
         let request = Request::Leave {
             uid: Some(self.shared().uid.clone()),
             opts: sel.opts(),
-            rooms: rooms.iter().map(|r| r.to_string()).collect(),
+            rooms,
         };
         self.shared().tell(&sel.nsp, &request)
     }
@@ -1086,6 +1192,11 @@ impl SocketIoCluster {
         close: bool,
     ) -> Result<(), crate::BroadcastError> {
         self.check(sel)?;
+        self.shared().query(
+            &sel.nsp,
+            sel.selection(),
+            AdapterAction::Disconnect { close },
+        );
         let request = Request::Disconnect {
             uid: Some(self.shared().uid.clone()),
             opts: sel.opts(),

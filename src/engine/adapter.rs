@@ -232,15 +232,23 @@ impl Engine {
                     }
                 }
             }
-            AdapterAction::Disconnect { close } => {
+            AdapterAction::Disconnect { close: false } => {
                 for s in &chosen {
-                    if *close {
-                        if let Some(session) = self.sio.session_of(*s) {
-                            self.eio_close(now, session, super::CloseReason::ServerClose);
-                        }
-                    } else {
-                        self.sio_disconnect(now, *s);
+                    self.sio_disconnect(now, *s);
+                }
+            }
+            // "disconnect(true) closes the underlying connection": as socket.io does, each
+            // socket of the connection hears its DISCONNECT first.
+            AdapterAction::Disconnect { close: true } => {
+                let sessions: std::collections::BTreeSet<u64> = chosen
+                    .iter()
+                    .filter_map(|s| self.sio.session_of(*s))
+                    .collect();
+                for session in sessions {
+                    for socket in self.sio.sockets_of_session(session) {
+                        self.sio_disconnect(now, socket);
                     }
+                    self.eio_close(now, session, super::CloseReason::ServerClose);
                 }
             }
         }

@@ -276,6 +276,22 @@ impl Sio {
             .collect()
     }
 
+    /// The connected sockets of Engine.IO session `key` (one per namespace).
+    pub(super) fn sockets_of_session(&self, key: u64) -> Vec<u64> {
+        self.sessions
+            .get(&key)
+            .map(|s| {
+                s.sockets
+                    .iter()
+                    .filter_map(|(_, slot)| match slot {
+                        SocketSlot::Connected(id) => Some(*id),
+                        SocketSlot::Pending(_) => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The socket of `nsp` whose id is `sid` (a node of a Node.js cluster only).
     pub(super) fn socket_by_sid(&self, nsp: &str, sid: &str) -> Option<u64> {
         let id = *self.by_sid.as_ref()?.get(sid)?;

@@ -971,13 +971,8 @@ describe("a tidings node in a Node socket.io cluster (@socket.io/redis-adapter)"
 
   // socket.io's disconnectSockets(true) (Socket#disconnect(true): Client#_disconnect) sends each
   // socket of the connection its DISCONNECT packet, then closes the connection: the client says
-  // "io server disconnect" and does not reconnect. tidings (AdapterAction::Disconnect { close:
-  // true } in src/engine/adapter.rs) closes the engine.io session without those packets: its
-  // clients say "transport close" and reconnect.
-  test("disconnectSockets(true), from tidings and from Node: the selected clients get 'io server disconnect', the others stay", {
-    ...OPTS,
-    todo: "tidings closes the connection without the DISCONNECT packets (its clients see 'transport close' and reconnect)",
-  }, async () => {
+  // "io server disconnect" and does not reconnect; tidings does the same.
+  test("disconnectSockets(true), from tidings and from Node: the selected clients get 'io server disconnect', the others stay", OPTS, async () => {
     const k = await cast();
     await disconnectRow(k, [
       ["tidings", { rooms: [userRoom(k.B, k.aliceB.user)], close: true }],
