@@ -1055,6 +1055,17 @@ pub struct RemoteSocketInfo {
     pub handshake: Value,
 }
 
+impl From<RemoteSocket> for RemoteSocketInfo {
+    fn from(s: RemoteSocket) -> Self {
+        RemoteSocketInfo {
+            id: s.id,
+            rooms: s.rooms,
+            data: s.data,
+            handshake: s.handshake,
+        }
+    }
+}
+
 /// The Node.js socket.io cluster this server is a node of ([`crate::Handle::socketio_cluster`]):
 /// the requests of socket.io's server API that span every server — this one included.
 #[derive(Clone)]
@@ -1108,13 +1119,7 @@ impl SocketIoCluster {
         let local = sockets_of(shared.query(&sel.nsp, sel.selection(), AdapterAction::List));
         let mut out: Vec<RemoteSocketInfo> = local
             .into_iter()
-            .map(remote_socket)
-            .map(|s| RemoteSocketInfo {
-                id: s.id,
-                rooms: s.rooms,
-                data: s.data,
-                handshake: s.handshake,
-            })
+            .map(|s| RemoteSocketInfo::from(remote_socket(s)))
             .collect();
         let request_id = shared.new_request_id();
         let request = Request::Fetch {
@@ -1125,12 +1130,7 @@ impl SocketIoCluster {
         let responses = shared.ask(&sel.nsp, &request_id, &request)?;
         for r in responses {
             if let Response::FetchSockets { sockets, .. } = r {
-                out.extend(sockets.into_iter().map(|s| RemoteSocketInfo {
-                    id: s.id,
-                    rooms: s.rooms,
-                    data: s.data,
-                    handshake: s.handshake,
-                }));
+                out.extend(sockets.into_iter().map(RemoteSocketInfo::from));
             }
         }
         Ok(out)
@@ -1142,23 +1142,7 @@ impl SocketIoCluster {
         sel: &SocketSelector,
         rooms: &[&str],
     ) -> Result<(), crate::BroadcastError> {
-        self.check(sel)?;
-        for r in rooms {
-            crate::validate::validate_room(r)?;
-        }
-        let rooms: Vec<String> = rooms.iter().map(|r| r.to_string()).collect();
-        // This server's sockets first: when it returns, they are in the rooms.
-        self.shared().query(
-            &sel.nsp,
-            sel.selection(),
-            AdapterAction::Join(rooms.clone()),
-        );
-        let request = Request::Join {
-            uid: Some(self.shared().uid.clone()),
-            opts: sel.opts(),
-            rooms,
-        };
-        self.shared().tell(&sel.nsp, &request)
+        self.change_rooms(sel, rooms, true)
     }
 
     /// `socketsLeave`: they leave `rooms`.
@@ -1167,21 +1151,37 @@ impl SocketIoCluster {
         sel: &SocketSelector,
         rooms: &[&str],
     ) -> Result<(), crate::BroadcastError> {
+        self.change_rooms(sel, rooms, false)
+    }
+
+    fn change_rooms(
+        &self,
+        sel: &SocketSelector,
+        rooms: &[&str],
+        join: bool,
+    ) -> Result<(), crate::BroadcastError> {
         self.check(sel)?;
         for r in rooms {
             crate::validate::validate_room(r)?;
         }
         let rooms: Vec<String> = rooms.iter().map(|r| r.to_string()).collect();
-        self.shared().query(
-            &sel.nsp,
-            sel.selection(),
-            AdapterAction::Leave(rooms.clone()),
-        );
-        let request = Request::Leave {
-            uid: Some(self.shared().uid.clone()),
-            opts: sel.opts(),
-            rooms,
+        let (action, request) = if join {
+            let request = Request::Join {
+                uid: Some(self.shared().uid.clone()),
+                opts: sel.opts(),
+                rooms: rooms.clone(),
+            };
+            (AdapterAction::Join(rooms), request)
+        } else {
+            let request = Request::Leave {
+                uid: Some(self.shared().uid.clone()),
+                opts: sel.opts(),
+                rooms: rooms.clone(),
+            };
+            (AdapterAction::Leave(rooms), request)
         };
+        // This server's sockets first: when it returns, they are in (or out of) the rooms.
+        self.shared().query(&sel.nsp, sel.selection(), action);
         self.shared().tell(&sel.nsp, &request)
     }
 

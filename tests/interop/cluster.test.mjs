@@ -24,8 +24,7 @@
 // order (the last one kills node 3).
 import { test, describe, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { accessSync, constants, existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -33,6 +32,7 @@ import { fileURLToPath } from "node:url";
 import { EventSource } from "eventsource";
 import { io } from "socket.io-client";
 import { TIMEOUT, QUIET_MS, SOCKET_OPTS, within, sleep, uid, controlSocket, Log, once } from "./helpers.mjs";
+import { START_WAIT, findRedis, freePorts, portOpen, startProcess } from "./processes.mjs";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const TARGET = process.env.CARGO_TARGET_DIR
@@ -40,103 +40,9 @@ const TARGET = process.env.CARGO_TARGET_DIR
   : path.join(ROOT, "target");
 const BIN = process.env.INTEROP_BIN ?? path.join(TARGET, "debug", "examples", "interop");
 const PREFIX = "interop-cluster";
-/** Starting a process (redis-server, a node) and seeing it listen. */
-const START_WAIT = 10000;
 const T = { timeout: 30000 };
 /** Every event name an EventSource listens for (a socket logs everything it gets). */
 const SSE_EVENTS = ["u-sse", "u-socket", "u-both", "t", "all", "room-ev", "room-message", "leak", "tick", "later", "sentinel", "tidings-reset"];
-
-// --- processes --------------------------------------------------------------------------------------
-
-const children = new Set();
-// A last resort if the run is cut short before `after()`: no process outlives the file.
-process.on("exit", () => {
-  for (const c of children) c.kill("SIGKILL");
-});
-
-/** The redis-server binary: REDIS_SERVER, or `redis-server` on the PATH; null when there is none. */
-function findRedis() {
-  if (process.env.REDIS_SERVER) return existsSync(process.env.REDIS_SERVER) ? process.env.REDIS_SERVER : null;
-  const dirs = [...(process.env.PATH ?? "").split(path.delimiter), "/usr/bin", "/usr/sbin", "/usr/local/bin"];
-  for (const dir of dirs) {
-    if (!dir) continue;
-    const candidate = path.join(dir, "redis-server");
-    try {
-      accessSync(candidate, constants.X_OK);
-      return candidate;
-    } catch {}
-  }
-  return null;
-}
-
-/** `n` distinct free loopback ports (all bound at once, then released). */
-async function freePorts(n) {
-  const servers = [];
-  try {
-    for (let i = 0; i < n; i++) {
-      const s = net.createServer();
-      servers.push(s);
-      await new Promise((resolve, reject) => {
-        s.once("error", reject);
-        s.listen(0, "127.0.0.1", resolve);
-      });
-    }
-    return servers.map((s) => s.address().port);
-  } finally {
-    await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
-  }
-}
-
-function portOpen(port) {
-  return new Promise((resolve) => {
-    const c = net.connect({ host: "127.0.0.1", port });
-    c.once("connect", () => (c.destroy(), resolve(true)));
-    c.once("error", () => resolve(false));
-  });
-}
-
-/** Spawns `bin`, keeps the tail of its output; resolves once 127.0.0.1:`port` accepts connections. */
-async function startProcess(name, bin, args, env, port) {
-  const child = spawn(bin, args, { env, stdio: ["ignore", "pipe", "pipe"] });
-  children.add(child);
-  let output = "";
-  const keep = (d) => (output = (output + d).slice(-4000));
-  child.stdout.on("data", keep);
-  child.stderr.on("data", keep);
-  let exited = null;
-  const exit = new Promise((resolve) =>
-    child.once("exit", (code, signal) => {
-      exited = `exited (${code ?? signal})`;
-      children.delete(child);
-      resolve();
-    }),
-  );
-  child.once("error", (e) => (exited = `failed to start: ${e.message}`));
-  const deadline = Date.now() + START_WAIT;
-  while (!(await portOpen(port))) {
-    if (exited || Date.now() > deadline) {
-      child.kill("SIGKILL");
-      throw new Error(`${name} ${exited ?? `did not listen on 127.0.0.1:${port} within ${START_WAIT} ms`}; output:\n${output}`);
-    }
-    await sleep(50);
-  }
-  return {
-    name,
-    child,
-    port,
-    url: `http://127.0.0.1:${port}`,
-    output: () => output,
-    get exited() {
-      return exited;
-    },
-    /** SIGKILL, then waits (bounded) for the exit. */
-    async kill() {
-      if (exited) return;
-      child.kill("SIGKILL");
-      await within(START_WAIT, exit, `${name} to exit`);
-    },
-  };
-}
 
 /** One command to Redis over RESP (no client library); the reply's first line. */
 function redisCommand(port, ...args) {
