@@ -561,9 +561,7 @@ impl Engine {
         // Its rooms are in the hub like any recoverable socket's, so later room events freeze
         // an audience with it.
         for room in &rooms {
-            let _ = state
-                .rooms
-                .socket_join(socket, room.clone(), 0, usize::MAX, usize::MAX);
+            state.join_socket_room(socket, room.clone());
         }
         drop(state);
         let recovery = SocketRecovery {
@@ -656,9 +654,7 @@ impl Engine {
         // order it would have sent them in.
         packets.sort_by_key(|(seq, _)| *seq);
         for room in &rooms {
-            let _ = state
-                .rooms
-                .socket_join(socket, room.clone(), 0, usize::MAX, usize::MAX);
+            state.join_socket_room(socket, room.clone());
         }
         drop(state);
         let recovery = SocketRecovery {
