@@ -46,6 +46,11 @@ fn node_on(url: &str, grace: Duration) -> Node {
     let mut cluster = ClusterConfig::new(url);
     cluster.prefix = "rec".into();
     cluster.handoff_grace = grace;
+    // A child node may be told to keep a small publish queue (see the lost-record test).
+    if let Some(q) = std::env::var(CHILD_QUEUE).ok().and_then(|q| q.parse().ok()) {
+        cluster.queue = q;
+        cluster.retry_for = Duration::from_secs(60);
+    }
     let config = Config {
         connection_state_recovery: Some(Recovery {
             max_disconnection_duration: Duration::from_secs(30),
@@ -284,6 +289,8 @@ fn a_rolling_deploy_hands_the_sockets_of_the_stopping_node_to_the_others() {
 
 /// Set in the environment of a child process that runs one node (see `child_node`).
 const CHILD_REDIS: &str = "TIDINGS_TEST_CHILD_NODE_REDIS";
+/// Its publish queue, when set.
+const CHILD_QUEUE: &str = "TIDINGS_TEST_CHILD_NODE_QUEUE";
 
 /// Not a test: the entry point of a node in a child process of this test binary, which the
 /// tests below kill with SIGKILL (a node that dies with no time to hand anything on). It prints
@@ -308,8 +315,16 @@ struct ChildNode {
 
 impl ChildNode {
     fn start(redis: &RedisServer) -> ChildNode {
+        Self::start_with_queue(redis, None)
+    }
+
+    fn start_with_queue(redis: &RedisServer, queue: Option<usize>) -> ChildNode {
         use std::io::BufRead;
-        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        let mut command = std::process::Command::new(std::env::current_exe().unwrap());
+        if let Some(q) = queue {
+            command.env(CHILD_QUEUE, q.to_string());
+        }
+        let mut child = command
             .args([
                 "--exact",
                 "child_node",
@@ -509,4 +524,57 @@ fn a_killed_nodes_record_is_for_its_own_user_only_and_goes_with_a_clean_disconne
     with_gone["pid"] = json!(gone_pid);
     let (_g, fresh) = connect_with_auth(b.server.local_addr(), with_gone);
     assert_ne!(fresh["pid"], json!(gone_pid));
+}
+
+/// Whether some node's records in Redis hold a field of socket `pid`.
+fn record_in_redis(redis: &RedisServer, pid: &str) -> bool {
+    let keys = redis.command(&["KEYS", "rec:sess:*"]);
+    let keys = String::from_utf8_lossy(&keys).to_string();
+    keys.split("\r\n")
+        .filter(|k| k.starts_with("rec:sess:"))
+        .any(|k| String::from_utf8_lossy(&redis.command(&["HKEYS", k])).contains(pid))
+}
+
+#[test]
+fn a_record_that_missed_a_write_is_deleted_and_never_restored_with_a_hole() {
+    let mut redis = RedisServer::start();
+    let b = node(&redis);
+    // Node a's publish queue holds 4 writes: with Redis away, the fifth is lost.
+    let mut a = ChildNode::start_with_queue(&redis, Some(4));
+    let (mut c, hello) = connect_with_auth(a.addr, json!({"tenant": "acme", "user": "alice"}));
+    let pid = hello["pid"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + WAIT;
+    while !record_in_redis(&redis, &pid) {
+        assert!(Instant::now() < deadline, "the record was not written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    redis.kill();
+    // Emits while Redis is away: delivered, but more of them than the queue holds.
+    for i in 0..12 {
+        c.emit("echo", vec![json!(i)]);
+        assert_eq!(event(&mut c).1, json!(i));
+    }
+    redis.restart();
+    // Node a deletes the record it could not keep whole.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while record_in_redis(&redis, &pid) {
+        assert!(
+            Instant::now() < deadline,
+            "the record with a hole was not deleted"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while b.server.handle().cluster_connected() != Some(true) {
+        assert!(Instant::now() < deadline, "node b did not reconnect");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    a.kill();
+    let _ = c.expect_closed(64);
+    // Alice comes back on node b: a fresh session, not a replay that misses emits.
+    let (_c, again) = connect_with_auth(
+        b.server.local_addr(),
+        json!({"tenant": "acme", "user": "alice", "pid": pid}),
+    );
+    assert_ne!(again["pid"], json!(pid), "a fresh session");
 }
