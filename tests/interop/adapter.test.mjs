@@ -313,6 +313,7 @@ const IN_U = ["tB", "nB"];
 const ALICE_A = ["tA1", "tA2", "nA1", "nA2"];
 const TENANT_A = [...ALICE_A, "tB", "nB"];
 const ALICE_B = ["tG", "nG"];
+const BOB_A = ["tB", "nB"];
 const minus = (a, ...bs) => a.filter((x) => !bs.some((b) => b.includes(x)));
 
 afterEach(async () => {
@@ -552,6 +553,35 @@ describe("a tidings node in a Node socket.io cluster (@socket.io/redis-adapter)"
       [minus(MAIN, IN_R), ["e-not-r", 5]],
       [CUSTOM, ["e-custom", { bin: "0102" }]],
     ], "the emitter");
+    await assertAdapterConnected();
+  });
+
+  // The emitter sends its join, leave and disconnect requests without a uid; every server acts.
+  test("the emitter's socketsJoin, socketsLeave and disconnectSockets act on the tidings sockets too", OPTS, async () => {
+    const k = await cast();
+    const R2 = uid("emitter-joined");
+    emitter.in(k.R).socketsJoin(R2);
+    emitter.in(userRoom(k.A, k.bobA.user)).socketsJoin(R2);
+    const inR2 = [...IN_R, ...BOB_A];
+    await awaitMembers(k, R2, inR2, "emitter socketsJoin");
+    await nodeEmit({ rooms: [R2], event: "r2", args: ["joined"] });
+    let logs = await settleAll(k, "node");
+    assertLogs(k, logs, [[inR2, ["r2", "joined"]]], "emitter socketsJoin then io.to(R2)");
+    clearAll(k);
+    emitter.in(k.R).socketsLeave(R2);
+    await awaitMembers(k, R2, BOB_A, "emitter socketsLeave");
+    await nodeEmit({ rooms: [R2], event: "r2", args: ["after leave"] });
+    logs = await settleAll(k, "node");
+    assertLogs(k, logs, [[BOB_A, ["r2", "after leave"]]], "emitter socketsLeave then io.to(R2)");
+    clearAll(k);
+    emitter.in(R2).disconnectSockets();
+    for (const n of BOB_A) {
+      const c = k.c[n];
+      await c.log.until(() => c.disconnects.length > 0, `${c.label}'s disconnect`);
+    }
+    const seen = Object.fromEntries(k.names.map((n) => [n, k.c[n].disconnects]));
+    const expected = Object.fromEntries(k.names.map((n) => [n, BOB_A.includes(n) ? ["io server disconnect"] : []]));
+    assert.deepEqual(seen, expected, "emitter disconnectSockets: who was disconnected, and why");
     await assertAdapterConnected();
   });
 
