@@ -319,8 +319,13 @@ impl Shared {
         self.handle.loop_count()
     }
 
-    /// Asks every loop; their answers, as many as came within the I/O timeout.
-    fn query(&self, nsp: &str, select: Selection, action: AdapterAction) -> Vec<QueryAnswer> {
+    /// Hands every loop its part of a request; where their answers come, and how many.
+    fn ask_loops(
+        &self,
+        nsp: &str,
+        select: Selection,
+        action: AdapterAction,
+    ) -> (Receiver<QueryAnswer>, usize) {
         let (tx, rx) = mpsc::channel();
         let nsp: Arc<str> = Arc::from(nsp);
         let select = Arc::new(select);
@@ -330,17 +335,23 @@ impl Shared {
             action: action.clone(),
             reply: tx.clone(),
         });
-        drop(tx);
-        let deadline = Instant::now() + self.cfg.io_timeout;
-        let mut answers = Vec::with_capacity(loops);
-        while answers.len() < loops {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(a) => answers.push(a),
-                Err(_) => break,
-            }
-        }
-        answers
+        (rx, loops)
+    }
+
+    /// Asks every loop; their answers, as many as came within the I/O timeout.
+    fn query(&self, nsp: &str, select: Selection, action: AdapterAction) -> Vec<QueryAnswer> {
+        let (rx, loops) = self.ask_loops(nsp, select, action);
+        collect(self, &rx, loops)
+    }
+
+    /// Where the responses to this node's request `request_id` will come.
+    fn expect_responses(&self, request_id: &str) -> Receiver<Response> {
+        let (tx, rx) = mpsc::channel();
+        self.waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(request_id.to_string(), tx);
+        rx
     }
 
     fn respond(&self, nsp: &str, response: &Response) {
@@ -652,7 +663,7 @@ fn work(shared: &Shared, job: Job) {
                     sockets: sockets_of(answers).into_iter().map(remote_socket).collect(),
                 },
                 Then::Done(request_id) => {
-                    if sockets_of(answers).is_empty() {
+                    if answers.iter().all(|a| a.selected == 0) {
                         return;
                     }
                     Response::Done { request_id }
@@ -753,15 +764,7 @@ fn dispatch(shared: &Arc<Shared>, nsp: &str, request: Request) -> Option<Job> {
         return None;
     }
     let ask = |sel: Selection, action: AdapterAction, then: Option<Then>| {
-        let (tx, rx) = mpsc::channel();
-        let nsp_arc: Arc<str> = Arc::from(nsp);
-        let sel = Arc::new(sel);
-        let loops = shared.to_loops(|| Command::AdapterQuery {
-            nsp: nsp_arc.clone(),
-            select: sel.clone(),
-            action: action.clone(),
-            reply: tx.clone(),
-        });
+        let (rx, loops) = shared.ask_loops(nsp, sel, action);
         then.map(|then| Job::Answer {
             nsp: nsp.to_string(),
             answers: rx,
@@ -769,7 +772,6 @@ fn dispatch(shared: &Arc<Shared>, nsp: &str, request: Request) -> Option<Job> {
             then,
         })
     };
-    let none = Selection::default;
     match request {
         Request::Sockets {
             request_id, rooms, ..
@@ -781,8 +783,8 @@ fn dispatch(shared: &Arc<Shared>, nsp: &str, request: Request) -> Option<Job> {
             ask(sel, AdapterAction::List, Some(Then::Sockets(request_id)))
         }
         Request::AllRooms { request_id, .. } => ask(
-            none(),
-            AdapterAction::List,
+            Selection::default(),
+            AdapterAction::Rooms,
             Some(Then::AllRooms(request_id)),
         ),
         Request::Fetch {
@@ -1250,12 +1252,7 @@ impl SocketIoCluster {
                 },
             },
         };
-        let (tx, rx) = mpsc::channel();
-        shared
-            .waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(request_id.clone(), tx);
+        let rx = shared.expect_responses(&request_id);
         let servers = shared.publish_request(&sel.nsp, &request);
         let servers = match servers {
             Ok(n) => n.saturating_sub(1),
@@ -1411,11 +1408,7 @@ impl Shared {
         request: &Request,
         timeout: Duration,
     ) -> Result<Vec<Response>, crate::BroadcastError> {
-        let (tx, rx) = mpsc::channel();
-        self.waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(request_id.to_string(), tx);
+        let rx = self.expect_responses(request_id);
         let servers = match self.publish_request(nsp, request) {
             Ok(n) => n,
             Err(e) => {

@@ -84,6 +84,9 @@ pub(crate) struct Selection {
 pub(crate) enum AdapterAction {
     /// Lists them (`fetchSockets`, the ids of `SOCKETS`).
     List,
+    /// Lists the rooms they are in (`allRooms`), as Node's `adapter.rooms`: each socket's id and
+    /// every room it is in (a user's rooms count only while the user has a socket here).
+    Rooms,
     /// They join these (`Socket::join` rooms).
     Join(Vec<String>),
     Leave(Vec<String>),
@@ -103,10 +106,11 @@ pub(crate) struct AdapterSocket {
     pub(crate) url: String,
 }
 
-/// One loop's answer to a query: what it selected (before the action), and its rooms of the
-/// namespace.
+/// One loop's answer to a query: how many sockets it selected, and what the action asked for
+/// (the sockets for `List`, their rooms for `Rooms`; nothing is built for the others).
 #[derive(Debug, Default)]
 pub(crate) struct QueryAnswer {
+    pub(crate) selected: usize,
     pub(crate) sockets: Vec<AdapterSocket>,
     pub(crate) rooms: Vec<String>,
 }
@@ -212,12 +216,26 @@ impl Engine {
         reply: QueryReply,
     ) {
         let chosen = self.adapter_select(nsp, sel);
-        let sockets = chosen
-            .iter()
-            .filter_map(|s| self.adapter_socket(*s))
-            .collect();
+        let mut answer = QueryAnswer {
+            selected: chosen.len(),
+            ..QueryAnswer::default()
+        };
         match action {
-            AdapterAction::List => {}
+            AdapterAction::List => {
+                answer.sockets = chosen
+                    .iter()
+                    .filter_map(|s| self.adapter_socket(*s))
+                    .collect();
+            }
+            AdapterAction::Rooms => {
+                let mut rooms = std::collections::BTreeSet::new();
+                for s in &chosen {
+                    if let Some(s) = self.adapter_socket(*s) {
+                        rooms.extend(s.rooms);
+                    }
+                }
+                answer.rooms = rooms.into_iter().collect();
+            }
             AdapterAction::Join(rooms) => {
                 for s in &chosen {
                     for room in rooms {
@@ -252,8 +270,7 @@ impl Engine {
                 }
             }
         }
-        let rooms = self.adapter_rooms(nsp);
-        let _ = reply.send(QueryAnswer { sockets, rooms });
+        let _ = reply.send(answer);
     }
 
     /// One socket as Node sees it.
@@ -287,18 +304,6 @@ impl Engine {
             address: info.remote().map(|a| a.ip().to_string()),
             url: info.path().to_string(),
         })
-    }
-
-    /// This loop's rooms of `nsp` that have a socket, as Node's `adapter.rooms`: each socket's
-    /// id and every room it is in (a user's rooms count only while the user has a socket here).
-    fn adapter_rooms(&self, nsp: &str) -> Vec<String> {
-        let mut rooms = std::collections::BTreeSet::new();
-        for socket in self.sio.socket_ids_of(nsp) {
-            if let Some(s) = self.adapter_socket(socket) {
-                rooms.extend(s.rooms);
-            }
-        }
-        rooms.into_iter().collect()
     }
 }
 
