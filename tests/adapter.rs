@@ -199,6 +199,19 @@ fn node_broadcast(event: &str, arg: &str, rooms: &[&str], except: &[&str]) -> Ve
     m
 }
 
+/// Alice (in socket room "desk") and bob of tenant acme on `server`, with their sids.
+fn alice_in_desk_and_bob(
+    server: &Server,
+    sids: &mpsc::Receiver<String>,
+) -> (SioClient, String, SioClient, String) {
+    let mut alice = SioClient::connect_as(server.local_addr(), "acme", "alice");
+    let alice_sid = sids.recv_timeout(WAIT).unwrap();
+    let bob = SioClient::connect_as(server.local_addr(), "acme", "bob");
+    let bob_sid = sids.recv_timeout(WAIT).unwrap();
+    ack(&mut alice, 1, "join", "desk");
+    (alice, alice_sid, bob, bob_sid)
+}
+
 fn ack(c: &mut SioClient, id: u64, event: &str, room: &str) {
     c.emit_with_ack(id, event, vec![json!(room)]);
     assert_eq!(c.expect_packet().kind, PacketKind::Ack);
@@ -214,12 +227,8 @@ fn two_tidings_nodes_share_socketio_broadcasts_in_the_node_format() {
     let redis = RedisServer::start();
     let (a, _) = node(&redis);
     let (b, sids) = node(&redis);
-    let mut alice = SioClient::connect_as(b.local_addr(), "acme", "alice");
-    let alice_sid = sids.recv_timeout(WAIT).unwrap();
-    let mut bob = SioClient::connect_as(b.local_addr(), "acme", "bob");
-    let _ = sids.recv_timeout(WAIT).unwrap();
+    let (mut alice, alice_sid, mut bob, _) = alice_in_desk_and_bob(&b, &sids);
     let (mut anon, _) = SioClient::connect_with(a.local_addr(), None);
-    ack(&mut alice, 1, "join", "desk");
     // What a Node server would hear: the room channel for one room.
     let mut room_channel = Raw::subscribe(&redis, "socket.io#/#desk#");
 
@@ -279,11 +288,7 @@ fn two_tidings_nodes_share_socketio_broadcasts_in_the_node_format() {
 fn node_requests_see_and_act_on_tidings_sockets() {
     let redis = RedisServer::start();
     let (a, sids) = node(&redis);
-    let mut alice = SioClient::connect_as(a.local_addr(), "acme", "alice");
-    let alice_sid = sids.recv_timeout(WAIT).unwrap();
-    let mut bob = SioClient::connect_as(a.local_addr(), "acme", "bob");
-    let bob_sid = sids.recv_timeout(WAIT).unwrap();
-    ack(&mut alice, 1, "join", "desk");
+    let (mut alice, alice_sid, mut bob, bob_sid) = alice_in_desk_and_bob(&a, &sids);
     let mut responses = Raw::subscribe(&redis, "socket.io-response#/#");
     let request = |v: Value| {
         let n = Raw::publish(&redis, "socket.io-request#/#", v.to_string().as_bytes());
@@ -375,11 +380,7 @@ fn a_tidings_node_asks_the_whole_cluster() {
     let redis = RedisServer::start();
     let (a, _) = node(&redis);
     let (b, sids) = node(&redis);
-    let mut alice = SioClient::connect_as(b.local_addr(), "acme", "alice");
-    let alice_sid = sids.recv_timeout(WAIT).unwrap();
-    let mut bob = SioClient::connect_as(b.local_addr(), "acme", "bob");
-    let bob_sid = sids.recv_timeout(WAIT).unwrap();
-    ack(&mut alice, 1, "join", "desk");
+    let (mut alice, alice_sid, mut bob, bob_sid) = alice_in_desk_and_bob(&b, &sids);
     let cluster = a
         .handle()
         .socketio_cluster()
@@ -422,19 +423,13 @@ fn a_tidings_node_asks_the_whole_cluster() {
     // socketsJoin from node a: bob joins "vip" on node b; a broadcast to "vip" reaches him.
     cluster.sockets_join(&bobs, &["vip"]).unwrap();
     let api = NotificationService::new(a.handle());
-    let deadline = Instant::now() + WAIT;
-    loop {
-        if cluster
+    let in_vip = || {
+        cluster
             .fetch_sockets(&tidings::SocketSelector::of("/").in_room("vip"))
             .unwrap()
             .len()
-            == 1
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "bob never joined vip");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    };
+    eventually("bob joins vip", || in_vip() == 1);
     api.broadcast_to_room("vip", "m", &json!("vip")).unwrap();
     assert_eq!(named(&mut bob), ("m".into(), json!("vip")));
     alice.expect_silence(QUIET);
@@ -443,15 +438,7 @@ fn a_tidings_node_asks_the_whole_cluster() {
         "reserved"
     );
     cluster.sockets_leave(&bobs, &["vip"]).unwrap();
-    let deadline = Instant::now() + WAIT;
-    while !cluster
-        .fetch_sockets(&tidings::SocketSelector::of("/").in_room("vip"))
-        .unwrap()
-        .is_empty()
-    {
-        assert!(Instant::now() < deadline, "bob never left vip");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually("bob leaves vip", || in_vip() == 0);
 
     // serverSideEmit with an ack: node b's answer (node a does not answer itself).
     let answers = cluster

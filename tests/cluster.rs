@@ -60,15 +60,6 @@ fn sse_config() -> Config {
     }
 }
 
-/// Waits until `f` holds (bounded).
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !f() {
-        assert!(Instant::now() < deadline, "not within {WAIT:?}: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn sio_event(c: &mut SioClient) -> (String, Value) {
     let (name, args, _) = c.expect_event();
     (name, args.first().cloned().unwrap_or(Value::Null))

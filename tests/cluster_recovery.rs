@@ -151,11 +151,9 @@ fn a_socket_recovers_on_another_node_with_everything_it_missed() {
 
     // The connection drops: node a parks the socket.
     drop(c);
-    let deadline = Instant::now() + WAIT;
-    while a.server.handle().stats().unwrap().parked_sockets == 0 {
-        assert!(Instant::now() < deadline, "the socket was not parked");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually("the socket is parked", || {
+        a.server.handle().stats().unwrap().parked_sockets > 0
+    });
     // The gap: the user's, its socket room's, everyone's, and a room it is not in (an emit to a
     // waiting socket is dropped, on one node as on several).
     api_b
@@ -214,11 +212,9 @@ fn another_identity_cannot_take_a_socket_from_another_node() {
     );
     let pid = hello["pid"].as_str().unwrap().to_string();
     drop(c);
-    let deadline = Instant::now() + WAIT;
-    while a.server.handle().stats().unwrap().parked_sockets == 0 {
-        assert!(Instant::now() < deadline, "the socket was not parked");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually("the socket is parked", || {
+        a.server.handle().stats().unwrap().parked_sockets > 0
+    });
     let (_m, got) = connect_with_auth(
         b.server.local_addr(),
         json!({"tenant": "acme", "user": "mallory", "pid": pid}),
@@ -372,15 +368,12 @@ impl Drop for ChildNode {
 /// Waits until the node has written the emits of socket `pid` to Redis (a node's writes keep
 /// their order, so everything before them is there too).
 fn emits_written(redis: &RedisServer, pid: &str) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let keys = redis.command(&["KEYS", "rec:emits:*"]);
-        if String::from_utf8_lossy(&keys).contains(pid) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "the emits were not written");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually("the emits are written", || emits_in_redis(redis, pid));
+}
+
+/// Whether the emits of socket `pid` are in Redis.
+fn emits_in_redis(redis: &RedisServer, pid: &str) -> bool {
+    String::from_utf8_lossy(&redis.command(&["KEYS", "rec:emits:*"])).contains(pid)
 }
 
 fn ack(c: &mut SioClient, id: u64, event: &str, room: &str) {
@@ -490,14 +483,9 @@ fn a_killed_nodes_record_is_for_its_own_user_only_and_goes_with_a_clean_disconne
     assert_eq!(event(&mut gone).1, json!("bye"));
     emits_written(&redis, &gone_pid);
     gone.send_packet(&tidings::proto::sio::Packet::disconnect("/"));
-    let deadline = Instant::now() + WAIT;
-    while String::from_utf8_lossy(&redis.command(&["KEYS", "rec:emits:*"])).contains(&gone_pid) {
-        assert!(
-            Instant::now() < deadline,
-            "the record of a closed socket stayed"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually("the record of a closed socket goes", || {
+        !emits_in_redis(&redis, &gone_pid)
+    });
     a.kill();
     let _ = c.expect_closed(16);
 
@@ -543,11 +531,7 @@ fn a_record_that_missed_a_write_is_deleted_and_never_restored_with_a_hole() {
     let mut a = ChildNode::start_with_queue(&redis, Some(4));
     let (mut c, hello) = connect_with_auth(a.addr, json!({"tenant": "acme", "user": "alice"}));
     let pid = hello["pid"].as_str().unwrap().to_string();
-    let deadline = Instant::now() + WAIT;
-    while !record_in_redis(&redis, &pid) {
-        assert!(Instant::now() < deadline, "the record was not written");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    eventually("the record is written", || record_in_redis(&redis, &pid));
     redis.kill();
     // Emits while Redis is away: delivered, but more of them than the queue holds.
     for i in 0..12 {
@@ -556,19 +540,13 @@ fn a_record_that_missed_a_write_is_deleted_and_never_restored_with_a_hole() {
     }
     redis.restart();
     // Node a deletes the record it could not keep whole.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while record_in_redis(&redis, &pid) {
-        assert!(
-            Instant::now() < deadline,
-            "the record with a hole was not deleted"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while b.server.handle().cluster_connected() != Some(true) {
-        assert!(Instant::now() < deadline, "node b did not reconnect");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let after_outage = Duration::from_secs(20);
+    eventually_within("the record with a hole is deleted", after_outage, || {
+        !record_in_redis(&redis, &pid)
+    });
+    eventually_within("node b reconnects", after_outage, || {
+        b.server.handle().cluster_connected() == Some(true)
+    });
     a.kill();
     let _ = c.expect_closed(64);
     // Alice comes back on node b: a fresh session, not a replay that misses emits.

@@ -22,7 +22,7 @@ pub mod sse;
 pub mod ws;
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tidings::{AuthRequest, Config, Identity, Rejection};
@@ -73,5 +73,19 @@ pub fn auth_hook(req: &AuthRequest<'_>) -> Result<Option<Identity>, Rejection> {
             tenant.unwrap_or_else(|| "acme".into()),
             user,
         ))),
+    }
+}
+
+/// Waits until `f` holds, at most [`WAIT`]; fails the test with `what` otherwise.
+pub fn eventually(what: &str, f: impl FnMut() -> bool) {
+    eventually_within(what, WAIT, f);
+}
+
+/// The same with another bound.
+pub fn eventually_within(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < deadline, "not within {within:?}: {what}");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
