@@ -61,20 +61,32 @@ fn connect_request(h: &mut H, payload: &str) -> (ConnId, u64) {
     }
 }
 
-/// A socket of alice on node `a`, in socket room "desk", that saw broadcast 1 and then lost its
-/// connection; returns its sid, pid and the offset it keeps.
-fn parked_on(a: &mut H) -> (String, String, String) {
-    let (conn, request) = connect_request(a, "{}");
-    a.cmd(Command::SioConnectDecision {
+/// Alice connects to `/` on `h` with `payload` and the hook accepts her: the conn and the
+/// CONNECT reply's data (sid, pid).
+fn alice_connects(h: &mut H, payload: &str) -> (ConnId, Value) {
+    let (conn, request) = connect_request(h, payload);
+    h.cmd(Command::SioConnectDecision {
         request,
         decision: Ok(Some(alice())),
     });
-    let hello: Value = serde_json::from_str(a.next_text(conn).strip_prefix("40").unwrap()).unwrap();
-    let socket = loop {
-        if let AppEvent::SioConnected { socket, .. } = a.expect_app() {
+    let hello: Value = serde_json::from_str(h.next_text(conn).strip_prefix("40").unwrap()).unwrap();
+    (conn, hello)
+}
+
+/// The id of the socket the application heard connect last.
+fn connected_socket(h: &mut H) -> SocketId {
+    loop {
+        if let AppEvent::SioConnected { socket, .. } = h.expect_app() {
             break socket;
         }
-    };
+    }
+}
+
+/// A socket of alice on node `a`, in socket room "desk", that saw broadcast 1 and then lost its
+/// connection; returns its sid, pid and the offset it keeps.
+fn parked_on(a: &mut H) -> (String, String, String) {
+    let (conn, hello) = alice_connects(a, "{}");
+    let socket = connected_socket(a);
     a.cmd(Command::SioJoin {
         socket,
         room: "desk".into(),
@@ -359,17 +371,8 @@ fn recording_node() -> (H, std::sync::Arc<std::sync::Mutex<Records>>) {
 /// everything below happened while node `a` and node `b` both followed the bus; returns its
 /// sid, pid and offset.
 fn busy_socket_on(a: &mut H, b: &mut H) -> (String, String, String) {
-    let (conn, request) = connect_request(a, "{}");
-    a.cmd(Command::SioConnectDecision {
-        request,
-        decision: Ok(Some(alice())),
-    });
-    let hello: Value = serde_json::from_str(a.next_text(conn).strip_prefix("40").unwrap()).unwrap();
-    let socket = loop {
-        if let AppEvent::SioConnected { socket, .. } = a.expect_app() {
-            break socket;
-        }
-    };
+    let (conn, hello) = alice_connects(a, "{}");
+    let socket = connected_socket(a);
     let both = |a: &mut H, b: &mut H, n: u64, target: Target, d: &str| {
         apply(a, n, target.clone(), d);
         apply(b, n, target, d);
@@ -523,12 +526,7 @@ fn a_record_restores_nothing_it_cannot_restore_exactly() {
 #[test]
 fn a_record_lives_while_its_socket_may_come_back_and_goes_with_it() {
     let (mut a, records) = recording_node();
-    let (conn, request) = connect_request(&mut a, "{}");
-    a.cmd(Command::SioConnectDecision {
-        request,
-        decision: Ok(Some(alice())),
-    });
-    let hello: Value = serde_json::from_str(a.next_text(conn).strip_prefix("40").unwrap()).unwrap();
+    let (conn, hello) = alice_connects(&mut a, "{}");
     let pid = hello["pid"].as_str().unwrap().to_string();
     assert!(
         records.lock().unwrap().of(&pid).is_some(),
@@ -539,12 +537,7 @@ fn a_record_lives_while_its_socket_may_come_back_and_goes_with_it() {
     assert_eq!(a.e.hub.lock().parked.len(), 1);
     assert!(records.lock().unwrap().of(&pid).is_some());
     // It comes back here and leaves for good (a client disconnect): the record goes.
-    let (conn, request) = connect_request(&mut a, &json!({"pid": pid}).to_string());
-    a.cmd(Command::SioConnectDecision {
-        request,
-        decision: Ok(Some(alice())),
-    });
-    let again: Value = serde_json::from_str(a.next_text(conn).strip_prefix("40").unwrap()).unwrap();
+    let (conn, again) = alice_connects(&mut a, &json!({"pid": pid}).to_string());
     assert_eq!(again["pid"], json!(pid.clone()), "recovered here");
     assert!(records.lock().unwrap().of(&pid).is_some());
     a.send(conn, "41");
@@ -554,11 +547,6 @@ fn a_record_lives_while_its_socket_may_come_back_and_goes_with_it() {
     );
     // A node without a sink (no cluster, or recovery off) writes nothing and keeps nothing.
     let mut plain = H::cluster_node(config(), EPOCH);
-    let (conn, request) = connect_request(&mut plain, "{}");
-    plain.cmd(Command::SioConnectDecision {
-        request,
-        decision: Ok(Some(alice())),
-    });
-    let _ = plain.next_text(conn);
+    let _ = alice_connects(&mut plain, "{}");
     assert!(!plain.e.hub.lock().sessions.is_on());
 }
