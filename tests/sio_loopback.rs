@@ -270,6 +270,52 @@ fn client_to_server_acks_with_and_without_binary() {
     srv.shutdown();
 }
 
+/// Several clients on two loops, each keeping a window of emits with ack in flight (the shape of
+/// the ack benchmark): every emit is answered, on both loops, and none waits for another
+/// client's traffic to be read. (A loop once set connections aside while the dispatcher looked
+/// far behind and then slept on them: the last window of half the clients was never answered.)
+#[test]
+fn acks_in_flight_on_two_loops_are_all_answered() {
+    const CLIENTS: usize = 4;
+    const WINDOW: u64 = 16;
+    const ROUND_TRIPS: u64 = 1_500;
+    let srv = Sio::start(Config {
+        event_loops: 2,
+        ..test_config()
+    });
+    let clients: Vec<SioClient> = (0..CLIENTS)
+        .map(|i| srv.connect("acme", &format!("user{i}")).0)
+        .collect();
+    let workers: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| {
+            std::thread::spawn(move || {
+                for id in 0..WINDOW {
+                    c.emit_with_ack(id, "ask", vec![json!(id)]);
+                }
+                let mut answered = 0u64;
+                while answered < ROUND_TRIPS {
+                    // expect_packet waits at most WAIT: a stalled loop fails here.
+                    let p = c.expect_packet();
+                    assert_eq!(p.kind, PacketKind::Ack, "{p:?}");
+                    let id = p.id.expect("ack id");
+                    assert_eq!(p.data, Some(json!([{ "got": [id] }])));
+                    answered += 1;
+                    let next = id + WINDOW;
+                    if next < ROUND_TRIPS {
+                        c.emit_with_ack(next, "ask", vec![json!(next)]);
+                    }
+                }
+                answered
+            })
+        })
+        .collect();
+    for w in workers {
+        assert_eq!(w.join().expect("client thread"), ROUND_TRIPS);
+    }
+    srv.shutdown();
+}
+
 #[test]
 fn server_to_client_acks_ok_timeout_and_disconnected() {
     let srv = Sio::start(test_config());

@@ -117,6 +117,45 @@ impl Loops {
     }
 }
 
+/// Connections the loop must read without waiting for a readiness event: with edge-triggered
+/// readiness, a socket left with unread bytes reports nothing more until new bytes arrive.
+#[derive(Default)]
+struct Unread {
+    /// Stopped at their read budget, or with a pipelined request behind a finished one.
+    again: Vec<ConnId>,
+    /// Readable while the dispatcher was too far behind (`APP_BACKLOG_HIGH`): left unread.
+    set_aside: Vec<ConnId>,
+}
+
+impl Unread {
+    fn read_again(&mut self, id: ConnId) {
+        self.again.push(id);
+    }
+
+    fn set_aside(&mut self, id: ConnId) {
+        self.set_aside.push(id);
+    }
+
+    /// Whether the loop has reading to do now, so must not sleep. Connections set aside count as
+    /// soon as the backlog is down: nothing else would bring them back.
+    fn is_due(&self, paused: bool) -> bool {
+        !paused && (!self.again.is_empty() || !self.set_aside.is_empty())
+    }
+
+    /// The connections to read this turn, each once (none while paused: they wait, set aside).
+    fn take_due(&mut self, paused: bool) -> Vec<ConnId> {
+        if paused {
+            self.set_aside.append(&mut self.again);
+            return Vec::new();
+        }
+        let mut due = std::mem::take(&mut self.again);
+        due.append(&mut self.set_aside);
+        due.sort_unstable();
+        due.dedup();
+        due
+    }
+}
+
 /// Slot table of connections; a token is `generation << 32 | index`, so a reused slot never gets a
 /// stale event or output.
 struct Slab {
@@ -213,12 +252,10 @@ pub(crate) struct EventLoop {
     app_events: Sender<AppEvent>,
     /// Per-connection deadlines (request read, keep-alive idle, linger), lazily invalidated.
     deadlines: BinaryHeap<Reverse<(Instant, ConnId)>>,
-    /// Connections whose read budget ran out with bytes possibly left (edge-triggered: no new event).
-    again: Vec<ConnId>,
+    /// Connections to read without waiting for a readiness event.
+    unread: Unread,
     /// Connections with queued bytes to try writing.
     dirty: Vec<ConnId>,
-    /// Readable connections left unread while the application backlog is too long.
-    deferred: Vec<ConnId>,
     /// Application events sent to the dispatcher and not yet handled (it decrements).
     app_backlog: Arc<AtomicUsize>,
     /// The command queue was not drained in the last turn (bounded per turn).
@@ -309,9 +346,8 @@ impl EventLoop {
                 commands,
                 app_events,
                 deadlines: BinaryHeap::new(),
-                again: Vec::new(),
+                unread: Unread::default(),
                 dirty: Vec::new(),
-                deferred: Vec::new(),
                 app_backlog,
                 more_commands: false,
                 writes_this_turn: 0,
@@ -349,7 +385,7 @@ impl EventLoop {
             }
             let paused = self.app_backlog.load(Ordering::Relaxed) > APP_BACKLOG_HIGH;
             let mut timeout = self.next_wakeup().map(|t| t.saturating_duration_since(now));
-            if (!self.again.is_empty() && !paused) || self.more_commands {
+            if self.unread.is_due(paused) || self.more_commands {
                 timeout = Some(Duration::ZERO);
             } else if paused {
                 timeout = Some(timeout.map_or(BACKLOG_RECHECK, |t| t.min(BACKLOG_RECHECK)));
@@ -384,16 +420,8 @@ impl EventLoop {
             }
             let now = Instant::now();
             let paused = self.app_backlog.load(Ordering::Relaxed) > APP_BACKLOG_HIGH;
-            if paused {
-                self.deferred.append(&mut self.again);
-            } else {
-                let mut again = std::mem::take(&mut self.again);
-                again.append(&mut self.deferred);
-                again.sort_unstable();
-                again.dedup();
-                for id in again {
-                    self.on_readable(now, id);
-                }
+            for id in self.unread.take_due(paused) {
+                self.on_readable(now, id);
             }
             for event in events.iter() {
                 match event.token() {
@@ -406,7 +434,7 @@ impl EventLoop {
                         }
                         if event.is_readable() || event.is_read_closed() || event.is_error() {
                             if paused {
-                                self.deferred.push(id);
+                                self.unread.set_aside(id);
                             } else {
                                 self.on_readable(now, id);
                             }
@@ -672,7 +700,7 @@ impl EventLoop {
                 ReadOutcome::Blocked => return,
                 ReadOutcome::Continue => continue,
                 ReadOutcome::BudgetSpent => {
-                    self.again.push(id);
+                    self.unread.read_again(id);
                     return;
                 }
                 ReadOutcome::Close => {
@@ -689,7 +717,7 @@ impl EventLoop {
                 }
             }
         }
-        self.again.push(id);
+        self.unread.read_again(id);
     }
 
     fn arm_deadline(&mut self, id: ConnId, at: Instant) {
@@ -779,7 +807,7 @@ impl EventLoop {
                         let at = now + self.cfg.keep_alive_timeout;
                         self.arm_deadline(conn, at);
                         // Pipelined bytes may already hold the next request.
-                        self.again.push(conn);
+                        self.unread.read_again(conn);
                     } else {
                         c.close_after_flush = true;
                         self.arm_deadline(conn, now + LINGER);
@@ -790,7 +818,7 @@ impl EventLoop {
                     if let Some(c) = self.conns.get_mut(conn) {
                         c.start_websocket(&self.cfg);
                         c.deadline = None;
-                        self.again.push(conn);
+                        self.unread.read_again(conn);
                     }
                 }
                 Output::StartStream { conn } => {
@@ -808,8 +836,12 @@ impl EventLoop {
                     }
                 }
                 Output::App(ev) => {
-                    if self.app_events.send(ev).is_ok() {
-                        self.app_backlog.fetch_add(1, Ordering::Relaxed);
+                    // Counted before it is sent: the dispatcher takes one off when it receives
+                    // it, and must never see the count below zero (it would wrap, and every loop
+                    // would read "far behind" and stop reading).
+                    self.app_backlog.fetch_add(1, Ordering::Relaxed);
+                    if self.app_events.send(ev).is_err() {
+                        self.app_backlog.fetch_sub(1, Ordering::Relaxed);
                     }
                 }
                 Output::Forward { conn, to, request } => self.forward(conn, to, *request),
@@ -886,4 +918,33 @@ impl EventLoop {
 fn is_resource_exhaustion(e: &io::Error) -> bool {
     // EMFILE 24, ENFILE 23, ENOBUFS 105, ENOMEM 12 on Linux.
     matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Unread;
+
+    #[test]
+    fn connections_set_aside_while_paused_are_due_once_the_backlog_is_down() {
+        let mut unread = Unread::default();
+        unread.read_again(3);
+        unread.set_aside(7);
+        // Paused: nothing is read and nothing is lost.
+        assert!(!unread.is_due(true));
+        assert!(unread.take_due(true).is_empty());
+        // The backlog went down while no socket reported anything: the loop must not sleep.
+        assert!(unread.is_due(false));
+        assert_eq!(unread.take_due(false), vec![3, 7]);
+        assert!(!unread.is_due(false));
+    }
+
+    #[test]
+    fn a_connection_listed_twice_is_read_once() {
+        let mut unread = Unread::default();
+        unread.read_again(5);
+        unread.set_aside(5);
+        unread.read_again(2);
+        assert_eq!(unread.take_due(false), vec![2, 5]);
+        assert!(unread.take_due(false).is_empty());
+    }
 }
