@@ -67,6 +67,19 @@ impl Sio {
                         ack.send_binary(vec![json!("bin"), placeholder(0)], vec![vec![0, 1, 2]]);
                 }
             })
+            .on_event("/", "ack-then-wait", |socket, ev| {
+                // The ack is queued first; then the handler waits for the loops three times.
+                // None of these waits may hang on a loop that nobody woke.
+                if let Some(ack) = ev.ack {
+                    let _ = ack.send(vec![json!("first")]);
+                }
+                let service = NotificationService::new(socket.handle().clone());
+                let user = socket.identity().cloned().expect("identified socket");
+                let joined = service.join_room(&user, "held").is_ok();
+                let rooms = service.user_rooms(&user).unwrap_or_default();
+                let sockets = socket.handle().stats().map_or(0, |s| s.sio_sockets);
+                let _ = socket.emit("waited", vec![json!(joined), json!(rooms), json!(sockets)]);
+            })
             .on_event("/", "boom", |_socket, _ev| {
                 panic!("a handler that panics (on purpose, in a test)");
             })
@@ -268,6 +281,31 @@ fn client_to_server_acks_with_and_without_binary() {
     assert_eq!(p.data, Some(json!(["bin", placeholder(0)])));
     assert_eq!(p.attachments, [vec![0, 1, 2]]);
     srv.shutdown();
+}
+
+/// A handler that answers an ack and then waits for the loops (join, user_rooms, stats): the
+/// loops are woken for what it queued before it waits, so nothing hangs, and the ack goes first.
+#[test]
+fn a_handler_that_waits_for_the_loops_after_answering_gets_its_answers() {
+    for loops in [1, 2] {
+        let srv = Sio::start(Config {
+            event_loops: loops,
+            ..test_config()
+        });
+        let (mut c, _) = srv.connect("acme", "alice");
+        c.emit_with_ack(1, "ack-then-wait", vec![]);
+        let p = c.expect_packet();
+        assert_eq!(p.kind, PacketKind::Ack, "{p:?}");
+        assert_eq!(p.data, Some(json!(["first"])));
+        let (name, args, _) = c.expect_event();
+        assert_eq!(name, "waited");
+        assert_eq!(
+            args,
+            vec![json!(true), json!(["held"]), json!(1)],
+            "{loops} loop(s)"
+        );
+        srv.shutdown();
+    }
 }
 
 /// Several clients on two loops, each keeping a window of emits with ack in flight (the shape of

@@ -13,8 +13,8 @@ use super::wire::{self, BroadcastMsg, Bus};
 use crate::engine::fanout::Routed;
 use crate::engine::session_log::{RecordedSession, SessionWrite};
 use crate::engine::{
-    room_args, AckCallback as EngineAckCallback, AckReply, AckResult, AppEvent, Command, Handoff,
-    HandoffAnswer, Identity, Reach, ReachReply, Target, Transports,
+    room_args, AckCallback as EngineAckCallback, AckReply, AckResult, AppEvent, AppEvents, Command,
+    Handoff, HandoffAnswer, Identity, Reach, ReachReply, Target, Transports,
 };
 use crate::error::BroadcastError;
 use crate::server::Handle;
@@ -348,7 +348,7 @@ pub(crate) struct Shared {
     pub(crate) next_request: AtomicU64,
     pub(crate) jobs: SyncSender<Job>,
     /// For ack callbacks, which run on the dispatcher thread.
-    pub(crate) app_events: Mutex<Option<mpsc::Sender<AppEvent>>>,
+    pub(crate) app_events: Mutex<Option<mpsc::Sender<AppEvents>>>,
     /// With recovery on: how long this node's socket records outlive its last sign of life
     /// (the longest a client may stay away, plus a margin), and how many emits a socket keeps.
     pub(crate) records: Option<(Duration, usize)>,
@@ -447,7 +447,7 @@ pub(crate) fn complete(handle: &Handle, shared: &Shared, p: Pending) {
                         handle.backlog_add();
                         let callback = EngineAckCallback(callback);
                         if events
-                            .send(AppEvent::AckComplete { callback, results })
+                            .send(vec![AppEvent::AckComplete { callback, results }])
                             .is_err()
                         {
                             handle.backlog_sub();
@@ -506,7 +506,7 @@ impl Cluster {
         cfg: ClusterConfig,
         node: u64,
         handle: Handle,
-        app_events: mpsc::Sender<AppEvent>,
+        app_events: mpsc::Sender<AppEvents>,
     ) -> Result<Arc<Cluster>, String> {
         cfg.validate()?;
         let records = handle.config().connection_state_recovery.as_ref().map(|r| {
@@ -826,6 +826,7 @@ impl Cluster {
             joined,
         };
         self.publish(op, &msg, Done::Room(tx))?;
+        crate::server::release_held_wakes();
         rx.recv_timeout(self.shared.cfg.request_timeout)
             .map_err(|_| unavailable("Redis did not answer in time"))?
     }
@@ -837,6 +838,7 @@ impl Cluster {
             field: user_field(user),
             reply: tx,
         })?;
+        crate::server::release_held_wakes();
         rx.recv_timeout(self.shared.cfg.request_timeout)
             .map_err(|_| unavailable("Redis did not answer in time"))?
     }

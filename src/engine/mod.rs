@@ -191,6 +191,9 @@ pub(crate) enum Output {
     },
 }
 
+/// Application events handed to the dispatcher together.
+pub(crate) type AppEvents = Vec<AppEvent>;
+
 /// Events delivered to the application (off the io thread).
 #[derive(Debug)]
 pub(crate) enum AppEvent {

@@ -18,7 +18,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::buf::Chunk;
 use crate::config::Config;
-use crate::engine::{AppEvent, Command, ConnId, Engine, Output, Request};
+use crate::engine::{AppEvents, Command, ConnId, Engine, Output, Request};
 use conn::{Conn, Mode, ReadOutcome};
 
 const LISTENER: Token = Token(usize::MAX);
@@ -39,6 +39,8 @@ const WRITE_BUDGET_FIRST: usize = 8 * 1024;
 /// coalesce more chunks per write (what makes bursts cheap), and memory stays bounded by what one
 /// turn may queue.
 const WRITE_BUDGET_MAX: usize = 256 * 1024;
+/// Application events handed to the dispatcher in one go at most (a long turn lets it start).
+const APP_BATCH_MAX: usize = 256;
 /// While paused, how often the loop looks whether the dispatcher caught up.
 const BACKLOG_RECHECK: Duration = Duration::from_millis(5);
 
@@ -249,7 +251,10 @@ pub(crate) struct EventLoop {
     engine: Engine,
     cfg: Arc<Config>,
     commands: Receiver<LoopCommand>,
-    app_events: Sender<AppEvent>,
+    app_events: Sender<AppEvents>,
+    /// Application events of this turn, sent to the dispatcher together: one wake-up of it per
+    /// turn, not one per event.
+    app_batch: AppEvents,
     /// Per-connection deadlines (request read, keep-alive idle, linger), lazily invalidated.
     deadlines: BinaryHeap<Reverse<(Instant, ConnId)>>,
     /// Connections to read without waiting for a readiness event.
@@ -311,7 +316,7 @@ impl EventLoop {
         listener: Option<std::net::TcpListener>,
         engine: Engine,
         commands: Receiver<LoopCommand>,
-        app_events: Sender<AppEvent>,
+        app_events: Sender<AppEvents>,
         app_backlog: Arc<AtomicUsize>,
         index: usize,
         live_total: Arc<AtomicUsize>,
@@ -345,6 +350,7 @@ impl EventLoop {
                 cfg,
                 commands,
                 app_events,
+                app_batch: Vec::new(),
                 deadlines: BinaryHeap::new(),
                 unread: Unread::default(),
                 dirty: Vec::new(),
@@ -451,6 +457,7 @@ impl EventLoop {
                 self.accept(now);
             }
             self.flush_dirty(now);
+            self.send_app_events();
         }
     }
 
@@ -836,16 +843,29 @@ impl EventLoop {
                     }
                 }
                 Output::App(ev) => {
-                    // Counted before it is sent: the dispatcher takes one off when it receives
-                    // it, and must never see the count below zero (it would wrap, and every loop
-                    // would read "far behind" and stop reading).
-                    self.app_backlog.fetch_add(1, Ordering::Relaxed);
-                    if self.app_events.send(ev).is_err() {
-                        self.app_backlog.fetch_sub(1, Ordering::Relaxed);
+                    self.app_batch.push(ev);
+                    if self.app_batch.len() >= APP_BATCH_MAX {
+                        self.send_app_events();
                     }
                 }
                 Output::Forward { conn, to, request } => self.forward(conn, to, *request),
             }
+        }
+    }
+
+    /// Hands this turn's application events to the dispatcher.
+    fn send_app_events(&mut self) {
+        if self.app_batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.app_batch);
+        let count = batch.len();
+        // Counted before they are sent: the dispatcher takes one off per event it takes, and must
+        // never see the count below zero (it would wrap, and every loop would read "far behind"
+        // and stop reading).
+        self.app_backlog.fetch_add(count, Ordering::Relaxed);
+        if self.app_events.send(batch).is_err() {
+            self.app_backlog.fetch_sub(count, Ordering::Relaxed);
         }
     }
 

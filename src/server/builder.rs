@@ -37,7 +37,8 @@ pub(super) type RouteHandler = Arc<dyn Fn(HttpRequest, Responder) + Send + Sync>
 pub(super) struct Handlers {
     pub(super) auth: Option<AuthHook>,
     pub(super) connect: HashMap<String, ConnectHandler>,
-    pub(super) events: HashMap<(String, String), EventHandler>,
+    /// Namespace → event name → handler (looked up by `&str`, no key built per event).
+    pub(super) events: HashMap<String, HashMap<String, EventHandler>>,
     pub(super) disconnect: HashMap<String, DisconnectHandler>,
     pub(super) eio: Option<EioHandler>,
     pub(super) sse_open: Option<SseOpenHandler>,
@@ -103,6 +104,12 @@ impl ServerBuilder {
     }
 
     /// Called for client event `event` in `namespace`.
+    ///
+    /// Handlers run one after another on the dispatcher thread, in the order their events came
+    /// in, and must not block. What a handler sends (acks, emits, joins) is queued at once; the
+    /// loops are woken for it once per batch of handlers, and never later than 200 µs after it
+    /// was sent while further handlers run, or before the handler waits for a loop itself
+    /// (`user_rooms`, `stats`…).
     pub fn on_event(
         mut self,
         namespace: &str,
@@ -110,10 +117,11 @@ impl ServerBuilder {
         handler: impl Fn(&Socket, Event) + Send + Sync + 'static,
     ) -> Self {
         self.register_namespace(namespace);
-        self.handlers.events.insert(
-            (namespace.to_string(), event.to_string()),
-            Arc::new(handler),
-        );
+        self.handlers
+            .events
+            .entry(namespace.to_string())
+            .or_default()
+            .insert(event.to_string(), Arc::new(handler));
         self
     }
 

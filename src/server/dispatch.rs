@@ -10,15 +10,18 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use crate::engine::{AppEvent, Command, RandomSource, Rejection, RequestInfo, SocketId};
+use crate::engine::{AppEvent, AppEvents, Command, RandomSource, Rejection, RequestInfo, SocketId};
 use crate::server::builder::{AuthRequest, Handlers};
+use crate::server::handle::{
+    release_held_wakes, release_held_wakes_older_than, start_holding_wakes,
+};
 use crate::server::route::{HttpRequest, HttpResponse, Responder};
 use crate::server::socket::Pending;
 use crate::server::{AckResponder, ConnectDecision, EngineIoEvent, Event, Handle, Socket};
 
 /// The dispatcher thread: runs the application's hooks and handlers, in event order.
 pub(super) fn dispatch(
-    events: Receiver<AppEvent>,
+    events: Receiver<AppEvents>,
     handle: Handle,
     handlers: Handlers,
     raw: Sender<EngineIoEvent>,
@@ -27,18 +30,29 @@ pub(super) fn dispatch(
     // One handle for every socket (a `Handle` is 48 bytes; each of 10 000 sockets would hold one).
     let handle = Arc::new(handle);
     let mut sockets: HashMap<SocketId, Socket> = HashMap::new();
-    for event in events {
-        backlog.fetch_sub(1, Ordering::Relaxed);
-        // A panicking handler must not take the dispatcher (and with it every other connection's
-        // handlers) down: it is caught, and an authentication hook that panics rejects.
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            dispatch_one(event, &handle, &handlers, &raw, &mut sockets)
-        }));
-        if outcome.is_err() {
-            log::error!("an application handler panicked; the dispatcher goes on");
+    // What the handlers of a batch send is queued at once and the loops are woken after the
+    // batch (or once a wake-up was held for HOLD_MAX): one wake-up per batch, not per command.
+    start_holding_wakes(handle.loops.clone());
+    for batch in events {
+        for event in batch {
+            backlog.fetch_sub(1, Ordering::Relaxed);
+            release_held_wakes_older_than(HOLD_MAX);
+            // A panicking handler must not take the dispatcher (and with it every other
+            // connection's handlers) down: it is caught, and an authentication hook that panics
+            // rejects.
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                dispatch_one(event, &handle, &handlers, &raw, &mut sockets)
+            }));
+            if outcome.is_err() {
+                log::error!("an application handler panicked; the dispatcher goes on");
+            }
         }
+        release_held_wakes();
     }
 }
+
+/// Longest a loop's wake-up waits while later handlers of the same batch run.
+const HOLD_MAX: std::time::Duration = std::time::Duration::from_micros(200);
 
 fn dispatch_one(
     event: AppEvent,
@@ -152,14 +166,14 @@ fn dispatch_one(
                 let Some(s) = sockets.get(&socket) else {
                     return;
                 };
-                let key = (nsp.to_string(), event);
                 let h = handlers
                     .events
-                    .get(&key)
+                    .get(nsp.as_ref())
+                    .and_then(|by_name| by_name.get(&event))
                     .or_else(|| handlers.any_event.get(nsp.as_ref()));
                 if let Some(h) = h {
                     let ev = Event {
-                        name: key.1.clone(),
+                        name: event,
                         args,
                         attachments,
                         ack: ack.map(|id| AckResponder {

@@ -1,5 +1,6 @@
 //! [`Handle`]: how any application thread reaches the loop (a command channel and a waker).
 
+use std::cell::RefCell;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
@@ -12,6 +13,89 @@ use crate::engine::hub::Hub;
 use crate::engine::{Command, Data, SessionId, Stats, StreamId};
 use crate::error::{BroadcastError, ServerClosed};
 use crate::io::{LoopCommand, Loops};
+
+thread_local! {
+    /// Set on the dispatcher thread while it runs a batch of handlers.
+    static HELD_WAKES: RefCell<Option<HeldWakes>> = const { RefCell::new(None) };
+}
+
+/// The loops that the handlers of one dispatcher batch queued commands for, woken once after the
+/// batch instead of once per command: a loop that sleeps would otherwise wake, write one ack and
+/// sleep again, for every ack (two context switches and a syscall each).
+struct HeldWakes {
+    loops: Arc<Loops>,
+    /// One bit per loop (loops ≤ 64).
+    touched: u64,
+    /// When the oldest held wake-up was due.
+    since: Option<Instant>,
+}
+
+/// Wakes every loop in `touched` (one bit each) that sleeps; false if one could not be woken.
+fn wake_loops(loops: &Loops, touched: u64) -> bool {
+    let mut ok = true;
+    for to in 0..loops.len().min(64) {
+        if touched & (1u64 << to) != 0 && loops.wake(to).is_err() {
+            ok = false;
+        }
+    }
+    ok
+}
+
+/// On a thread that holds wake-ups for these loops, adds `touched` to them: true if held.
+fn hold_wakes_for(loops: &Arc<Loops>, touched: u64) -> bool {
+    HELD_WAKES.with(|held| match held.borrow_mut().as_mut() {
+        Some(h) if Arc::ptr_eq(&h.loops, loops) => {
+            if h.touched == 0 && touched != 0 {
+                h.since = Some(Instant::now());
+            }
+            h.touched |= touched;
+            true
+        }
+        _ => false,
+    })
+}
+
+/// From now on this thread holds the wake-ups of the commands it queues for `loops` (the
+/// dispatcher, between [`release_held_wakes`] calls).
+pub(super) fn start_holding_wakes(loops: Arc<Loops>) {
+    HELD_WAKES.with(|held| {
+        *held.borrow_mut() = Some(HeldWakes {
+            loops,
+            touched: 0,
+            since: None,
+        })
+    });
+}
+
+/// Wakes the loops this thread held wake-ups for (it goes on holding). Called at the end of each
+/// dispatcher batch and before anything in this crate blocks waiting for a loop's answer (a
+/// handler asking for `user_rooms` must not wait for a loop it did not wake). Elsewhere: no-op.
+pub(crate) fn release_held_wakes() {
+    let taken = HELD_WAKES.with(|held| {
+        held.borrow_mut().as_mut().and_then(|h| {
+            h.since = None;
+            let touched = std::mem::take(&mut h.touched);
+            (touched != 0).then(|| (h.loops.clone(), touched))
+        })
+    });
+    if let Some((loops, touched)) = taken {
+        let _ = wake_loops(&loops, touched);
+    }
+}
+
+/// Like [`release_held_wakes`], if the oldest held wake-up is older than `max` (between two
+/// handlers of a long batch, so held commands wait a bounded time).
+pub(super) fn release_held_wakes_older_than(max: Duration) {
+    let due = HELD_WAKES.with(|held| {
+        held.borrow()
+            .as_ref()
+            .and_then(|h| h.since)
+            .is_some_and(|t| t.elapsed() >= max)
+    });
+    if due {
+        release_held_wakes();
+    }
+}
 
 /// A cheap, cloneable handle to a running server, usable from any thread.
 #[derive(Clone)]
@@ -56,10 +140,8 @@ impl Handle {
             }
             touched |= 1u64 << (to % 64);
         });
-        for to in 0..self.loops.len().min(64) {
-            if touched & (1u64 << to) != 0 && self.loops.wake(to).is_err() {
-                failed = true;
-            }
+        if !hold_wakes_for(&self.loops, touched) && !wake_loops(&self.loops, touched) {
+            failed = true;
         }
         if failed {
             return Err(ServerClosed);
@@ -292,6 +374,7 @@ impl Handle {
             Routed::Answered => 0,
         };
         let mut total = Stats::default();
+        release_held_wakes();
         for _ in 0..parts {
             let s = rx
                 .recv_timeout(Duration::from_secs(10))

@@ -157,6 +157,7 @@ impl Socket {
             volatile: false,
             seq: None,
         })?;
+        crate::server::release_held_wakes();
         let mut results = rx.recv().map_err(|_| BroadcastError::ServerClosed)?;
         Ok(results
             .pop()
