@@ -2,6 +2,7 @@
 //! heartbeat and close. Packets for a session are encoded once (`Queued`) and either written to its
 //! WebSocket or buffered for the next poll.
 
+use crate::engine::id_map::IdMap;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::Arc;
@@ -216,7 +217,7 @@ impl Session {
 /// Every Engine.IO session, by key and by sid.
 #[derive(Debug, Default)]
 pub(crate) struct Sessions {
-    by_key: HashMap<u64, Session>,
+    by_key: IdMap<Session>,
     by_sid: HashMap<Arc<str>, u64>,
     next_key: u64,
     /// Sids just closed over polling with no poll pending (by the client's close request or by

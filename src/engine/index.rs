@@ -9,6 +9,7 @@
 //!
 //! Users, tenants and rooms live in separate maps, so no id of one kind can collide with another.
 
+use crate::engine::id_map::IdMap;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
@@ -69,7 +70,7 @@ pub(crate) enum Audience {
 
 #[derive(Debug, Default)]
 pub(crate) struct Index {
-    recipients: HashMap<u64, RecipientEntry>,
+    recipients: IdMap<RecipientEntry>,
     users: HashMap<UserKey, UserEntry>,
     tenants: HashMap<Arc<str>, HashSet<u64>>,
     rooms: HashMap<Arc<str>, RoomEntry>,

@@ -8,6 +8,7 @@ mod eio;
 pub(crate) mod fanout;
 mod history;
 pub(crate) mod hub;
+pub(crate) mod id_map;
 pub(crate) mod index;
 mod recovery;
 mod route;
@@ -16,6 +17,7 @@ mod sio;
 mod sse;
 pub(crate) mod timers;
 
+use crate::engine::id_map::IdMap;
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::SocketAddr;
@@ -622,7 +624,7 @@ pub(crate) struct Engine {
     random: RandomSource,
     outputs: VecDeque<Output>,
     timers: Timers,
-    roles: HashMap<ConnId, ConnRole>,
+    roles: IdMap<ConnRole>,
     eio: eio::Sessions,
     sio: sio::Sio,
     sse: sse::Sse,
@@ -663,7 +665,7 @@ impl Engine {
             random,
             outputs: VecDeque::new(),
             timers: Timers::default(),
-            roles: HashMap::new(),
+            roles: IdMap::default(),
             eio: eio::Sessions::default(),
             sio: sio::Sio::default(),
             sse: sse::Sse::default(),

@@ -2,6 +2,7 @@
 //! application's authentication hook, off the io thread), events both ways, acks both ways with an
 //! ack table that empties itself, per-socket rooms and disconnects.
 
+use crate::engine::id_map::IdMap;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::{mpsc, Arc};
@@ -253,10 +254,10 @@ pub(super) struct AdapterView<'a> {
 /// All Socket.IO state.
 #[derive(Debug, Default)]
 pub(crate) struct Sio {
-    sessions: HashMap<u64, SioSession>,
-    sockets: HashMap<u64, SocketState>,
-    pending_connects: HashMap<u64, PendingConnect>,
-    collectors: HashMap<u64, Collector>,
+    sessions: IdMap<SioSession>,
+    sockets: IdMap<SocketState>,
+    pending_connects: IdMap<PendingConnect>,
+    collectors: IdMap<Collector>,
     socket_rooms: HashMap<(Arc<str>, Arc<str>), HashSet<u64>>,
     /// The recovery timer (the parked sockets themselves are in the hub).
     pub(super) recovery_armed: Option<Instant>,

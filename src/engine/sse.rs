@@ -4,7 +4,7 @@
 //! what a reconnecting client missed that was addressed to it — or says `tidings-reset` when the
 //! gap can no longer be filled.
 
-use std::collections::HashMap;
+use crate::engine::id_map::IdMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -42,8 +42,8 @@ struct Stream {
 /// All SSE state.
 #[derive(Debug, Default)]
 pub(crate) struct Sse {
-    streams: HashMap<u64, Stream>,
-    pending: HashMap<u64, PendingStream>,
+    streams: IdMap<Stream>,
+    pending: IdMap<PendingStream>,
     next_request: u64,
     heartbeat_armed: Option<Instant>,
 }

@@ -10,7 +10,7 @@ use std::collections::BinaryHeap;
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use mio::net::{TcpListener, TcpStream};
@@ -116,6 +116,37 @@ impl Loops {
     pub(crate) fn send(&self, to: usize, cmd: LoopCommand) -> io::Result<()> {
         self.queue(to, cmd)?;
         self.wake(to)
+    }
+}
+
+/// Emptied event batches, given back by the dispatcher for the loops to fill again: a batch is
+/// a large allocation, and one per turn freed on another thread costs the allocator more than
+/// the events themselves.
+#[derive(Default)]
+pub(crate) struct BatchPool(Mutex<Vec<AppEvents>>);
+
+impl BatchPool {
+    /// Most batches kept (more than the loops can have out at once is never needed).
+    const KEPT: usize = 64;
+
+    fn take(&self) -> AppEvents {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+
+    /// An emptied batch, for reuse.
+    pub(crate) fn give_back(&self, mut batch: AppEvents) {
+        batch.clear();
+        if batch.capacity() == 0 || batch.capacity() > APP_BATCH_MAX * 2 {
+            return;
+        }
+        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.len() < Self::KEPT {
+            kept.push(batch);
+        }
     }
 }
 
@@ -255,12 +286,15 @@ pub(crate) struct EventLoop {
     /// Application events of this turn, sent to the dispatcher together: one wake-up of it per
     /// turn, not one per event.
     app_batch: AppEvents,
+    batches: Arc<BatchPool>,
     /// Per-connection deadlines (request read, keep-alive idle, linger), lazily invalidated.
     deadlines: BinaryHeap<Reverse<(Instant, ConnId)>>,
     /// Connections to read without waiting for a readiness event.
     unread: Unread,
     /// Connections with queued bytes to try writing.
     dirty: Vec<ConnId>,
+    /// The list `dirty` was last turn, kept with its capacity (no large allocation per turn).
+    dirty_spare: Vec<ConnId>,
     /// Application events sent to the dispatcher and not yet handled (it decrements).
     app_backlog: Arc<AtomicUsize>,
     /// The command queue was not drained in the last turn (bounded per turn).
@@ -317,6 +351,7 @@ impl EventLoop {
         engine: Engine,
         commands: Receiver<LoopCommand>,
         app_events: Sender<AppEvents>,
+        batches: Arc<BatchPool>,
         app_backlog: Arc<AtomicUsize>,
         index: usize,
         live_total: Arc<AtomicUsize>,
@@ -351,9 +386,11 @@ impl EventLoop {
                 commands,
                 app_events,
                 app_batch: Vec::new(),
+                batches,
                 deadlines: BinaryHeap::new(),
                 unread: Unread::default(),
                 dirty: Vec::new(),
+                dirty_spare: Vec::new(),
                 app_backlog,
                 more_commands: false,
                 writes_this_turn: 0,
@@ -858,7 +895,8 @@ impl EventLoop {
         if self.app_batch.is_empty() {
             return;
         }
-        let batch = std::mem::take(&mut self.app_batch);
+        let next = self.batches.take();
+        let batch = std::mem::replace(&mut self.app_batch, next);
         let count = batch.len();
         // Counted before they are sent: the dispatcher takes one off per event it takes, and must
         // never see the count below zero (it would wrap, and every loop would read "far behind"
@@ -885,10 +923,12 @@ impl EventLoop {
             if self.dirty.is_empty() {
                 return;
             }
-            let dirty = std::mem::take(&mut self.dirty);
-            for id in dirty {
+            let mut dirty =
+                std::mem::replace(&mut self.dirty, std::mem::take(&mut self.dirty_spare));
+            for id in dirty.drain(..) {
                 self.flush(now, id);
             }
+            self.dirty_spare = dirty;
             self.apply_outputs(now);
         }
     }

@@ -180,6 +180,7 @@ impl Server {
         });
         let counters = Arc::new(crate::metrics::Counters::default());
         let backlog = Arc::new(AtomicUsize::new(0));
+        let batches = Arc::new(crate::io::BatchPool::default());
         let live_total = Arc::new(AtomicUsize::new(0));
         let routes: Vec<String> = handlers.routes.keys().cloned().collect();
         let mut event_loops = Vec::with_capacity(loop_count);
@@ -201,6 +202,7 @@ impl Server {
                 engine,
                 cmd_rx,
                 ev_tx.clone(),
+                batches.clone(),
                 backlog.clone(),
                 index,
                 live_total.clone(),
@@ -252,7 +254,7 @@ impl Server {
             let handle = handle.clone();
             std::thread::Builder::new()
                 .name("tidings-dispatch".into())
-                .spawn(move || dispatch(ev_rx, handle, handlers, raw_tx, backlog))?
+                .spawn(move || dispatch(ev_rx, batches, handle, handlers, raw_tx, backlog))?
         };
         log::info!("tidings listening on {local_addr} with {loop_count} event loop(s)");
         let mut threads = Vec::with_capacity(loop_count);
