@@ -283,6 +283,39 @@ fn client_to_server_acks_with_and_without_binary() {
     srv.shutdown();
 }
 
+/// Broadcasts back to back to more clients than the engine hands io in one part, on one loop
+/// and on two: io writes the first clients at once and the rest at the turn's end; every client
+/// gets every broadcast, once, in order.
+#[test]
+fn back_to_back_broadcasts_to_many_clients_arrive_whole_and_in_order() {
+    const CLIENTS: usize = 300;
+    const TICKS: u64 = 5;
+    for loops in [1, 2] {
+        let srv = Sio::start(Config {
+            event_loops: loops,
+            ..test_config()
+        });
+        let mut clients: Vec<SioClient> = (0..CLIENTS)
+            .map(|i| srv.connect("acme", &format!("u{i}")).0)
+            .collect();
+        let all = srv.service.provider(Transport::Both).broadcast();
+        for i in 0..TICKS {
+            all.to_all("tick", &json!(i)).unwrap();
+        }
+        for (n, c) in clients.iter_mut().enumerate() {
+            for i in 0..TICKS {
+                let (name, args, _) = c.expect_event();
+                assert_eq!(
+                    (name.as_str(), args),
+                    ("tick", vec![json!(i)]),
+                    "client {n}"
+                );
+            }
+        }
+        srv.shutdown();
+    }
+}
+
 /// A handler that answers an ack and then waits for the loops (join, user_rooms, stats): the
 /// loops are woken for what it queued before it waits, so nothing hangs, and the ack goes first.
 #[test]

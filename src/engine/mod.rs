@@ -618,6 +618,24 @@ enum ConnRole {
     Route(u64),
 }
 
+/// A broadcast to more connections than twice this is handed to io in two parts: outputs for its
+/// first recipients, then (at the next `poll_output`) for the rest. io can write to the first
+/// ones before the rest are resolved into outputs: the first client of a burst to 10 000 hears
+/// of it after 64 outputs, not 10 000. Every other entry point finishes the second part first,
+/// so nothing can come between the two.
+const DELIVER_FIRST: usize = 64;
+
+/// The second part of a broadcast's delivery, waiting for `poll_output`.
+struct Delivering {
+    now: Instant,
+    prepared: Arc<Prepared>,
+    recipients: Vec<(u64, RecipientKind)>,
+    /// Recipients before this one have their outputs.
+    next: usize,
+    reach: Reach,
+    reply: Option<ReachReply>,
+}
+
 /// The engine. See the module docs.
 pub(crate) struct Engine {
     cfg: Arc<Config>,
@@ -639,6 +657,9 @@ pub(crate) struct Engine {
     /// Source of recipient ids (sockets and streams share it, so ids never collide).
     next_recipient: u64,
     scratch_recipients: Vec<(u64, RecipientKind)>,
+    /// A broadcast whose first recipients were given outputs; the rest come at the next
+    /// `poll_output` (see [`DELIVER_FIRST`]).
+    delivering: Option<Box<Delivering>>,
     /// Application routes and their requests waiting for an answer.
     routes: route::Routes,
     /// Counters shared with io and the handle (deliveries).
@@ -675,6 +696,7 @@ impl Engine {
             index: Index::default(),
             next_recipient: 1,
             scratch_recipients: Vec::new(),
+            delivering: None,
             routes: route::Routes::default(),
             counters: Arc::default(),
         }
@@ -759,7 +781,14 @@ impl Engine {
 
     /// The next output, if any. Call until `None` after every input.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        if let Some(out) = self.outputs.pop_front() {
+            return Some(out);
+        }
+        if self.delivering.is_some() {
+            self.finish_delivery();
+            return self.outputs.pop_front();
+        }
+        None
     }
 
     /// When `handle_timeout` should be called next.
@@ -781,6 +810,7 @@ impl Engine {
 
     /// A complete HTTP request arrived on `conn` (WebSocket upgrade requests included).
     pub fn handle_request(&mut self, now: Instant, conn: ConnId, req: Request) {
+        self.finish_delivery();
         let path = req.head.path.as_str();
         let matches = |p: &Option<String>| p.as_deref().is_some_and(|p| path_matches(p, path));
         let endpoint = if matches(&self.cfg.engineio_path) {
@@ -833,6 +863,7 @@ impl Engine {
 
     /// A WebSocket message arrived on `conn`.
     pub fn handle_ws_message(&mut self, now: Instant, conn: ConnId, msg: WsMessage) {
+        self.finish_delivery();
         match self.roles.get(&conn).copied() {
             Some(ConnRole::Ws(key)) => self.eio_ws_message(now, key, msg),
             Some(ConnRole::Probe(key)) => self.eio_probe_message(now, key, conn, msg),
@@ -842,6 +873,7 @@ impl Engine {
 
     /// `conn` is gone (peer closed, error, queue cap, shutdown). Nothing more is written to it.
     pub fn handle_conn_closed(&mut self, now: Instant, conn: ConnId) {
+        self.finish_delivery();
         let Some(role) = self.roles.remove(&conn) else {
             return;
         };
@@ -867,6 +899,7 @@ impl Engine {
 
     /// A command from the application.
     pub fn handle_command(&mut self, now: Instant, cmd: Command) {
+        self.finish_delivery();
         match cmd {
             Command::EioSend { session, data } => {
                 if self.eio.endpoint_of(session.0) == Some(eio::Endpoint::Raw) {
@@ -974,12 +1007,7 @@ impl Engine {
                     reply.send(reach);
                 }
             }
-            Command::Deliver { prepared, reply } => {
-                let reach = self.deliver(now, &prepared);
-                if let Some(reply) = reply {
-                    reply.send(reach);
-                }
-            }
+            Command::Deliver { prepared, reply } => self.deliver_in_parts(now, prepared, reply),
             Command::UserAck {
                 user,
                 event,
@@ -1109,52 +1137,126 @@ impl Engine {
         let mut recipients = std::mem::take(&mut self.scratch_recipients);
         self.index
             .resolve(&p.audience, p.transports.kinds(), &mut recipients);
+        self.delivered_seq = self.delivered_seq.max(p.seq.unwrap_or(0));
         let mut reach = Reach::default();
-        let seq = p.seq.unwrap_or(0);
-        if let Some(frame) = &p.sse_frame {
-            for (rid, kind) in &recipients {
-                if *kind != RecipientKind::Sse {
-                    continue;
-                }
-                let Some((conn, floor)) = self.sse.target_of(*rid) else {
-                    continue;
-                };
-                if p.seq.is_some() && seq <= floor {
-                    continue;
-                }
-                reach.sse += 1;
-                let chunk = Chunk::Shared(frame.clone());
-                self.push(if p.volatile {
-                    Output::WriteVolatile { conn, chunk }
-                } else {
-                    Output::Write { conn, chunk }
-                });
-            }
-        }
-        if let Some(packet) = &p.sio_packet {
-            for (rid, kind) in &recipients {
-                if *kind != RecipientKind::SocketIo {
-                    continue;
-                }
-                let Some((session, floor)) = self.sio.target_of(*rid) else {
-                    continue;
-                };
-                if p.seq.is_some() && seq <= floor {
-                    continue;
-                }
-                reach.socketio += 1;
-                if p.volatile {
-                    self.sio_send_volatile(now, session, packet);
-                } else {
-                    self.sio_send(now, session, packet);
-                }
-            }
-        }
-        self.delivered_seq = self.delivered_seq.max(seq);
+        self.deliver_to(now, p, &recipients, &mut reach);
         recipients.clear();
         self.scratch_recipients = recipients;
         self.counters.delivered(reach);
         reach
+    }
+
+    /// [`Engine::deliver`] for a broadcast the hub prepared: to a large audience in two parts
+    /// (see [`DELIVER_FIRST`]); `reply` gets the reach once all of it is out.
+    fn deliver_in_parts(
+        &mut self,
+        now: Instant,
+        prepared: Arc<Prepared>,
+        reply: Option<ReachReply>,
+    ) {
+        let mut recipients = std::mem::take(&mut self.scratch_recipients);
+        self.index.resolve(
+            &prepared.audience,
+            prepared.transports.kinds(),
+            &mut recipients,
+        );
+        self.delivered_seq = self.delivered_seq.max(prepared.seq.unwrap_or(0));
+        let mut reach = Reach::default();
+        if recipients.len() <= 2 * DELIVER_FIRST {
+            self.deliver_to(now, &prepared, &recipients, &mut reach);
+            recipients.clear();
+            self.scratch_recipients = recipients;
+            self.counters.delivered(reach);
+            if let Some(reply) = reply {
+                reply.send(reach);
+            }
+            return;
+        }
+        self.deliver_to(
+            now,
+            &prepared,
+            recipients.get(..DELIVER_FIRST).unwrap_or(&[]),
+            &mut reach,
+        );
+        self.delivering = Some(Box::new(Delivering {
+            now,
+            prepared,
+            recipients,
+            next: DELIVER_FIRST,
+            reach,
+            reply,
+        }));
+    }
+
+    /// The second part of a delivery in two parts, if one is waiting.
+    fn finish_delivery(&mut self) {
+        let Some(mut d) = self.delivering.take() else {
+            return;
+        };
+        let mut recipients = std::mem::take(&mut d.recipients);
+        self.deliver_to(
+            d.now,
+            &d.prepared,
+            recipients.get(d.next..).unwrap_or(&[]),
+            &mut d.reach,
+        );
+        recipients.clear();
+        self.scratch_recipients = recipients;
+        self.counters.delivered(d.reach);
+        if let Some(reply) = d.reply {
+            reply.send(d.reach);
+        }
+    }
+
+    /// Outputs for `recipients` of a prepared broadcast (those in its audience, on this loop). A
+    /// connection that resumed past this broadcast's sequence number (its floor) already has it.
+    fn deliver_to(
+        &mut self,
+        now: Instant,
+        p: &Prepared,
+        recipients: &[(u64, RecipientKind)],
+        reach: &mut Reach,
+    ) {
+        let seq = p.seq.unwrap_or(0);
+        for (rid, kind) in recipients {
+            match kind {
+                RecipientKind::Sse => {
+                    let Some(frame) = &p.sse_frame else {
+                        continue;
+                    };
+                    let Some((conn, floor)) = self.sse.target_of(*rid) else {
+                        continue;
+                    };
+                    if p.seq.is_some() && seq <= floor {
+                        continue;
+                    }
+                    reach.sse += 1;
+                    let chunk = Chunk::Shared(frame.clone());
+                    self.push(if p.volatile {
+                        Output::WriteVolatile { conn, chunk }
+                    } else {
+                        Output::Write { conn, chunk }
+                    });
+                }
+                RecipientKind::SocketIo => {
+                    let Some(packet) = &p.sio_packet else {
+                        continue;
+                    };
+                    let Some((session, floor)) = self.sio.target_of(*rid) else {
+                        continue;
+                    };
+                    if p.seq.is_some() && seq <= floor {
+                        continue;
+                    }
+                    reach.socketio += 1;
+                    if p.volatile {
+                        self.sio_send_volatile(now, session, packet);
+                    } else {
+                        self.sio_send(now, session, packet);
+                    }
+                }
+            }
+        }
     }
 
     pub(crate) fn history_limits(&self) -> history::Limits {
@@ -1190,6 +1292,7 @@ impl Engine {
 
     /// Fires every deadline due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.finish_delivery();
         // Bounded: each iteration pops one entry and pushes at most one later entry.
         let mut budget = self.timers.len().saturating_add(16);
         while budget > 0 {
@@ -1211,6 +1314,7 @@ impl Engine {
     /// streams get a last `retry:` hint (the configured delay plus up to 1 s of jitter, so the
     /// clients do not all come back at once) before they end.
     pub fn shutdown(&mut self, now: Instant) {
+        self.finish_delivery();
         for key in self.eio.keys() {
             self.eio_close(now, key, CloseReason::ServerShutdown);
         }

@@ -357,3 +357,69 @@ fn unified_broadcast_is_encoded_once() {
         .iter()
         .any(|ch| matches!(ch, Chunk::Shared(a) if Arc::ptr_eq(a, &f1))));
 }
+
+/// A broadcast the hub prepared for a large audience reaches io in two parts (the first
+/// `DELIVER_FIRST` recipients at once, the rest at the next `poll_output`); whatever io does in
+/// between finishes it first, so every connection still gets each broadcast once and in order,
+/// and the reach is counted once, whole.
+#[test]
+fn a_broadcast_to_many_comes_in_two_parts_and_nothing_comes_between() {
+    let mut h = H::new();
+    let clients = 2 * DELIVER_FIRST + 40;
+    let conns: Vec<ConnId> = (0..clients).map(|_| h.sio_connect(None).0).collect();
+    for c in &conns {
+        let _ = h.texts(*c);
+    }
+    let hub = h.e.hub.clone();
+    let cfg = h.e.cfg.clone();
+    let mut delivers = Vec::new();
+    let mut replies = Vec::new();
+    for tick in 0..2 {
+        let (tx, rx) = mpsc::channel();
+        replies.push(rx);
+        fanout::route(
+            &hub,
+            &cfg,
+            h.now(),
+            Command::Broadcast {
+                target: Target::All,
+                transports: Transports::Both,
+                event: Arc::from("tick"),
+                data: Arc::from(format!("{tick}").as_str()),
+                volatile: false,
+                reply: Some(ReachReply::Channel(tx)),
+            },
+            &mut |_, c| delivers.push(c),
+        );
+    }
+    assert_eq!(delivers.len(), 2);
+    let second = delivers.pop().unwrap();
+    let first = delivers.pop().unwrap();
+    h.e.handle_command(h.now(), first);
+    // The first part only, and no reach yet.
+    assert_eq!(h.e.outputs.len(), DELIVER_FIRST);
+    assert!(replies[0].try_recv().is_err());
+    // io takes the second broadcast before asking for more output: the first one is finished
+    // before the second begins.
+    h.e.handle_command(h.now(), second);
+    h.cmd(Command::Stats {
+        reply: mpsc::channel().0,
+    });
+    for c in &conns {
+        let ticks: Vec<String> = h
+            .texts(*c)
+            .into_iter()
+            .filter(|t| t.contains("tick"))
+            .collect();
+        assert_eq!(ticks.len(), 2, "connection {c}: {ticks:?}");
+        assert!(
+            ticks[0].contains(",0") && ticks[1].contains(",1"),
+            "{ticks:?}"
+        );
+    }
+    for rx in &replies {
+        let reach = rx.try_recv().expect("reach once the delivery is whole");
+        assert_eq!(reach.socketio, clients);
+        assert!(rx.try_recv().is_err(), "one reach per broadcast");
+    }
+}

@@ -39,6 +39,12 @@ const WRITE_BUDGET_FIRST: usize = 8 * 1024;
 /// coalesce more chunks per write (what makes bursts cheap), and memory stays bounded by what one
 /// turn may queue.
 const WRITE_BUDGET_MAX: usize = 256 * 1024;
+/// The first broadcast of a turn on a loop that is not in a burst writes to this many of its
+/// connections at once, as the engine hands over their outputs (it hands a large audience over
+/// in two parts, the first one small), instead of at the turn's end: the first clients hear of a
+/// burst within microseconds. Each of them is written once this turn anyway, so no write is
+/// added; the others still coalesce everything the turn queues for them into one write.
+const EAGER_WRITES: usize = 64;
 /// Application events handed to the dispatcher in one go at most (a long turn lets it start).
 const APP_BATCH_MAX: usize = 256;
 /// While paused, how often the loop looks whether the dispatcher caught up.
@@ -301,6 +307,8 @@ pub(crate) struct EventLoop {
     more_commands: bool,
     /// Chunks queued this turn, and how many this turn may queue (see `WRITE_BUDGET_FIRST`).
     writes_this_turn: usize,
+    /// Connections the output being applied may still write to at once (see `EAGER_WRITES`).
+    eager_writes: usize,
     write_budget: usize,
     /// Socket reads land here, for every connection (none keeps a read buffer of its own).
     scratch: Vec<u8>,
@@ -394,6 +402,7 @@ impl EventLoop {
                 app_backlog,
                 more_commands: false,
                 writes_this_turn: 0,
+                eager_writes: 0,
                 write_budget: WRITE_BUDGET_FIRST,
                 counters,
                 scratch: vec![0u8; 64 * 1024],
@@ -514,6 +523,7 @@ impl EventLoop {
     fn drain_commands(&mut self, now: Instant) {
         self.more_commands = false;
         self.writes_this_turn = 0;
+        let mut eager_spent = false;
         // Bounded per turn, in commands and in what they queue, so a flood of commands can
         // neither starve the sockets nor delay the first write of a burst.
         for _ in 0..4096 {
@@ -528,8 +538,16 @@ impl EventLoop {
             };
             match next {
                 Ok(LoopCommand::Engine(cmd)) => {
+                    if !eager_spent
+                        && self.write_budget == WRITE_BUDGET_FIRST
+                        && matches!(cmd, Command::Deliver { .. })
+                    {
+                        eager_spent = true;
+                        self.eager_writes = EAGER_WRITES;
+                    }
                     self.engine.handle_command(now, cmd);
                     self.apply_outputs(now);
+                    self.eager_writes = 0;
                 }
                 Ok(LoopCommand::Shutdown(grace)) => self.begin_shutdown(now, grace),
                 Ok(LoopCommand::Adopt(arrival)) => self.adopt(now, *arrival),
@@ -809,17 +827,28 @@ impl EventLoop {
                     let Some(c) = self.conns.get_mut(conn) else {
                         continue;
                     };
+                    let idle = c.out.is_empty() && !c.queued_dirty && !c.close_after_flush;
                     c.out.push(chunk);
+                    let mut failed = false;
+                    if idle && self.eager_writes > 0 {
+                        // Written at once (see `EAGER_WRITES`); later bytes for this connection
+                        // this turn wait for the turn's end, coalesced, as everything else.
+                        self.eager_writes -= 1;
+                        failed = c.write_queued().is_err();
+                    }
                     // Over the cap, first give the socket a chance: a burst queued within one turn
                     // must not cost a client that reads. Still over after the socket took what it
                     // could: a client that does not read; close it (others are unaffected; SSE
                     // clients resume with Last-Event-ID).
-                    let over = c.out.queued_bytes() > cap
+                    let over = !failed
+                        && c.out.queued_bytes() > cap
                         && (c.write_queued().is_err() || c.out.queued_bytes() > cap);
                     let (read, written) = c.take_io_counts();
                     self.counters.bytes_in(read);
                     self.counters.bytes_out(written);
-                    if over {
+                    if failed {
+                        self.close_now(now, conn);
+                    } else if over {
                         self.counters.slow_consumer_closed();
                         log::debug!(
                             "connection {conn:#x}: outbound queue over {cap} bytes, closing"
