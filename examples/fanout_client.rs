@@ -1176,7 +1176,8 @@ fn main() {
         // `first_req_ms` counts from the client's request instead (adds the request's trip and
         // the server's way to its first broadcast).
         let first_ms = match (cl.tally.first_send_us, cl.tally.first_recv_us) {
-            (Some(s), Some(r)) => r.saturating_sub(s) as f64 / 1000.0,
+            // Signed: a server whose clock is off shows as a negative time, not as zero.
+            (Some(s), Some(r)) => (r as f64 - s as f64) / 1000.0,
             _ => f64::NAN,
         };
         let first_req_ms = cl
