@@ -283,6 +283,37 @@ fn client_to_server_acks_with_and_without_binary() {
     srv.shutdown();
 }
 
+/// A client that sends its last message and its FIN back to back: the server sees the end of
+/// the stream and closes at once (the loop stops reading at a short read only when the
+/// readiness event reported no FIN; a FIN that came with the bytes raises no second event). The
+/// ping timeout is long, so only reading the FIN can close it this soon.
+#[test]
+fn a_last_message_sent_with_the_fin_is_read_to_the_end() {
+    for loops in [1, 2] {
+        let srv = Sio::start(Config {
+            event_loops: loops,
+            ping_timeout: Duration::from_secs(60),
+            ..test_config()
+        });
+        let (mut c, socket) = srv.connect("acme", "alice");
+        c.emit_with_ack(5, "ask", vec![json!("bye")]);
+        c.ws.wire
+            .stream
+            .shutdown(std::net::Shutdown::Write)
+            .unwrap();
+        // A WebSocket that ends without a close frame is a protocol error (1002); the socket's
+        // transport is gone, so its ack is never sent.
+        match c.recv(WAIT) {
+            SioEvent::Closed(_) => {}
+            other => panic!("expected the server to close, got {other:?}"),
+        }
+        let (gone, reason) = srv.gone.recv_timeout(WAIT).expect("the server saw the end");
+        assert_eq!(gone, socket.id());
+        assert_eq!(reason, DisconnectReason::TransportClose);
+        srv.shutdown();
+    }
+}
+
 /// Broadcasts back to back to more clients than the engine hands io in one part, on one loop
 /// and on two: io writes the first clients at once and the rest at the turn's end; every client
 /// gets every broadcast, once, in order.

@@ -110,6 +110,15 @@ impl Write for Feed<'_> {
     }
 }
 
+/// A read that did not fill the buffer took everything the socket had: no second read to hear
+/// "would block". Safe with edge-triggered readiness, since bytes that arrive after it raise a
+/// new readable event (the same rule as Netty's epoll transport), but only when that event did
+/// not also report the peer's FIN: a FIN that came with the bytes raises nothing more, so then
+/// the loop reads on until it sees the end (`short_read_ends` false).
+fn drained(n: usize, scratch: &[u8]) -> bool {
+    n > 0 && n < scratch.len()
+}
+
 pub(crate) struct Conn {
     pub(crate) id: ConnId,
     pub(crate) stream: TcpStream,
@@ -229,23 +238,32 @@ impl Conn {
 
     /// Reads what the socket has, into `scratch` (shared by every connection of the loop).
     /// `spare` is the loop's WebSocket context between connections.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn read(
         &mut self,
         scratch: &mut [u8],
         spare: &mut Option<WsContext>,
         budget: &mut usize,
+        short_read_ends: bool,
         engine: &mut Engine,
         now: Instant,
         cfg: &Config,
     ) -> ReadOutcome {
         match self.mode {
-            Mode::Http { .. } => self.read_http(scratch, budget, engine, now, cfg),
-            Mode::WebSocket(_) => self.read_ws(scratch, spare, budget, engine, now, cfg),
-            Mode::Streaming | Mode::Closing => self.read_discard(scratch, budget),
+            Mode::Http { .. } => self.read_http(scratch, budget, short_read_ends, engine, now, cfg),
+            Mode::WebSocket(_) => {
+                self.read_ws(scratch, spare, budget, short_read_ends, engine, now, cfg)
+            }
+            Mode::Streaming | Mode::Closing => self.read_discard(scratch, budget, short_read_ends),
         }
     }
 
-    fn read_discard(&mut self, scratch: &mut [u8], budget: &mut usize) -> ReadOutcome {
+    fn read_discard(
+        &mut self,
+        scratch: &mut [u8],
+        budget: &mut usize,
+        short_read_ends: bool,
+    ) -> ReadOutcome {
         loop {
             match self.stream.read(scratch) {
                 Ok(0) => return ReadOutcome::Close,
@@ -254,6 +272,9 @@ impl Conn {
                     *budget = budget.saturating_sub(n);
                     if *budget == 0 {
                         return ReadOutcome::BudgetSpent;
+                    }
+                    if short_read_ends && drained(n, scratch) {
+                        return ReadOutcome::Blocked;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::Blocked,
@@ -267,6 +288,7 @@ impl Conn {
         &mut self,
         scratch: &mut [u8],
         budget: &mut usize,
+        short_read_ends: bool,
         engine: &mut Engine,
         now: Instant,
         cfg: &Config,
@@ -303,6 +325,9 @@ impl Conn {
             }
             if *budget == 0 {
                 return ReadOutcome::BudgetSpent;
+            }
+            if short_read_ends && drained(n, scratch) {
+                return ReadOutcome::Blocked;
             }
         }
     }
@@ -360,11 +385,13 @@ impl Conn {
         ReadOutcome::CloseAfterFlush
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn read_ws(
         &mut self,
         scratch: &mut [u8],
         spare: &mut Option<WsContext>,
         budget: &mut usize,
+        short_read_ends: bool,
         engine: &mut Engine,
         now: Instant,
         cfg: &Config,
@@ -389,6 +416,9 @@ impl Conn {
             }
             if *budget == 0 {
                 return ReadOutcome::BudgetSpent;
+            }
+            if short_read_ends && drained(n, scratch) {
+                return ReadOutcome::Blocked;
             }
         }
     }

@@ -473,7 +473,7 @@ impl EventLoop {
             let now = Instant::now();
             let paused = self.app_backlog.load(Ordering::Relaxed) > APP_BACKLOG_HIGH;
             for id in self.unread.take_due(paused) {
-                self.on_readable(now, id);
+                self.on_readable(now, id, false);
             }
             for event in events.iter() {
                 match event.token() {
@@ -488,7 +488,8 @@ impl EventLoop {
                             if paused {
                                 self.unread.set_aside(id);
                             } else {
-                                self.on_readable(now, id);
+                                let fin = event.is_read_closed() || event.is_error();
+                                self.on_readable(now, id, !fin);
                             }
                         }
                     }
@@ -732,7 +733,9 @@ impl EventLoop {
         self.conns.insert(conn);
     }
 
-    fn on_readable(&mut self, now: Instant, id: ConnId) {
+    /// `short_read_ends`: this comes with a readable event that reported no FIN, so a read that
+    /// leaves the buffer part empty drained the socket (see `conn::drained`).
+    fn on_readable(&mut self, now: Instant, id: ConnId, short_read_ends: bool) {
         let mut budget = READ_BUDGET;
         // Each pass reads and handles at most one request / a batch of WebSocket messages; the
         // engine's outputs are applied between passes (they may switch the connection's mode).
@@ -744,6 +747,7 @@ impl EventLoop {
                 &mut self.scratch,
                 &mut self.ws_spare,
                 &mut budget,
+                short_read_ends,
                 &mut self.engine,
                 now,
                 &self.cfg,
