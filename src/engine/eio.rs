@@ -654,7 +654,16 @@ impl Engine {
 
     pub(super) fn eio_ws_message(&mut self, now: Instant, key: u64, msg: WsMessage) {
         let packet = match msg {
-            WsMessage::Text(t) => codec::decode_text_packet(&t),
+            WsMessage::Text(t) => {
+                // By far the commonest input: a message ("4…") on a Socket.IO session, read
+                // where it lies instead of copied into a packet first.
+                if let Some(payload) = t.strip_prefix('4') {
+                    if self.eio.endpoint_of(key) == Some(Endpoint::SocketIo) {
+                        return self.sio_text(now, key, payload);
+                    }
+                }
+                codec::decode_text_packet(&t)
+            }
             WsMessage::Binary(b) => Ok(codec::decode_ws_binary(&b)),
         };
         match packet {

@@ -514,6 +514,24 @@ impl Engine {
             Data::Text(t) => s.reassembler.push_text(&t),
             Data::Binary(b) => s.reassembler.push_binary(b),
         };
+        self.sio_reassembled(now, key, result);
+    }
+
+    /// An Engine.IO text message on a Socket.IO session, borrowed from the frame it came in.
+    pub(super) fn sio_text(&mut self, now: Instant, key: u64, text: &str) {
+        let Some(s) = self.sio.sessions.get_mut(&key) else {
+            return;
+        };
+        let result = s.reassembler.push_text(text);
+        self.sio_reassembled(now, key, result);
+    }
+
+    fn sio_reassembled(
+        &mut self,
+        now: Instant,
+        key: u64,
+        result: Result<Option<Packet>, crate::proto::sio::DecodeError>,
+    ) {
         match result {
             Ok(Some(packet)) => self.sio_packet(now, key, packet),
             Ok(None) => {

@@ -190,7 +190,7 @@ fn dispatch_one(
                         ack: ack.map(|id| AckResponder {
                             socket,
                             id,
-                            handle: Handle::clone(handle),
+                            handle: Arc::clone(handle),
                         }),
                     };
                     h(s, ev);

@@ -247,7 +247,7 @@ pub struct Event {
 pub struct AckResponder {
     pub(super) socket: SocketId,
     pub(super) id: u64,
-    pub(super) handle: Handle,
+    pub(super) handle: Arc<Handle>,
 }
 
 impl AckResponder {
