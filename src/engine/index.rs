@@ -355,8 +355,32 @@ impl Index {
                     }
                 }
             }
-            Audience::All => self.recipients.keys().for_each(&mut push),
+            // Everyone: straight from the map (no second lookup per recipient).
+            Audience::All => out.extend(
+                self.recipients
+                    .iter()
+                    .filter(|(_, r)| kinds.contains(&r.kind))
+                    .map(|(id, r)| (*id, r.kind)),
+            ),
         }
+    }
+
+    /// At most `limit` of everyone's recipients of `kinds`: the start of a broadcast to all,
+    /// without walking all of them first.
+    pub(crate) fn resolve_all_first(
+        &self,
+        kinds: &[RecipientKind],
+        out: &mut Vec<(u64, RecipientKind)>,
+        limit: usize,
+    ) {
+        out.clear();
+        out.extend(
+            self.recipients
+                .iter()
+                .filter(|(_, r)| kinds.contains(&r.kind))
+                .map(|(id, r)| (*id, r.kind))
+                .take(limit),
+        );
     }
 
     /// Counts, for tests and metrics: (recipients, users, tenants, rooms).

@@ -632,6 +632,9 @@ struct Delivering {
     recipients: Vec<(u64, RecipientKind)>,
     /// Recipients before this one have their outputs.
     next: usize,
+    /// A broadcast to everyone resolves only its first part at once: the rest is everyone
+    /// resolved at the second part, but these (sorted), who have theirs.
+    resolve_rest: Option<Vec<u64>>,
     reach: Reach,
     reply: Option<ReachReply>,
 }
@@ -1155,11 +1158,17 @@ impl Engine {
         reply: Option<ReachReply>,
     ) {
         let mut recipients = std::mem::take(&mut self.scratch_recipients);
-        self.index.resolve(
-            &prepared.audience,
-            prepared.transports.kinds(),
-            &mut recipients,
-        );
+        let kinds = prepared.transports.kinds();
+        // To everyone, the commonest large audience: no need to walk all of it before the
+        // first write (at most one more than fits in one part tells whether it is one part).
+        let everyone = matches!(prepared.audience, Audience::All);
+        if everyone {
+            self.index
+                .resolve_all_first(kinds, &mut recipients, 2 * DELIVER_FIRST + 1);
+        } else {
+            self.index
+                .resolve(&prepared.audience, kinds, &mut recipients);
+        }
         self.delivered_seq = self.delivered_seq.max(prepared.seq.unwrap_or(0));
         let mut reach = Reach::default();
         if recipients.len() <= 2 * DELIVER_FIRST {
@@ -1178,11 +1187,21 @@ impl Engine {
             recipients.get(..DELIVER_FIRST).unwrap_or(&[]),
             &mut reach,
         );
+        let resolve_rest = everyone.then(|| {
+            let mut done: Vec<u64> = recipients
+                .iter()
+                .take(DELIVER_FIRST)
+                .map(|(rid, _)| *rid)
+                .collect();
+            done.sort_unstable();
+            done
+        });
         self.delivering = Some(Box::new(Delivering {
             now,
             prepared,
             recipients,
             next: DELIVER_FIRST,
+            resolve_rest,
             reach,
             reply,
         }));
@@ -1194,6 +1213,17 @@ impl Engine {
             return;
         };
         let mut recipients = std::mem::take(&mut d.recipients);
+        if let Some(done) = d.resolve_rest.take() {
+            // Resolved now rather than walked in the same order as the first part: the first
+            // part may have closed a session (a full polling buffer), which changes the index.
+            self.index.resolve(
+                &d.prepared.audience,
+                d.prepared.transports.kinds(),
+                &mut recipients,
+            );
+            recipients.retain(|(rid, _)| done.binary_search(rid).is_err());
+            d.next = 0;
+        }
         self.deliver_to(
             d.now,
             &d.prepared,
