@@ -1143,10 +1143,24 @@ impl Engine {
         self.delivered_seq = self.delivered_seq.max(p.seq.unwrap_or(0));
         let mut reach = Reach::default();
         self.deliver_to(now, p, &recipients, &mut reach);
+        self.delivered(recipients, reach, None);
+        reach
+    }
+
+    /// A delivery is whole: the recipient list goes back for reuse, the reach is counted and
+    /// answered.
+    fn delivered(
+        &mut self,
+        mut recipients: Vec<(u64, RecipientKind)>,
+        reach: Reach,
+        reply: Option<ReachReply>,
+    ) {
         recipients.clear();
         self.scratch_recipients = recipients;
         self.counters.delivered(reach);
-        reach
+        if let Some(reply) = reply {
+            reply.send(reach);
+        }
     }
 
     /// [`Engine::deliver`] for a broadcast the hub prepared: to a large audience in two parts
@@ -1173,13 +1187,7 @@ impl Engine {
         let mut reach = Reach::default();
         if recipients.len() <= 2 * DELIVER_FIRST {
             self.deliver_to(now, &prepared, &recipients, &mut reach);
-            recipients.clear();
-            self.scratch_recipients = recipients;
-            self.counters.delivered(reach);
-            if let Some(reply) = reply {
-                reply.send(reach);
-            }
-            return;
+            return self.delivered(recipients, reach, reply);
         }
         self.deliver_to(
             now,
@@ -1230,12 +1238,7 @@ impl Engine {
             recipients.get(d.next..).unwrap_or(&[]),
             &mut d.reach,
         );
-        recipients.clear();
-        self.scratch_recipients = recipients;
-        self.counters.delivered(d.reach);
-        if let Some(reply) = d.reply {
-            reply.send(d.reach);
-        }
+        self.delivered(recipients, d.reach, d.reply);
     }
 
     /// Outputs for `recipients` of a prepared broadcast (those in its audience, on this loop). A
