@@ -1004,12 +1004,7 @@ impl Engine {
                 data,
                 volatile,
                 reply,
-            } => {
-                let reach = self.broadcast(now, &target, transports, &event, &data, volatile);
-                if let Some(reply) = reply {
-                    reply.send(reach);
-                }
-            }
+            } => self.broadcast(now, &target, transports, &event, &data, volatile, reply),
             Command::Deliver { prepared, reply } => self.deliver_in_parts(now, prepared, reply),
             Command::UserAck {
                 user,
@@ -1070,9 +1065,10 @@ impl Engine {
     }
 
     /// The unified broadcast of one engine alone: made ready on the hub (sequence number,
-    /// history, bytes), then delivered here. Returns how many connections it reached. (A server
-    /// prepares once and hands the result to every loop: see `fanout`.)
-    pub(crate) fn broadcast(
+    /// history, bytes), then delivered here; `reply` gets how many connections it reached. (A
+    /// server prepares once and hands the result to every loop: see `fanout`.)
+    #[allow(clippy::too_many_arguments)]
+    fn broadcast(
         &mut self,
         now: Instant,
         target: &Target,
@@ -1080,13 +1076,14 @@ impl Engine {
         event: &str,
         data: &str,
         volatile: bool,
-    ) -> Reach {
+        reply: Option<ReachReply>,
+    ) {
         let payload = Payload {
             event,
             sse_data: data,
             sio_args: data,
         };
-        self.prepare_and_deliver(now, target, transports, payload, volatile)
+        self.prepare_and_deliver(now, target, transports, payload, volatile, reply)
     }
 
     /// `Socket::to_room` in the main namespace: the same audience as a unified room broadcast.
@@ -1097,7 +1094,7 @@ impl Engine {
         event: &str,
         args: &[Value],
         volatile: bool,
-    ) -> Reach {
+    ) {
         let (sio_args, sse_data) = room_args(args);
         let target = Target::Room(room.to_string());
         let payload = Payload {
@@ -1105,7 +1102,7 @@ impl Engine {
             sse_data: &sse_data,
             sio_args: &sio_args,
         };
-        self.prepare_and_deliver(now, &target, Transports::Both, payload, volatile)
+        self.prepare_and_deliver(now, &target, Transports::Both, payload, volatile, None)
     }
 
     fn prepare_and_deliver(
@@ -1115,7 +1112,8 @@ impl Engine {
         transports: Transports,
         payload: Payload<'_>,
         volatile: bool,
-    ) -> Reach {
+        reply: Option<ReachReply>,
+    ) {
         let hub = self.hub.clone();
         let prepared = {
             let mut state = hub.lock();
@@ -1130,21 +1128,7 @@ impl Engine {
                 None,
             )
         };
-        self.deliver(now, &prepared)
-    }
-
-    /// Writes a prepared broadcast to this loop's connections in its audience: resolve the
-    /// recipients once, share the bytes. A connection that resumed past this broadcast's
-    /// sequence number (its floor) already has it.
-    pub(crate) fn deliver(&mut self, now: Instant, p: &Prepared) -> Reach {
-        let mut recipients = std::mem::take(&mut self.scratch_recipients);
-        self.index
-            .resolve(&p.audience, p.transports.kinds(), &mut recipients);
-        self.delivered_seq = self.delivered_seq.max(p.seq.unwrap_or(0));
-        let mut reach = Reach::default();
-        self.deliver_to(now, p, &recipients, &mut reach);
-        self.delivered(recipients, reach, None);
-        reach
+        self.deliver_in_parts(now, Arc::new(prepared), reply);
     }
 
     /// A delivery is whole: the recipient list goes back for reuse, the reach is counted and
@@ -1163,8 +1147,9 @@ impl Engine {
         }
     }
 
-    /// [`Engine::deliver`] for a broadcast the hub prepared: to a large audience in two parts
-    /// (see [`DELIVER_FIRST`]); `reply` gets the reach once all of it is out.
+    /// Writes a prepared broadcast to this loop's connections in its audience (the bytes are
+    /// shared), to a large audience in two parts (see [`DELIVER_FIRST`]); `reply` gets the reach
+    /// once all of it is out.
     fn deliver_in_parts(
         &mut self,
         now: Instant,
