@@ -217,11 +217,6 @@ fn ack(c: &mut SioClient, id: u64, event: &str, room: &str) {
     assert_eq!(c.expect_packet().kind, PacketKind::Ack);
 }
 
-fn named(c: &mut SioClient) -> (String, Value) {
-    let (name, args, _) = c.expect_event();
-    (name, args.first().cloned().unwrap_or(Value::Null))
-}
-
 #[test]
 fn two_tidings_nodes_share_socketio_broadcasts_in_the_node_format() {
     let redis = RedisServer::start();
@@ -234,7 +229,7 @@ fn two_tidings_nodes_share_socketio_broadcasts_in_the_node_format() {
 
     let api = NotificationService::new(a.handle());
     api.broadcast_to_room("desk", "m", &json!("room")).unwrap();
-    assert_eq!(named(&mut alice), ("m".into(), json!("room")));
+    assert_eq!(alice.expect_event_arg(), ("m".into(), json!("room")));
     let heard = room_channel
         .reply(WAIT)
         .expect("published on the room channel");
@@ -246,13 +241,13 @@ fn two_tidings_nodes_share_socketio_broadcasts_in_the_node_format() {
         &json!("bob"),
     )
     .unwrap();
-    assert_eq!(named(&mut bob), ("m".into(), json!("bob")));
+    assert_eq!(bob.expect_event_arg(), ("m".into(), json!("bob")));
     api.provider(Transport::Both)
         .broadcast()
         .to_all("m", &json!("all"))
         .unwrap();
     for c in [&mut alice, &mut bob, &mut anon] {
-        assert_eq!(named(c), ("m".into(), json!("all")));
+        assert_eq!(c.expect_event_arg(), ("m".into(), json!("all")));
     }
     for c in [&mut alice, &mut bob, &mut anon] {
         c.expect_silence(QUIET);
@@ -264,15 +259,18 @@ fn two_tidings_nodes_share_socketio_broadcasts_in_the_node_format() {
         Raw::publish(&redis, "socket.io#/#desk#", &desk) >= 2,
         "both nodes listen"
     );
-    assert_eq!(named(&mut alice), ("hello".into(), json!("desk")));
+    assert_eq!(alice.expect_event_arg(), ("hello".into(), json!("desk")));
     let not_alice = node_broadcast("hello", "not alice", &[], &[&alice_sid]);
     Raw::publish(&redis, "socket.io#/#", &not_alice);
-    assert_eq!(named(&mut bob), ("hello".into(), json!("not alice")));
-    assert_eq!(named(&mut anon), ("hello".into(), json!("not alice")));
+    assert_eq!(bob.expect_event_arg(), ("hello".into(), json!("not alice")));
+    assert_eq!(
+        anon.expect_event_arg(),
+        ("hello".into(), json!("not alice"))
+    );
     let bob_room = user_room(&Identity::new("acme", "bob"));
     let to_bob = node_broadcast("hello", "bob", &[&bob_room], &[]);
     Raw::publish(&redis, &format!("socket.io#/#{bob_room}#"), &to_bob);
-    assert_eq!(named(&mut bob), ("hello".into(), json!("bob")));
+    assert_eq!(bob.expect_event_arg(), ("hello".into(), json!("bob")));
     // Garbage and other formats on those channels: ignored, counted.
     let foreign_before = b.handle().metrics().cluster_foreign;
     Raw::publish(&redis, "socket.io#/#", b"\xc1 not msgpack");
@@ -431,7 +429,7 @@ fn a_tidings_node_asks_the_whole_cluster() {
     };
     eventually("bob joins vip", || in_vip() == 1);
     api.broadcast_to_room("vip", "m", &json!("vip")).unwrap();
-    assert_eq!(named(&mut bob), ("m".into(), json!("vip")));
+    assert_eq!(bob.expect_event_arg(), ("m".into(), json!("vip")));
     alice.expect_silence(QUIET);
     assert!(
         cluster.sockets_join(&bobs, &["tidings:user:x"]).is_err(),

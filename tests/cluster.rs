@@ -60,11 +60,6 @@ fn sse_config() -> Config {
     }
 }
 
-fn sio_event(c: &mut SioClient) -> (String, Value) {
-    let (name, args, _) = c.expect_event();
-    (name, args.first().cloned().unwrap_or(Value::Null))
-}
-
 #[test]
 fn three_nodes_are_one_service() {
     let redis = RedisServer::start();
@@ -86,22 +81,25 @@ fn three_nodes_are_one_service() {
     let alice = Identity::new("acme", "alice");
     api.broadcast_to_user(Transport::Both, &alice, "hello", &json!({"n": 1}))
         .unwrap();
-    assert_eq!(sio_event(&mut alice_b), ("hello".into(), json!({"n": 1})));
+    assert_eq!(
+        alice_b.expect_event_arg(),
+        ("hello".into(), json!({"n": 1}))
+    );
     let ev = alice_sse_c.expect_event();
     assert_eq!(ev.event, "hello");
     assert_eq!(ev.data, "{\"n\":1}");
 
     api.broadcast_to_tenant(Transport::SocketIo, "acme", "t", &json!(2))
         .unwrap();
-    assert_eq!(sio_event(&mut alice_b), ("t".into(), json!(2)));
-    assert_eq!(sio_event(&mut bob_c), ("t".into(), json!(2)));
+    assert_eq!(alice_b.expect_event_arg(), ("t".into(), json!(2)));
+    assert_eq!(bob_c.expect_event_arg(), ("t".into(), json!(2)));
 
     // Rooms live in Redis: joined on node 0, heard on 1 and 2, read back from 2.
     api.join_room(&alice, "ops").unwrap();
     let on_c = NotificationService::new(nodes[2].handle());
     assert_eq!(on_c.user_rooms(&alice).unwrap(), vec!["ops".to_string()]);
     api.broadcast_to_room("ops", "room", &json!("r")).unwrap();
-    assert_eq!(sio_event(&mut alice_b), ("room".into(), json!("r")));
+    assert_eq!(alice_b.expect_event_arg(), ("room".into(), json!("r")));
     let ev = alice_sse_c.expect_event();
     assert_eq!(ev.event, "room");
 
@@ -111,7 +109,7 @@ fn three_nodes_are_one_service() {
         .unwrap();
     assert_eq!((reach.sse, reach.socketio), (1, 3));
     for c in [&mut alice_b, &mut bob_c, &mut eve_c] {
-        assert_eq!(sio_event(c), ("all".into(), json!(3)));
+        assert_eq!(c.expect_event_arg(), ("all".into(), json!(3)));
     }
     assert_eq!(alice_sse_c.expect_event().event, "all");
 

@@ -108,6 +108,28 @@ fn event(c: &mut SioClient) -> (String, Value, String) {
     (name, args.first().cloned().unwrap_or(Value::Null), offset)
 }
 
+/// Once node `b` has delivered everything sent so far (a counted send comes back after the
+/// others), alice comes back to it with her socket's `(sid, pid, offset)`: the same socket,
+/// recovered (its handler hears so), with exactly `missed` (first arguments, in order) and
+/// nothing more.
+fn recover_on(b: &Node, (sid, pid, offset): (&str, &str, &str), missed: &[Value]) -> SioClient {
+    let _ = NotificationService::new(b.server.handle())
+        .send_counted(Transport::Sse, &tidings::Target::All, "sync", &json!(null))
+        .unwrap();
+    let (mut c, hello) = connect_with_auth(
+        b.server.local_addr(),
+        json!({"tenant": "acme", "user": "alice", "pid": pid, "offset": offset}),
+    );
+    assert_eq!(hello["sid"], json!(sid), "the same socket, on node b");
+    assert_eq!(hello["pid"], json!(pid));
+    let (_, recovered, _) = b.connected.recv_timeout(WAIT).unwrap();
+    assert!(recovered, "the handler hears a recovered socket");
+    let got: Vec<Value> = (0..missed.len()).map(|_| event(&mut c).1).collect();
+    assert_eq!(got, missed);
+    c.expect_silence(QUIET);
+    c
+}
+
 fn connect_with_auth(addr: std::net::SocketAddr, auth: Value) -> (SioClient, Value) {
     let (c, p) = SioClient::connect_with(addr, Some(auth));
     assert_eq!(p.kind, PacketKind::Connect, "refused: {p:?}");
@@ -169,22 +191,11 @@ fn a_socket_recovers_on_another_node_with_everything_it_missed() {
         .broadcast()
         .to_all("m", &json!(4))
         .unwrap();
-    // Node b has delivered everything (a counted send comes back after the others).
-    let _ = api_b
-        .send_counted(Transport::Sse, &tidings::Target::All, "sync", &json!(null))
-        .unwrap();
-
-    let (mut c, hello) = connect_with_auth(
-        b.server.local_addr(),
-        json!({"tenant": "acme", "user": "alice", "pid": pid, "offset": offset}),
+    let mut c = recover_on(
+        &b,
+        (&sid, &pid, &offset),
+        &[json!(0.5), json!(1), json!(2), json!(4)],
     );
-    assert_eq!(hello["sid"], json!(sid), "the same socket");
-    assert_eq!(hello["pid"], json!(pid));
-    let (_, recovered, _) = b.connected.recv_timeout(WAIT).unwrap();
-    assert!(recovered, "the handler hears a recovered socket");
-    let got: Vec<Value> = (0..4).map(|_| event(&mut c).1).collect();
-    assert_eq!(got, vec![json!(0.5), json!(1), json!(2), json!(4)]);
-    c.expect_silence(QUIET);
 
     // It lives on node b now, with its room; nothing comes twice.
     api_b.broadcast_to_room("desk", "after", &json!(5)).unwrap();
@@ -256,21 +267,7 @@ fn a_rolling_deploy_hands_the_sockets_of_the_stopping_node_to_the_others() {
         .broadcast_to_user(Transport::SocketIo, &alice, "m", &json!(1))
         .unwrap();
     api_b.broadcast_to_room("desk", "m", &json!(2)).unwrap();
-    let _ = api_b
-        .send_counted(Transport::Sse, &tidings::Target::All, "sync", &json!(null))
-        .unwrap();
-    let (mut c, hello) = connect_with_auth(
-        b.server.local_addr(),
-        json!({"tenant": "acme", "user": "alice", "pid": pid, "offset": offset}),
-    );
-    assert_eq!(
-        hello["sid"],
-        json!(sid),
-        "the same socket, on the node that stays"
-    );
-    let got: Vec<Value> = (0..2).map(|_| event(&mut c).1).collect();
-    assert_eq!(got, vec![json!(1), json!(2)]);
-    c.expect_silence(QUIET);
+    let mut c = recover_on(&b, (&sid, &pid, &offset), &[json!(1), json!(2)]);
     // Node a finished as soon as nothing was left to hand over, well before its grace.
     stopping.join().unwrap().unwrap();
     assert!(
@@ -427,28 +424,11 @@ fn a_killed_nodes_socket_recovers_on_another_node_with_everything_it_missed() {
         .broadcast()
         .to_all("m", &json!(4))
         .unwrap();
-    let _ = api_b
-        .send_counted(Transport::Sse, &tidings::Target::All, "sync", &json!(null))
-        .unwrap();
-
-    let (mut c, hello) = connect_with_auth(
-        b.server.local_addr(),
-        json!({"tenant": "acme", "user": "alice", "pid": pid, "offset": offset}),
+    let mut c = recover_on(
+        &b,
+        (&sid, &pid, &offset),
+        &[json!(1), json!(1.5), json!(2), json!(3), json!(4)],
     );
-    assert_eq!(
-        hello["sid"],
-        json!(sid),
-        "the same socket, on the node that lives"
-    );
-    assert_eq!(hello["pid"], json!(pid));
-    let (_, recovered, _) = b.connected.recv_timeout(WAIT).unwrap();
-    assert!(recovered, "the handler hears a recovered socket");
-    let got: Vec<Value> = (0..5).map(|_| event(&mut c).1).collect();
-    assert_eq!(
-        got,
-        vec![json!(1), json!(1.5), json!(2), json!(3), json!(4)]
-    );
-    c.expect_silence(QUIET);
     // It lives on node b now, in the room it was in, not the one it left.
     api_b.broadcast_to_room("desk", "after", &json!(5)).unwrap();
     api_b

@@ -155,6 +155,12 @@ impl SioClient {
         (name, items, p)
     }
 
+    /// The next EVENT's name and first argument (`null` without one).
+    pub fn expect_event_arg(&mut self) -> (String, Value) {
+        let (name, args, _) = self.expect_event();
+        (name, args.into_iter().next().unwrap_or(Value::Null))
+    }
+
     /// Asserts that nothing but pings arrives for `quiet`.
     pub fn expect_silence(&mut self, quiet: Duration) {
         match self.recv(quiet) {
