@@ -319,6 +319,32 @@ impl Shared {
         self.handle.loop_count()
     }
 
+    /// A broadcast of the Node cluster, to the sockets it selects on every loop; with an ack,
+    /// each loop adds its sockets' answers to the merge and its count of them to the channel.
+    fn broadcast_to_loops(
+        &self,
+        nsp: &str,
+        select: Selection,
+        packet: Packet,
+        volatile: bool,
+        ack: Option<(Duration, Arc<AckMerge>)>,
+        count: Option<mpsc::Sender<usize>>,
+    ) {
+        let select = Arc::new(select);
+        let packet = Arc::new(packet);
+        let nsp: Arc<str> = Arc::from(nsp);
+        self.to_loops(|| Command::AdapterBroadcast {
+            nsp: nsp.clone(),
+            select: select.clone(),
+            packet: packet.clone(),
+            volatile,
+            ack: ack
+                .as_ref()
+                .map(|(timeout, merge)| (*timeout, AckReply::Merge(merge.clone()))),
+            count: count.clone(),
+        });
+    }
+
     /// Hands every loop its part of a request; where their answers come, and how many.
     fn ask_loops(
         &self,
@@ -517,20 +543,8 @@ fn on_broadcast(shared: &Shared, nsp: &str, payload: &[u8]) {
         return;
     };
     let volatile = msg.opts.flags.volatile == Some(true);
-    let select = Arc::new(Selection {
-        rooms: msg.opts.rooms,
-        except: msg.opts.except,
-    });
-    let packet = Arc::new(packet);
-    let nsp: Arc<str> = Arc::from(nsp);
-    shared.to_loops(|| Command::AdapterBroadcast {
-        nsp: nsp.clone(),
-        select: select.clone(),
-        packet: packet.clone(),
-        volatile,
-        ack: None,
-        count: None,
-    });
+    let sel = select(msg.opts.rooms, msg.opts.except);
+    shared.broadcast_to_loops(nsp, sel, packet, volatile, None, None);
 }
 
 /// The packet of a broadcast, if it is an event of `nsp` our clients may get.
@@ -704,11 +718,10 @@ fn work(shared: &Shared, job: Job) {
     }
 }
 
-fn select(opts: aw::RoomsOpts) -> Selection {
-    Selection {
-        rooms: opts.rooms,
-        except: opts.except,
-    }
+/// The sockets in `rooms` and in none of `except` (every socket of the namespace when `rooms`
+/// is empty).
+fn select(rooms: Vec<String>, except: Vec<String>) -> Selection {
+    Selection { rooms, except }
 }
 
 fn by_sid(sid: String) -> Selection {
@@ -792,21 +805,31 @@ fn dispatch(shared: &Arc<Shared>, nsp: &str, request: Request) -> Option<Job> {
         Request::Fetch {
             request_id, opts, ..
         } => ask(
-            select(opts),
+            select(opts.rooms, opts.except),
             AdapterAction::List,
             Some(Then::Fetch(request_id)),
         ),
         Request::Join { opts, rooms, .. } => {
             let rooms = app_rooms(shared, rooms);
-            ask(select(opts), AdapterAction::Join(rooms), None)
+            ask(
+                select(opts.rooms, opts.except),
+                AdapterAction::Join(rooms),
+                None,
+            )
         }
         Request::Leave { opts, rooms, .. } => {
             let rooms = app_rooms(shared, rooms);
-            ask(select(opts), AdapterAction::Leave(rooms), None)
+            ask(
+                select(opts.rooms, opts.except),
+                AdapterAction::Leave(rooms),
+                None,
+            )
         }
-        Request::Disconnect { opts, close, .. } => {
-            ask(select(opts), AdapterAction::Disconnect { close }, None)
-        }
+        Request::Disconnect { opts, close, .. } => ask(
+            select(opts.rooms, opts.except),
+            AdapterAction::Disconnect { close },
+            None,
+        ),
         Request::SocketJoin {
             request_id,
             sid,
@@ -913,21 +936,9 @@ fn ack_broadcast(
     let (results_tx, results_rx) = mpsc::channel();
     let merge = AckMerge::new(loops, AckReply::Channel(results_tx));
     let (count_tx, count_rx) = mpsc::channel();
-    let select = Arc::new(Selection {
-        rooms: opts.rooms,
-        except: opts.except,
-    });
-    let packet = Arc::new(packet);
-    let nsp_arc: Arc<str> = Arc::from(nsp);
-    shared.to_loops(|| Command::AdapterBroadcast {
-        nsp: nsp_arc.clone(),
-        select: select.clone(),
-        packet: packet.clone(),
-        volatile: false,
-        ack: Some((timeout, AckReply::Merge(merge.clone()))),
-        count: Some(count_tx.clone()),
-    });
-    drop(count_tx);
+    let sel = select(opts.rooms, opts.except);
+    let ack = Some((timeout, merge));
+    shared.broadcast_to_loops(nsp, sel, packet, false, ack, Some(count_tx));
     let waiting = AckWait {
         nsp: nsp.to_string(),
         request_id,
@@ -1228,17 +1239,8 @@ impl SocketIoCluster {
         let loops = shared.handle.loop_count();
         let (local_tx, local_rx) = mpsc::channel();
         let merge = AckMerge::new(loops, AckReply::Channel(local_tx));
-        let select = Arc::new(sel.selection());
-        let shared_packet = Arc::new(packet.clone());
-        let nsp: Arc<str> = Arc::from(sel.nsp.as_str());
-        shared.to_loops(|| Command::AdapterBroadcast {
-            nsp: nsp.clone(),
-            select: select.clone(),
-            packet: shared_packet.clone(),
-            volatile: false,
-            ack: Some((timeout, AckReply::Merge(merge.clone()))),
-            count: None,
-        });
+        let ack = Some((timeout, merge));
+        shared.broadcast_to_loops(&sel.nsp, sel.selection(), packet.clone(), false, ack, None);
         // The others': each says how many clients it reached, then each client's answer.
         let request_id = shared.new_request_id();
         let request = Request::Broadcast {
