@@ -8,7 +8,7 @@ pub(crate) mod request_reader;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{self, Write};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -110,18 +110,18 @@ impl Loops {
             .map_err(|_| io::Error::other("the loop has stopped"))
     }
 
-    /// Wakes loop `to` if it sleeps.
-    pub(crate) fn wake(&self, to: usize) -> io::Result<()> {
+    /// Wakes loop `to` if it sleeps: `true` if it is not in a turn (see [`LoopWaker::wake`]).
+    pub(crate) fn wake(&self, to: usize) -> io::Result<bool> {
         match self.wakers.get(to) {
             Some(w) => w.wake(),
-            None => Ok(()),
+            None => Ok(false),
         }
     }
 
     /// Queues and wakes.
     pub(crate) fn send(&self, to: usize, cmd: LoopCommand) -> io::Result<()> {
         self.queue(to, cmd)?;
-        self.wake(to)
+        self.wake(to).map(|_| ())
     }
 }
 
@@ -335,18 +335,44 @@ pub(crate) struct EventLoop {
 /// busy costs no syscall, the loop picks it up before it sleeps again.
 pub(crate) struct LoopWaker {
     waker: Waker,
-    sleeping: AtomicBool,
+    /// [`LoopWaker::RUNNING`], [`LoopWaker::SLEEPING`] or [`LoopWaker::WOKEN`].
+    state: AtomicU8,
+    /// The loop is writing a burst (its write budget has grown): it has all the work it can do,
+    /// and a command sent now waits its turn without help.
+    bursting: AtomicBool,
 }
 
 impl LoopWaker {
-    /// Called after a command was queued. The loop sets `sleeping` *before* it looks at the
-    /// queue one last time and polls: either it sees the command, or the flag is set and this
-    /// wakes it (sequentially consistent on both sides, so no wake-up is lost).
-    pub(crate) fn wake(&self) -> io::Result<()> {
-        if self.sleeping.swap(false, Ordering::SeqCst) {
-            self.waker.wake()?;
+    /// In a turn: commands are seen before the loop sleeps again.
+    const RUNNING: u8 = 0;
+    /// About to poll, or polling: a command needs a wake-up.
+    const SLEEPING: u8 = 1;
+    /// Woken, and not yet back from its poll (it may be waiting for a core).
+    const WOKEN: u8 = 2;
+
+    /// Called after a command was queued. The loop sets `SLEEPING` *before* it looks at the
+    /// queue one last time and polls: either it sees the command, or the state says so and this
+    /// wakes it (sequentially consistent on both sides, so no wake-up is lost). `true` if the
+    /// command may wait for a core: the loop slept, or was woken and has not run since, or is in
+    /// a turn but not in a burst.
+    pub(crate) fn wake(&self) -> io::Result<bool> {
+        let (sleeping, woken) = (LoopWaker::SLEEPING, LoopWaker::WOKEN);
+        match self
+            .state
+            .compare_exchange(sleeping, woken, Ordering::SeqCst, Ordering::SeqCst)
+        {
+            Ok(_) => {
+                self.waker.wake()?;
+                Ok(true)
+            }
+            // In a turn, but maybe not on a core: preempted by the thread that sends this (a
+            // handler run on the dispatcher, an application thread, on the same core).
+            Err(state) => Ok(state == woken || !self.bursting.load(Ordering::Relaxed)),
         }
-        Ok(())
+    }
+
+    fn set(&self, state: u8) {
+        self.state.store(state, Ordering::SeqCst);
     }
 }
 
@@ -368,7 +394,8 @@ impl EventLoop {
         let poll = Poll::new()?;
         let waker = Arc::new(LoopWaker {
             waker: Waker::new(poll.registry(), WAKER)?,
-            sleeping: AtomicBool::new(false),
+            state: AtomicU8::new(LoopWaker::RUNNING),
+            bursting: AtomicBool::new(false),
         });
         let listener = match listener {
             Some(listener) => {
@@ -445,7 +472,7 @@ impl EventLoop {
             if timeout != Some(Duration::ZERO) {
                 // About to sleep: from now on a handle must wake us; one last look at the queue
                 // catches a command sent before the flag was up.
-                self.waker.sleeping.store(true, Ordering::SeqCst);
+                self.waker.set(LoopWaker::SLEEPING);
                 if self.stashed.is_none() {
                     match self.commands.try_recv() {
                         Ok(cmd) => self.stashed = Some(cmd),
@@ -455,13 +482,13 @@ impl EventLoop {
                     }
                 }
                 if self.stashed.is_some() || self.more_commands {
-                    self.waker.sleeping.store(false, Ordering::SeqCst);
+                    self.waker.set(LoopWaker::RUNNING);
                     timeout = Some(Duration::ZERO);
                 }
             }
             let polled = self.poll.poll(&mut events, timeout);
             // Awake: commands sent from now on are picked up without a wake-up.
-            self.waker.sleeping.store(false, Ordering::SeqCst);
+            self.waker.set(LoopWaker::RUNNING);
             match polled {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -531,6 +558,7 @@ impl EventLoop {
             if self.writes_this_turn > self.write_budget {
                 // A burst: write what is queued now, take a larger share next turn.
                 self.write_budget = (self.write_budget * 2).min(WRITE_BUDGET_MAX);
+                self.waker.bursting.store(true, Ordering::Relaxed);
                 break;
             }
             let next = match self.stashed.take() {
@@ -556,6 +584,7 @@ impl EventLoop {
                 Err(TryRecvError::Empty) => {
                     // Caught up: the next burst starts small again.
                     self.write_budget = WRITE_BUDGET_FIRST;
+                    self.waker.bursting.store(false, Ordering::Relaxed);
                     return;
                 }
                 Err(TryRecvError::Disconnected) => {
@@ -1015,7 +1044,45 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::Unread;
+    #![allow(clippy::unwrap_used)]
+    use super::{LoopWaker, Unread};
+    use std::sync::atomic::{AtomicBool, AtomicU8};
+    use std::time::Duration;
+
+    /// A sender is told to give its core up exactly when the loop may be waiting for one, and
+    /// the loop is woken (its poll returns) only when it sleeps.
+    #[test]
+    fn a_sender_yields_to_a_loop_that_is_not_in_a_burst_and_wakes_only_a_sleeping_one() {
+        let mut poll = mio::Poll::new().unwrap();
+        let waker = LoopWaker {
+            waker: mio::Waker::new(poll.registry(), mio::Token(0)).unwrap(),
+            state: AtomicU8::new(LoopWaker::RUNNING),
+            bursting: AtomicBool::new(false),
+        };
+        let mut events = mio::Events::with_capacity(4);
+        let mut woken = |poll: &mut mio::Poll| {
+            poll.poll(&mut events, Some(Duration::ZERO)).unwrap();
+            !events.is_empty()
+        };
+        // In a turn, not bursting: yield (it may be preempted by the sender), no wake-up.
+        assert!(waker.wake().unwrap());
+        assert!(!woken(&mut poll));
+        // In a burst: it has all it can do; neither.
+        waker
+            .bursting
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        assert!(!waker.wake().unwrap());
+        assert!(!woken(&mut poll));
+        // Asleep: woken once; a second sender finds it woken and not yet back, and yields too.
+        waker.set(LoopWaker::SLEEPING);
+        assert!(waker.wake().unwrap());
+        assert!(waker.wake().unwrap());
+        assert!(woken(&mut poll));
+        assert!(!woken(&mut poll));
+        // Back in a turn (still bursting).
+        waker.set(LoopWaker::RUNNING);
+        assert!(!waker.wake().unwrap());
+    }
 
     #[test]
     fn connections_set_aside_while_paused_are_due_once_the_backlog_is_down() {

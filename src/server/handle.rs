@@ -30,15 +30,29 @@ struct HeldWakes {
     since: Option<Instant>,
 }
 
-/// Wakes every loop in `touched` (one bit each) that sleeps; false if one could not be woken.
-fn wake_loops(loops: &Loops, touched: u64) -> bool {
-    let mut ok = true;
+/// What [`wake_loops`] did.
+struct Woken {
+    /// Every loop that slept could be woken.
+    ok: bool,
+    /// At least one of them is not in a turn: it slept, or was woken and has not run yet.
+    idle: bool,
+}
+
+/// Wakes every loop in `touched` (one bit each) that sleeps.
+fn wake_loops(loops: &Loops, touched: u64) -> Woken {
+    let mut woken = Woken {
+        ok: true,
+        idle: false,
+    };
     for to in 0..loops.len().min(64) {
-        if touched & (1u64 << to) != 0 && loops.wake(to).is_err() {
-            ok = false;
+        if touched & (1u64 << to) != 0 {
+            match loops.wake(to) {
+                Ok(idle) => woken.idle |= idle,
+                Err(_) => woken.ok = false,
+            }
         }
     }
-    ok
+    woken
 }
 
 /// On a thread that holds wake-ups for these loops, adds `touched` to them: true if held.
@@ -79,6 +93,7 @@ pub(crate) fn release_held_wakes() {
         })
     });
     if let Some((loops, touched)) = taken {
+        // The dispatcher blocks on its queue right after a batch: no yield needed here.
         let _ = wake_loops(&loops, touched);
     }
 }
@@ -140,8 +155,18 @@ impl Handle {
             }
             touched |= 1u64 << (to % 64);
         });
-        if !hold_wakes_for(&self.loops, touched) && !wake_loops(&self.loops, touched) {
-            failed = true;
+        if !hold_wakes_for(&self.loops, touched) {
+            let woken = wake_loops(&self.loops, touched);
+            failed |= !woken.ok;
+            if woken.idle {
+                // A loop that is not in a turn has work now. Where it shares a core with this
+                // thread (one core, or every core busy) it would wait for this thread's time
+                // slice to end, and a burst of broadcasts could be queued whole before its first
+                // write: giving the core up once lets it start at once. A yield per wake-up, not
+                // per command (a loop in a turn needs none), and it returns at once where the
+                // loop has a core of its own.
+                std::thread::yield_now();
+            }
         }
         if failed {
             return Err(ServerClosed);
