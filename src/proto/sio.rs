@@ -506,14 +506,16 @@ fn check_body(
 
 /// Every placeholder must be `{"_placeholder":true,"num":n}` with `n` an integer in
 /// `0..attachments`, and each index must appear exactly once. Iterative, so a deep value built by
-/// an application cannot overflow the stack.
+/// an application cannot overflow the stack; scalars are looked at where they lie and the first
+/// containers wait on the stack frame, so a flat payload (most are) costs no allocation.
 fn check_placeholders(data: &Value, attachments: usize) -> Result<(), DecodeError> {
     let mut seen = vec![false; attachments];
     let mut found = 0usize;
-    let mut stack = vec![data];
-    while let Some(v) = stack.pop() {
+    let mut todo = Containers::default();
+    todo.push(data);
+    while let Some(v) = todo.pop() {
         match v {
-            Value::Array(a) => stack.extend(a.iter()),
+            Value::Array(a) => a.iter().for_each(|c| todo.push(c)),
             Value::Object(o) => {
                 if o.get(PLACEHOLDER_KEY) == Some(&Value::Bool(true)) {
                     if o.len() != 2 {
@@ -531,7 +533,7 @@ fn check_placeholders(data: &Value, attachments: usize) -> Result<(), DecodeErro
                     *slot = true;
                     found += 1;
                 } else {
-                    stack.extend(o.values());
+                    o.values().for_each(|c| todo.push(c));
                 }
             }
             _ => {}
@@ -541,6 +543,38 @@ fn check_placeholders(data: &Value, attachments: usize) -> Result<(), DecodeErro
         Ok(())
     } else {
         Err(DecodeError::BadPlaceholder)
+    }
+}
+
+/// The arrays and objects [`check_placeholders`] has still to look into: the first few in place,
+/// the rest in a vector. Scalars are never kept (they hold no placeholder).
+#[derive(Default)]
+struct Containers<'a> {
+    near: [Option<&'a Value>; 8],
+    near_len: usize,
+    far: Vec<&'a Value>,
+}
+
+impl<'a> Containers<'a> {
+    fn push(&mut self, v: &'a Value) {
+        if !matches!(v, Value::Array(_) | Value::Object(_)) {
+            return;
+        }
+        match self.near.get_mut(self.near_len) {
+            Some(slot) => {
+                *slot = Some(v);
+                self.near_len += 1;
+            }
+            None => self.far.push(v),
+        }
+    }
+
+    fn pop(&mut self) -> Option<&'a Value> {
+        if let Some(v) = self.far.pop() {
+            return Some(v);
+        }
+        self.near_len = self.near_len.checked_sub(1)?;
+        self.near.get_mut(self.near_len)?.take()
     }
 }
 
@@ -942,6 +976,22 @@ mod tests {
             deep = Value::Array(vec![deep]);
         }
         assert!(check_placeholders(&deep, 0).is_ok());
+        // Many containers side by side (past the ones kept in place): every placeholder is
+        // still seen, wherever it sits, and a duplicate among them still refused.
+        let many = |nums: &[usize]| {
+            let items = nums
+                .iter()
+                .map(|&n| json!([{"k": [{"_placeholder": true, "num": n}]}]));
+            Value::Array(items.collect())
+        };
+        let all: Vec<usize> = (0..20).rev().collect();
+        assert!(check_placeholders(&many(&all), 20).is_ok());
+        let mut twice = all.clone();
+        twice[19] = 3;
+        assert_eq!(
+            check_placeholders(&many(&twice), 20),
+            Err(DecodeError::BadPlaceholder)
+        );
         // serde_json drops values recursively; unwind it by hand so the test thread is safe.
         let mut cur = deep;
         while let Value::Array(mut a) = cur {
