@@ -219,7 +219,8 @@ impl Driver {
     /// what it was sent.
     fn command(&mut self, cmd: Command) {
         let mut queues: Vec<Vec<Command>> = self.engines.iter().map(|_| Vec::new()).collect();
-        crate::engine::fanout::route(&self.hub, &self.cfg, self.now, cmd, &mut |to, c| {
+        let now = self.now;
+        crate::engine::fanout::route(&self.hub, &self.cfg, &|| now, cmd, &mut |to, c| {
             queues[to].push(c)
         });
         for (lp, q) in queues.into_iter().enumerate() {
@@ -411,19 +412,21 @@ impl Driver {
                     } else {
                         text.to_string()
                     };
-                    let msg = WsMessage::Text(text);
                     let now = self.now;
-                    self.on(conn).handle_ws_message(now, conn, msg);
+                    self.on(conn)
+                        .handle_ws_message(now, conn, WsMessage::Text(&text));
                 }
             }
             4 => {
                 if let Some(conn) = self.live_conn(inp) {
                     self.acting = Some(conn);
                     let raw = inp.bytes(48);
+                    let text;
                     let msg = if inp.byte().unwrap_or(0) % 2 == 0 {
-                        WsMessage::Binary(raw)
+                        WsMessage::Binary(&raw)
                     } else {
-                        WsMessage::Text(String::from_utf8_lossy(&raw).into_owned())
+                        text = String::from_utf8_lossy(&raw).into_owned();
+                        WsMessage::Text(&text)
                     };
                     let now = self.now;
                     self.on(conn).handle_ws_message(now, conn, msg);
@@ -568,9 +571,10 @@ impl Driver {
                     return;
                 };
                 let id = u64::from(inp.byte().unwrap_or(0)) % 8;
-                let msg = WsMessage::Text(format!("43{id}[true]"));
+                let text = format!("43{id}[true]");
                 let now = self.now;
-                self.on(conn).handle_ws_message(now, conn, msg);
+                self.on(conn)
+                    .handle_ws_message(now, conn, WsMessage::Text(&text));
             }
             _ => {
                 // A server-side disconnect or close of a socket.

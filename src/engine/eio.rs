@@ -145,7 +145,7 @@ impl Queued {
 
     /// The WebSocket frame: one shared chunk when pre-framed, else an inline header and the
     /// shared payload.
-    fn ws_chunks(&self) -> (Chunk, Option<Chunk>) {
+    pub(super) fn ws_chunks(&self) -> (Chunk, Option<Chunk>) {
         let (opcode, bytes) = match self {
             Queued::Framed { frame, .. } => return (Chunk::Shared(frame.clone()), None),
             Queued::Text(b) => (ws::OPCODE_TEXT, b),
@@ -652,7 +652,7 @@ impl Engine {
         }
     }
 
-    pub(super) fn eio_ws_message(&mut self, now: Instant, key: u64, msg: WsMessage) {
+    pub(super) fn eio_ws_message(&mut self, now: Instant, key: u64, msg: WsMessage<'_>) {
         let packet = match msg {
             WsMessage::Text(t) => {
                 // By far the commonest input: a message ("4…") on a Socket.IO session, read
@@ -662,9 +662,9 @@ impl Engine {
                         return self.sio_text(now, key, payload);
                     }
                 }
-                codec::decode_text_packet(&t)
+                codec::decode_text_packet(t)
             }
-            WsMessage::Binary(b) => Ok(codec::decode_ws_binary(&b)),
+            WsMessage::Binary(b) => Ok(codec::decode_ws_binary(b)),
         };
         match packet {
             Ok(p) => self.eio_packet(now, key, p),
@@ -711,10 +711,10 @@ impl Engine {
         now: Instant,
         key: u64,
         conn: ConnId,
-        msg: WsMessage,
+        msg: WsMessage<'_>,
     ) {
         let packet = match msg {
-            WsMessage::Text(t) => codec::decode_text_packet(&t).ok(),
+            WsMessage::Text(t) => codec::decode_text_packet(t).ok(),
             WsMessage::Binary(_) => None,
         };
         let probed = self
@@ -813,6 +813,14 @@ impl Engine {
                 }
                 self.eio_send(now, key, packet);
             }
+        }
+    }
+
+    /// The WebSocket a session is on, if it is on one (not polling, not mid-upgrade).
+    pub(crate) fn eio_websocket_of(&self, key: u64) -> Option<ConnId> {
+        match self.eio.by_key.get(&key)?.transport {
+            Transport::WebSocket(conn) => Some(conn),
+            Transport::Polling => None,
         }
     }
 

@@ -25,11 +25,12 @@ pub(crate) enum Routed {
     Answered,
 }
 
-/// Routes `cmd` (see the module docs). `now` stamps the history entries of broadcasts.
+/// Routes `cmd` (see the module docs). `now` stamps the history entries of broadcasts (read only
+/// for them: an ack or a send to one socket needs no clock).
 pub(crate) fn route(
     hub: &Hub,
     cfg: &Config,
-    now: Instant,
+    now: &dyn Fn() -> Instant,
     cmd: Command,
     send: &mut dyn FnMut(usize, Command),
 ) -> Routed {
@@ -145,7 +146,16 @@ pub(crate) fn route(
                 sio_args: &data,
             };
             broadcast(
-                hub, cfg, now, &target, transports, payload, volatile, None, reply, send,
+                hub,
+                cfg,
+                now(),
+                &target,
+                transports,
+                payload,
+                volatile,
+                None,
+                reply,
+                send,
             )
         }
         Command::SioEmitToRoom {
@@ -166,7 +176,7 @@ pub(crate) fn route(
             broadcast(
                 hub,
                 cfg,
-                now,
+                now(),
                 &target,
                 Transports::Both,
                 payload,

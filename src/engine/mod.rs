@@ -158,11 +158,11 @@ impl RequestInfo {
 }
 
 /// A WebSocket message from a client (tungstenite has already checked framing, masking, UTF-8 and
-/// size limits).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum WsMessage {
-    Text(String),
-    Binary(Vec<u8>),
+/// size limits), borrowed from where io read it: the engine copies only what it keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WsMessage<'a> {
+    Text(&'a str),
+    Binary(&'a [u8]),
 }
 
 /// What the engine asks io to do.
@@ -625,6 +625,10 @@ enum ConnRole {
 /// so nothing can come between the two.
 const DELIVER_FIRST: usize = 64;
 
+/// The largest encoding buffer an engine keeps for the next packet (a larger one, grown by a
+/// rare large packet, is freed).
+const ENCODE_SCRATCH_KEPT: usize = 4096;
+
 /// The second part of a broadcast's delivery, waiting for `poll_output`.
 struct Delivering {
     now: Instant,
@@ -660,6 +664,9 @@ pub(crate) struct Engine {
     /// Source of recipient ids (sockets and streams share it, so ids never collide).
     next_recipient: u64,
     scratch_recipients: Vec<(u64, RecipientKind)>,
+    /// Where a packet for one recipient is encoded before its frame is built (kept between
+    /// packets, up to [`ENCODE_SCRATCH_KEPT`] bytes).
+    encode_scratch: String,
     /// A broadcast whose first recipients were given outputs; the rest come at the next
     /// `poll_output` (see [`DELIVER_FIRST`]).
     delivering: Option<Box<Delivering>>,
@@ -699,6 +706,7 @@ impl Engine {
             index: Index::default(),
             next_recipient: 1,
             scratch_recipients: Vec::new(),
+            encode_scratch: String::new(),
             delivering: None,
             routes: route::Routes::default(),
             counters: Arc::default(),
@@ -865,7 +873,7 @@ impl Engine {
     }
 
     /// A WebSocket message arrived on `conn`.
-    pub fn handle_ws_message(&mut self, now: Instant, conn: ConnId, msg: WsMessage) {
+    pub fn handle_ws_message(&mut self, now: Instant, conn: ConnId, msg: WsMessage<'_>) {
         self.finish_delivery();
         match self.roles.get(&conn).copied() {
             Some(ConnRole::Ws(key)) => self.eio_ws_message(now, key, msg),

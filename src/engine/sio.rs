@@ -368,6 +368,26 @@ pub(crate) enum EmitKind {
     WithAck(Duration, AckReply),
 }
 
+/// The WebSocket frame of a packet without attachments for one recipient, header and text in
+/// one allocation (one chunk to queue): the shared form ([`EncodedPacket`]) would cost a second
+/// allocation and a copy for nobody else's benefit. `scratch` is where the text is encoded; it is
+/// kept for the next packet unless it grew past `ENCODE_SCRATCH_KEPT`.
+fn frame_for_one(packet: &Packet, scratch: &mut String) -> Vec<u8> {
+    let mut text = std::mem::take(scratch);
+    text.clear();
+    text.push('4');
+    codec::encode_text_into(packet, &mut text);
+    let (header, n) = crate::proto::ws::frame_header(crate::proto::ws::OPCODE_TEXT, text.len());
+    let header = header.get(..n).unwrap_or_default();
+    let mut frame = Vec::with_capacity(header.len() + text.len());
+    frame.extend_from_slice(header);
+    frame.extend_from_slice(text.as_bytes());
+    if text.capacity() <= super::ENCODE_SCRATCH_KEPT {
+        *scratch = text;
+    }
+    frame
+}
+
 /// The packets of one emit, encoded once: a text part and its binary attachments.
 #[derive(Clone, Debug)]
 pub(crate) struct EncodedPacket {
@@ -501,8 +521,23 @@ impl Engine {
     }
 
     fn sio_send_packet(&mut self, now: Instant, session: u64, packet: &Packet) {
+        if packet.attachments.is_empty() {
+            if let Some(conn) = self.eio_websocket_of(session) {
+                return self.ws_write_one(conn, packet);
+            }
+        }
         let p = EncodedPacket::new(packet);
         self.sio_send(now, session, &p);
+    }
+
+    /// A packet for one WebSocket (an ack, a connect answer, an emit to one socket): see
+    /// [`frame_for_one`].
+    fn ws_write_one(&mut self, conn: super::ConnId, packet: &Packet) {
+        let frame = frame_for_one(packet, &mut self.encode_scratch);
+        self.push(super::Output::Write {
+            conn,
+            chunk: crate::buf::Chunk::Owned(frame),
+        });
     }
 
     /// An Engine.IO message on a Socket.IO session.
@@ -1262,5 +1297,41 @@ pub struct AckCallback(pub Box<dyn FnOnce(Vec<AckResult>) + Send>);
 impl fmt::Debug for AckCallback {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("AckCallback")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    /// The frame built for one recipient is byte for byte the shared form's header and text.
+    #[test]
+    fn a_frame_for_one_recipient_is_the_shared_frame_in_one_piece() {
+        let long = "é".repeat(100); // 200 bytes of UTF-8: a 16-bit length in the header
+        let huge = "x".repeat(70_000); // a 64-bit length
+        let packets = [
+            Packet::ack("/", 0, vec![]),
+            Packet::ack(
+                "/admin",
+                18_446_744_073_709_551_615,
+                vec![json!("ok"), json!({"n": 1})],
+            ),
+            Packet::ack("/", 7, vec![json!(long)]),
+            Packet::disconnect("/chat"),
+            Packet::event("/chat", "news", vec![json!(huge), json!(null)], Some(3)),
+        ];
+        let mut scratch = String::new();
+        for p in &packets {
+            let (first, second) = EncodedPacket::new(p).text.ws_chunks();
+            let mut shared = first.as_slice().to_vec();
+            shared.extend_from_slice(second.as_ref().map_or(&[][..], |c| c.as_slice()));
+            assert_eq!(frame_for_one(p, &mut scratch), shared, "{p:?}");
+        }
+        // The 70 000-byte text (last) grew the scratch past what is kept; a small one keeps it.
+        assert_eq!(scratch.capacity(), 0);
+        let _ = frame_for_one(&packets[1], &mut scratch);
+        assert!(scratch.capacity() > 0 && scratch.capacity() <= crate::engine::ENCODE_SCRATCH_KEPT);
     }
 }

@@ -311,13 +311,13 @@ impl H {
 
     pub(super) fn send(&mut self, conn: ConnId, text: &str) {
         self.e
-            .handle_ws_message(self.now, conn, WsMessage::Text(text.to_string()));
+            .handle_ws_message(self.now, conn, WsMessage::Text(text));
         self.pump();
     }
 
     pub(super) fn send_bin(&mut self, conn: ConnId, b: &[u8]) {
         self.e
-            .handle_ws_message(self.now, conn, WsMessage::Binary(b.to_vec()));
+            .handle_ws_message(self.now, conn, WsMessage::Binary(b));
         self.pump();
     }
 

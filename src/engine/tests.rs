@@ -142,13 +142,13 @@ impl H {
 
     fn ws(&mut self, t: u64, conn: ConnId, text: &str) -> Out {
         self.eng
-            .handle_ws_message(self.at(t), conn, WsMessage::Text(text.to_string()));
+            .handle_ws_message(self.at(t), conn, WsMessage::Text(text));
         self.drain()
     }
 
     fn ws_bin(&mut self, t: u64, conn: ConnId, b: &[u8]) -> Out {
         self.eng
-            .handle_ws_message(self.at(t), conn, WsMessage::Binary(b.to_vec()));
+            .handle_ws_message(self.at(t), conn, WsMessage::Binary(b));
         self.drain()
     }
 

@@ -93,7 +93,8 @@ impl Cluster {
     /// Routes an application command as the server's handle does.
     fn route(&mut self, cmd: Command) -> Routed {
         let queues = &mut self.queues;
-        fanout::route(&self.hub, &self.cfg, self.now, cmd, &mut |to, c| {
+        let now = self.now;
+        fanout::route(&self.hub, &self.cfg, &|| now, cmd, &mut |to, c| {
             queues[to].push_back(c)
         })
     }
@@ -211,7 +212,7 @@ impl Cluster {
         self.engines[lp].handle_request(self.now, conn, req);
         self.pump(lp);
         if sio {
-            self.engines[lp].handle_ws_message(self.now, conn, WsMessage::Text("40".into()));
+            self.engines[lp].handle_ws_message(self.now, conn, WsMessage::Text("40"));
             self.pump(lp);
         }
         // The decision was routed: let the loop act on it while this client is the one acting.
@@ -265,8 +266,8 @@ impl Cluster {
             let (lp, conn) = (cl.lp, cl.conn);
             self.clients[c].answered = asks.len();
             for id in asks.into_iter().skip(skip) {
-                let msg = WsMessage::Text(format!("43{id}[\"ok\"]"));
-                self.engines[lp].handle_ws_message(self.now, conn, msg);
+                let text = format!("43{id}[\"ok\"]");
+                self.engines[lp].handle_ws_message(self.now, conn, WsMessage::Text(&text));
                 self.pump(lp);
             }
         }

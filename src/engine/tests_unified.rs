@@ -380,7 +380,7 @@ fn a_broadcast_to_many_comes_in_two_parts_and_nothing_comes_between() {
         fanout::route(
             &hub,
             &cfg,
-            h.now(),
+            &|| h.now(),
             Command::Broadcast {
                 target: Target::All,
                 transports: Transports::Both,

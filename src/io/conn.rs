@@ -463,11 +463,9 @@ impl Conn {
             }
             match result {
                 Ok(Message::Text(t)) => {
-                    engine.handle_ws_message(now, id, WsMessage::Text(t.as_str().to_owned()))
+                    engine.handle_ws_message(now, id, WsMessage::Text(t.as_str()))
                 }
-                Ok(Message::Binary(b)) => {
-                    engine.handle_ws_message(now, id, WsMessage::Binary(b.to_vec()))
-                }
+                Ok(Message::Binary(b)) => engine.handle_ws_message(now, id, WsMessage::Binary(&b)),
                 Ok(Message::Close(_)) => {
                     engine.handle_conn_closed(now, id);
                     self.mode = Mode::Closing;

@@ -149,7 +149,7 @@ impl Handle {
         let mut failed = false;
         // Loops ≤ 64: one bit each, woken once the hub is unlocked.
         let mut touched = 0u64;
-        let routed = fanout::route(&self.hub, &self.cfg, Instant::now(), cmd, &mut |to, c| {
+        let routed = fanout::route(&self.hub, &self.cfg, &Instant::now, cmd, &mut |to, c| {
             if self.loops.queue(to, LoopCommand::Engine(c)).is_err() {
                 failed = true;
             }
