@@ -2,9 +2,22 @@
 //! queues and writes them). A broadcast is encoded once into an `Arc<[u8]>` and the same allocation
 //! is queued on every recipient's connection.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::sync::Arc;
+
+thread_local! {
+    /// Emptied chunk queues of this thread's connections, for the next connection that queues
+    /// bytes: a connection written once a turn (an ack, a broadcast) would otherwise allocate and
+    /// free its queue every time, and an idle one must hold none.
+    static SPARE_QUEUES: RefCell<Vec<VecDeque<Chunk>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Most spare queues a thread keeps (a few KiB).
+const SPARE_QUEUES_KEPT: usize = 256;
+/// A queue grown past this many chunks (a burst) is freed rather than kept.
+const SPARE_QUEUE_CHUNKS_MAX: usize = 16;
 
 /// One piece of bytes to write to a connection.
 #[derive(Clone, Debug)]
@@ -91,6 +104,11 @@ impl OutQueue {
             return;
         }
         self.queued += chunk.len();
+        if self.chunks.capacity() == 0 {
+            if let Ok(Some(spare)) = SPARE_QUEUES.try_with(|q| q.borrow_mut().pop()) {
+                self.chunks = spare;
+            }
+        }
         self.chunks.push_back(chunk);
     }
 
@@ -137,9 +155,17 @@ impl OutQueue {
                 n = 0;
             }
         }
-        if self.chunks.is_empty() {
+        if self.chunks.is_empty() && self.chunks.capacity() > 0 {
             // Give memory back once a burst is written: idle connections should cost little.
-            self.chunks = VecDeque::new();
+            let emptied = std::mem::take(&mut self.chunks);
+            if emptied.capacity() <= SPARE_QUEUE_CHUNKS_MAX {
+                let _ = SPARE_QUEUES.try_with(|q| {
+                    let mut q = q.borrow_mut();
+                    if q.len() < SPARE_QUEUES_KEPT {
+                        q.push(emptied);
+                    }
+                });
+            }
         }
     }
 }
@@ -148,6 +174,31 @@ impl OutQueue {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
     use super::*;
+
+    fn spare_queues() -> usize {
+        SPARE_QUEUES.with(|q| q.borrow().len())
+    }
+
+    /// A queue written empty hands its storage to the next queue of the thread, and holds none
+    /// itself; a queue grown by a burst is freed instead.
+    #[test]
+    fn an_emptied_queue_lends_its_storage_to_the_next() {
+        let before = spare_queues();
+        let mut a = OutQueue::new();
+        a.push(Chunk::inline(b"ab"));
+        a.advance(2);
+        assert_eq!(a.chunks.capacity(), 0);
+        assert_eq!(spare_queues(), before + 1);
+        let mut b = OutQueue::new();
+        b.push(Chunk::inline(b"cd"));
+        assert_eq!(spare_queues(), before);
+        for _ in 0..100 {
+            b.push(Chunk::inline(b"ef"));
+        }
+        b.advance(b.queued_bytes());
+        assert_eq!(b.chunks.capacity(), 0);
+        assert_eq!(spare_queues(), before);
+    }
 
     #[test]
     fn queue_advances_across_chunks() {
