@@ -616,7 +616,14 @@ impl Engine {
                 }
             }
             PacketKind::Event | PacketKind::BinaryEvent => {
-                let Some(socket) = self.connected_socket(key, &packet.nsp) else {
+                // The namespace name the session holds, shared, rather than a new one per event.
+                let connected = self.sio.sessions.get(&key).and_then(|s| {
+                    match s.sockets.iter().find(|(n, _)| n.as_ref() == packet.nsp)? {
+                        (n, SocketSlot::Connected(id)) => Some((*id, n.clone())),
+                        _ => None,
+                    }
+                });
+                let Some((socket, nsp)) = connected else {
                     return; // not connected to that namespace: ignored, as the reference does
                 };
                 let Some(Value::Array(mut items)) = packet.data else {
@@ -630,7 +637,7 @@ impl Engine {
                 };
                 self.push(super::Output::App(AppEvent::SioEvent {
                     socket: SocketId(socket),
-                    nsp: Arc::from(packet.nsp.as_str()),
+                    nsp,
                     event,
                     args: items,
                     attachments: packet.attachments,
