@@ -112,7 +112,7 @@ impl PendingReach {
     pub fn wait(self) -> Result<Reach, BroadcastError> {
         let mut total = Reach::default();
         for _ in 0..self.parts {
-            crate::server::release_held_wakes();
+            crate::server::release_held_commands();
             let r = self.rx.recv().map_err(|_| BroadcastError::ServerClosed)?;
             total.sse += r.sse;
             total.socketio += r.socketio;
@@ -336,7 +336,7 @@ impl SocketIoFeatures for TransportProvider {
         self.ack_command(user, event, data, timeout, AckReply::Channel(tx))?;
         // The engine always answers: at the latest when the timeout fires (or when it shuts
         // down and drops the sender).
-        crate::server::release_held_wakes();
+        crate::server::release_held_commands();
         let results = rx.recv().map_err(|_| BroadcastError::ServerClosed)?;
         Ok(AckOutcomes::from_results(results))
     }
@@ -379,7 +379,7 @@ fn join_room(handle: &Handle, user: &Identity, room: &str) -> Result<(), Broadca
         room: room.to_string(),
         reply: tx,
     })?;
-    crate::server::release_held_wakes();
+    crate::server::release_held_commands();
     rx.recv()
         .map_err(|_| BroadcastError::ServerClosed)?
         .map_err(BroadcastError::TooManyRooms)
@@ -411,7 +411,7 @@ fn user_rooms(handle: &Handle, user: &Identity) -> Result<Vec<String>, Broadcast
         user: user.clone(),
         reply: tx,
     })?;
-    crate::server::release_held_wakes();
+    crate::server::release_held_commands();
     rx.recv().map_err(|_| BroadcastError::ServerClosed)
 }
 

@@ -80,6 +80,20 @@ impl Sio {
                 let sockets = socket.handle().stats().map_or(0, |s| s.sio_sockets);
                 let _ = socket.emit("waited", vec![json!(joined), json!(rooms), json!(sockets)]);
             })
+            .on_event("/", "in-order", |socket, ev| {
+                // Sends of every kind, to this socket's loop and to every loop (the room
+                // broadcast), all held until the batch ends: they must leave in this order.
+                let room = format!("in-order-{}", socket.sid());
+                let _ = socket.emit("n", vec![json!(1)]);
+                let _ = socket.join(&room);
+                let _ = socket.to_room(&room, "n", vec![json!(2)]);
+                let _ = socket.emit("n", vec![json!(3)]);
+                let _ = socket.leave(&room);
+                let _ = socket.to_room(&room, "n", vec![json!("not a member")]);
+                if let Some(ack) = ev.ack {
+                    let _ = ack.send(vec![json!(4)]);
+                }
+            })
             .on_event("/", "boom", |_socket, _ev| {
                 panic!("a handler that panics (on purpose, in a test)");
             })
@@ -316,6 +330,42 @@ fn a_last_message_sent_with_the_fin_is_read_to_the_end() {
         let (gone, reason) = srv.gone.recv_timeout(WAIT).expect("the server saw the end");
         assert_eq!(gone, socket.id());
         assert_eq!(reason, DisconnectReason::TransportClose);
+        srv.shutdown();
+    }
+}
+
+/// What a handler sends (emits, a join, room broadcasts that go to every loop, a leave, its
+/// ack) is held until its batch of handlers ends and leaves in the order it was sent, for
+/// clients on one loop and on two, sending at once so their events share batches.
+#[test]
+fn a_handlers_sends_of_every_kind_leave_in_the_order_they_were_sent() {
+    for loops in [1, 2] {
+        let srv = Sio::start(Config {
+            event_loops: loops,
+            ..test_config()
+        });
+        let mut clients: Vec<SioClient> = (0..4)
+            .map(|i| srv.connect("acme", &format!("user{i}")).0)
+            .collect();
+        for round in 0..3 {
+            for (i, c) in clients.iter_mut().enumerate() {
+                c.emit_with_ack(round * 10 + i as u64, "in-order", vec![]);
+            }
+            for (i, c) in clients.iter_mut().enumerate() {
+                for n in 1..=3 {
+                    let got = c.expect_event_arg();
+                    assert_eq!(
+                        got,
+                        ("n".to_string(), json!(n)),
+                        "loops {loops}, client {i}"
+                    );
+                }
+                let p = c.expect_packet();
+                assert_eq!(p.kind, PacketKind::Ack, "{p:?}");
+                assert_eq!(p.id, Some(round * 10 + i as u64));
+                assert_eq!(p.data, Some(json!([4])));
+            }
+        }
         srv.shutdown();
     }
 }

@@ -637,7 +637,7 @@ fn worker(shared: Arc<Shared>, requests: Receiver<Job>) {
 /// The loops' answers to a request, as many as came within the I/O timeout.
 fn collect(shared: &Shared, answers: &Receiver<QueryAnswer>, loops: usize) -> Vec<QueryAnswer> {
     // Called from a handler too (a local query): the loops it asked must be awake.
-    crate::server::release_held_wakes();
+    crate::server::release_held_commands();
     let deadline = Instant::now() + shared.cfg.io_timeout;
     let mut out = Vec::with_capacity(loops);
     while out.len() < loops {
@@ -1265,7 +1265,7 @@ impl SocketIoCluster {
                 return Err(e);
             }
         };
-        crate::server::release_held_wakes();
+        crate::server::release_held_commands();
         let (mut counted, mut expected, mut remote) = (0usize, 0usize, Vec::new());
         while counted < servers || remote.len() < expected {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -1421,7 +1421,7 @@ impl Shared {
                 return Err(e);
             }
         };
-        crate::server::release_held_wakes();
+        crate::server::release_held_commands();
         let expected = servers.saturating_sub(1);
         let deadline = Instant::now() + timeout;
         let mut out = Vec::with_capacity(expected);

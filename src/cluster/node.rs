@@ -826,7 +826,7 @@ impl Cluster {
             joined,
         };
         self.publish(op, &msg, Done::Room(tx))?;
-        crate::server::release_held_wakes();
+        crate::server::release_held_commands();
         rx.recv_timeout(self.shared.cfg.request_timeout)
             .map_err(|_| unavailable("Redis did not answer in time"))?
     }
@@ -838,7 +838,7 @@ impl Cluster {
             field: user_field(user),
             reply: tx,
         })?;
-        crate::server::release_held_wakes();
+        crate::server::release_held_commands();
         rx.recv_timeout(self.shared.cfg.request_timeout)
             .map_err(|_| unavailable("Redis did not answer in time"))?
     }

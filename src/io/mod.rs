@@ -53,6 +53,8 @@ const BACKLOG_RECHECK: Duration = Duration::from_millis(5);
 /// Messages from the handle (and the other loops) to a loop.
 pub(crate) enum LoopCommand {
     Engine(Command),
+    /// Commands queued by one thread, in order, sent as one (a dispatcher batch's handlers).
+    Engines(Vec<Command>),
     /// Close everything within the given time and stop.
     Shutdown(Duration),
     /// A connection for this loop: freshly accepted by the accepting loop, or moved here with
@@ -66,6 +68,7 @@ impl std::fmt::Debug for LoopCommand {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             LoopCommand::Engine(c) => write!(f, "Engine({c:?})"),
+            LoopCommand::Engines(c) => write!(f, "Engines({c:?})"),
             LoopCommand::Shutdown(d) => write!(f, "Shutdown({d:?})"),
             LoopCommand::Adopt(_) => f.write_str("Adopt"),
             LoopCommand::ResumeAccept => f.write_str("ResumeAccept"),
@@ -566,17 +569,11 @@ impl EventLoop {
                 None => self.commands.try_recv(),
             };
             match next {
-                Ok(LoopCommand::Engine(cmd)) => {
-                    if !eager_spent
-                        && self.write_budget == WRITE_BUDGET_FIRST
-                        && matches!(cmd, Command::Deliver { .. })
-                    {
-                        eager_spent = true;
-                        self.eager_writes = EAGER_WRITES;
+                Ok(LoopCommand::Engine(cmd)) => self.take_command(now, cmd, &mut eager_spent),
+                Ok(LoopCommand::Engines(cmds)) => {
+                    for cmd in cmds {
+                        self.take_command(now, cmd, &mut eager_spent);
                     }
-                    self.engine.handle_command(now, cmd);
-                    self.apply_outputs(now);
-                    self.eager_writes = 0;
                 }
                 Ok(LoopCommand::Shutdown(grace)) => self.begin_shutdown(now, grace),
                 Ok(LoopCommand::Adopt(arrival)) => self.adopt(now, *arrival),
@@ -597,6 +594,21 @@ impl EventLoop {
             }
         }
         self.more_commands = true;
+    }
+
+    /// One engine command and what it outputs. The first broadcast of a turn that is not in a
+    /// burst writes its first connections at once (see `EAGER_WRITES`).
+    fn take_command(&mut self, now: Instant, cmd: Command, eager_spent: &mut bool) {
+        if !*eager_spent
+            && self.write_budget == WRITE_BUDGET_FIRST
+            && matches!(cmd, Command::Deliver { .. })
+        {
+            *eager_spent = true;
+            self.eager_writes = EAGER_WRITES;
+        }
+        self.engine.handle_command(now, cmd);
+        self.apply_outputs(now);
+        self.eager_writes = 0;
     }
 
     fn begin_shutdown(&mut self, now: Instant, grace: Duration) {

@@ -106,9 +106,9 @@ impl ServerBuilder {
     /// Called for client event `event` in `namespace`.
     ///
     /// Handlers run one after another on the dispatcher thread, in the order their events came
-    /// in, and must not block. What a handler sends (acks, emits, joins) is queued at once; the
-    /// loops are woken for it once per batch of handlers, and never later than 200 µs after it
-    /// was sent while further handlers run, or before the handler waits for a loop itself
+    /// in, and must not block. What a handler sends (acks, emits, joins) is handed to the loops,
+    /// in order, as one batch per loop per batch of handlers: never later than 200 µs after it
+    /// was sent while further handlers run, and before the handler waits for a loop itself
     /// (`user_rooms`, `stats`…).
     pub fn on_event(
         mut self,

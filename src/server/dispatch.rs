@@ -16,7 +16,7 @@ use crate::engine::{AppEvent, AppEvents, Command, RandomSource, Rejection, Reque
 use crate::io::BatchPool;
 use crate::server::builder::{AuthRequest, Handlers};
 use crate::server::handle::{
-    release_held_wakes, release_held_wakes_older_than, start_holding_wakes,
+    release_held_commands, release_held_commands_older_than, start_holding_commands,
 };
 use crate::server::route::{HttpRequest, HttpResponse, Responder};
 use crate::server::socket::Pending;
@@ -37,15 +37,16 @@ pub(super) fn dispatch(
     // One handle for every socket (a `Handle` is 48 bytes; each of 10 000 sockets would hold one).
     let handle = Arc::new(handle);
     let mut sockets: SocketMap = SocketMap::default();
-    // What the handlers of a batch send is queued at once and the loops are woken after the
-    // batch (or once a wake-up was held for HOLD_MAX): one wake-up per batch, not per command.
-    start_holding_wakes(handle.loops.clone());
+    // What the handlers of a batch send is held and handed to the loops after the batch (or once
+    // a command was held for HOLD_MAX): one send and one wake-up per loop per batch, not per
+    // command.
+    start_holding_commands(handle.loops.clone());
     for mut batch in events {
         for (i, event) in batch.drain(..).enumerate() {
             backlog.fetch_sub(1, Ordering::Relaxed);
             // The clock is read every few handlers, not for each (handlers are short).
             if i % 8 == 7 {
-                release_held_wakes_older_than(HOLD_MAX);
+                release_held_commands_older_than(HOLD_MAX);
             }
             // A panicking handler must not take the dispatcher (and with it every other
             // connection's handlers) down: it is caught, and an authentication hook that panics
@@ -57,12 +58,12 @@ pub(super) fn dispatch(
                 log::error!("an application handler panicked; the dispatcher goes on");
             }
         }
-        release_held_wakes();
+        release_held_commands();
         batches.give_back(batch);
     }
 }
 
-/// Longest a loop's wake-up waits while later handlers of the same batch run.
+/// Longest a held command waits while later handlers of the same batch run.
 const HOLD_MAX: std::time::Duration = std::time::Duration::from_micros(200);
 
 fn dispatch_one(

@@ -16,17 +16,20 @@ use crate::io::{LoopCommand, Loops};
 
 thread_local! {
     /// Set on the dispatcher thread while it runs a batch of handlers.
-    static HELD_WAKES: RefCell<Option<HeldWakes>> = const { RefCell::new(None) };
+    static HELD: RefCell<Option<Held>> = const { RefCell::new(None) };
 }
 
-/// The loops that the handlers of one dispatcher batch queued commands for, woken once after the
-/// batch instead of once per command: a loop that sleeps would otherwise wake, write one ack and
-/// sleep again, for every ack (two context switches and a syscall each).
-struct HeldWakes {
+/// What the handlers of one dispatcher batch queued for the loops, sent and woken once after
+/// the batch instead of once per command: a loop that sleeps would otherwise wake, write one ack
+/// and sleep again, for every ack (two context switches and a syscall each), and each command
+/// would be a channel send of its own.
+struct Held {
     loops: Arc<Loops>,
-    /// One bit per loop (loops ≤ 64).
+    /// The commands for each loop, in the order the handlers queued them.
+    commands: Vec<Vec<Command>>,
+    /// One bit per loop with commands (loops ≤ 64).
     touched: u64,
-    /// When the oldest held wake-up was due.
+    /// When the oldest held command was queued.
     since: Option<Instant>,
 }
 
@@ -55,60 +58,92 @@ fn wake_loops(loops: &Loops, touched: u64) -> Woken {
     woken
 }
 
-/// On a thread that holds wake-ups for these loops, adds `touched` to them: true if held.
-fn hold_wakes_for(loops: &Arc<Loops>, touched: u64) -> bool {
-    HELD_WAKES.with(|held| match held.borrow_mut().as_mut() {
-        Some(h) if Arc::ptr_eq(&h.loops, loops) => {
-            if h.touched == 0 && touched != 0 {
-                h.since = Some(Instant::now());
-            }
-            h.touched |= touched;
-            true
-        }
-        _ => false,
+/// Whether this thread holds the commands it queues for `loops`.
+fn holds_commands_for(loops: &Arc<Loops>) -> bool {
+    HELD.with(|held| {
+        held.borrow()
+            .as_ref()
+            .is_some_and(|h| Arc::ptr_eq(&h.loops, loops))
     })
 }
 
-/// From now on this thread holds the wake-ups of the commands it queues for `loops` (the
-/// dispatcher, between [`release_held_wakes`] calls).
-pub(super) fn start_holding_wakes(loops: Arc<Loops>) {
-    HELD_WAKES.with(|held| {
-        *held.borrow_mut() = Some(HeldWakes {
+/// Holds `cmd` for loop `to` (on a thread that [`holds_commands_for`] these loops).
+fn hold_command(to: usize, cmd: Command) {
+    HELD.with(|held| {
+        if let Some(h) = held.borrow_mut().as_mut() {
+            if h.touched == 0 {
+                h.since = Some(Instant::now());
+            }
+            h.touched |= 1u64 << (to % 64);
+            if let Some(queue) = h.commands.get_mut(to) {
+                queue.push(cmd);
+            }
+        }
+    })
+}
+
+/// From now on this thread holds the commands it queues for `loops` (the dispatcher, between
+/// [`release_held_commands`] calls).
+pub(super) fn start_holding_commands(loops: Arc<Loops>) {
+    let commands = (0..loops.len()).map(|_| Vec::new()).collect();
+    HELD.with(|held| {
+        *held.borrow_mut() = Some(Held {
             loops,
+            commands,
             touched: 0,
             since: None,
         })
     });
 }
 
-/// Wakes the loops this thread held wake-ups for (it goes on holding). Called at the end of each
-/// dispatcher batch and before anything in this crate blocks waiting for a loop's answer (a
-/// handler asking for `user_rooms` must not wait for a loop it did not wake). Elsewhere: no-op.
-pub(crate) fn release_held_wakes() {
-    let taken = HELD_WAKES.with(|held| {
+/// Sends the commands this thread held, one batch per loop, and wakes those loops (it goes on
+/// holding). Called at the end of each dispatcher batch, before anything in this crate blocks
+/// waiting for a loop's answer (a handler asking for `user_rooms` must not wait for a loop its
+/// `join` has not reached), and before a command that does not go through the hold. Elsewhere:
+/// a no-op. A loop that has stopped drops what it is sent: the server is shutting down.
+pub(crate) fn release_held_commands() {
+    let taken = HELD.with(|held| {
         held.borrow_mut().as_mut().and_then(|h| {
             h.since = None;
             let touched = std::mem::take(&mut h.touched);
-            (touched != 0).then(|| (h.loops.clone(), touched))
+            (touched != 0).then(|| {
+                let batches: Vec<(usize, Vec<Command>)> = h
+                    .commands
+                    .iter_mut()
+                    .enumerate()
+                    .filter(|(_, q)| !q.is_empty())
+                    .map(|(to, q)| (to, std::mem::take(q)))
+                    .collect();
+                (h.loops.clone(), touched, batches)
+            })
         })
     });
-    if let Some((loops, touched)) = taken {
+    if let Some((loops, touched, batches)) = taken {
+        for (to, mut batch) in batches {
+            let cmd = match batch.len() {
+                1 => batch.pop().map(LoopCommand::Engine),
+                _ => Some(LoopCommand::Engines(batch)),
+            };
+            if let Some(cmd) = cmd {
+                let _ = loops.queue(to, cmd);
+            }
+        }
         // The dispatcher blocks on its queue right after a batch: no yield needed here.
         let _ = wake_loops(&loops, touched);
     }
 }
 
-/// Like [`release_held_wakes`], if the oldest held wake-up is older than `max` (between two
+/// Like [`release_held_commands`], if the oldest held command is older than `max` (between two
 /// handlers of a long batch, so held commands wait a bounded time).
-pub(super) fn release_held_wakes_older_than(max: Duration) {
-    let due = HELD_WAKES.with(|held| {
+pub(super) fn release_held_commands_older_than(max: Duration) {
+    let due = HELD.with(|held| {
         held.borrow()
             .as_ref()
             .and_then(|h| h.since)
             .is_some_and(|t| t.elapsed() >= max)
     });
     if due {
-        release_held_wakes();
+        release_held_commands();
     }
 }
 
@@ -137,8 +172,9 @@ impl fmt::Debug for Handle {
 }
 
 impl Handle {
-    /// Sends a loop command to every loop.
+    /// Sends a loop command to every loop (after what this thread holds, so in order).
     pub(crate) fn send_all(&self, cmd: impl Fn() -> LoopCommand) {
+        release_held_commands();
         for to in 0..self.loops.len() {
             let _ = self.loops.send(to, cmd());
         }
@@ -146,6 +182,15 @@ impl Handle {
 
     /// Routes an engine command to its loop(s) (see `engine::fanout`); how many loops got it.
     pub(crate) fn command_routed(&self, cmd: Command) -> Result<Routed, ServerClosed> {
+        if holds_commands_for(&self.loops) {
+            return Ok(fanout::route(
+                &self.hub,
+                &self.cfg,
+                &Instant::now,
+                cmd,
+                &mut hold_command,
+            ));
+        }
         let mut failed = false;
         // Loops ≤ 64: one bit each, woken once the hub is unlocked.
         let mut touched = 0u64;
@@ -155,7 +200,7 @@ impl Handle {
             }
             touched |= 1u64 << (to % 64);
         });
-        if !hold_wakes_for(&self.loops, touched) {
+        {
             let woken = wake_loops(&self.loops, touched);
             failed |= !woken.ok;
             if woken.idle {
@@ -268,6 +313,7 @@ impl Handle {
     /// Sends one command to every loop, woken once each.
     #[cfg(feature = "redis")]
     pub(crate) fn to_every_loop(&self, cmd: impl Fn() -> Command) {
+        release_held_commands();
         for to in 0..self.loops.len() {
             let _ = self.loops.queue(to, LoopCommand::Engine(cmd()));
             let _ = self.loops.wake(to);
@@ -287,6 +333,7 @@ impl Handle {
         numbered: Option<u64>,
         reply: Option<crate::engine::ReachReply>,
     ) {
+        release_held_commands();
         let loops = self.loops.len();
         fanout::broadcast(
             &self.hub,
@@ -399,7 +446,7 @@ impl Handle {
             Routed::Answered => 0,
         };
         let mut total = Stats::default();
-        release_held_wakes();
+        release_held_commands();
         for _ in 0..parts {
             let s = rx
                 .recv_timeout(Duration::from_secs(10))

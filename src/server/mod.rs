@@ -21,7 +21,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use builder::{AuthRequest, ServerBuilder};
-pub(crate) use handle::release_held_wakes;
+pub(crate) use handle::release_held_commands;
 pub use handle::Handle;
 pub use route::{HttpRequest, HttpResponse, Responder};
 pub use socket::{AckResponder, ConnectDecision, Event, Socket};

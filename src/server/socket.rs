@@ -157,7 +157,7 @@ impl Socket {
             volatile: false,
             seq: None,
         })?;
-        crate::server::release_held_wakes();
+        crate::server::release_held_commands();
         let mut results = rx.recv().map_err(|_| BroadcastError::ServerClosed)?;
         Ok(results
             .pop()
