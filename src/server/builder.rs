@@ -1,5 +1,6 @@
 //! [`ServerBuilder`]: the authentication hook and the handlers, registered before start.
 
+use crate::engine::id_map::NameMap;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -38,13 +39,13 @@ pub(super) struct Handlers {
     pub(super) auth: Option<AuthHook>,
     pub(super) connect: HashMap<String, ConnectHandler>,
     /// Namespace → event name → handler (looked up by `&str`, no key built per event).
-    pub(super) events: HashMap<String, HashMap<String, EventHandler>>,
+    pub(super) events: NameMap<NameMap<EventHandler>>,
     pub(super) disconnect: HashMap<String, DisconnectHandler>,
     pub(super) eio: Option<EioHandler>,
     pub(super) sse_open: Option<SseOpenHandler>,
     pub(super) sse_close: Option<SseCloseHandler>,
     pub(super) auth_deferred: Option<DeferredAuthHook>,
-    pub(super) any_event: HashMap<String, EventHandler>,
+    pub(super) any_event: NameMap<EventHandler>,
     pub(super) routes: HashMap<String, RouteHandler>,
 }
 
