@@ -3,7 +3,8 @@
 //!
 //! [`engine`] reads its input as a sequence of operations, on one engine or on two joined as
 //! loops (one hub, commands routed as the server routes them, forwarded polling requests moving
-//! their connection) — connections opened on every
+//! their connection), with broadcasts to more than two connections handed over in two parts or
+//! not (the first byte says which) — connections opened on every
 //! transport, client messages (valid, hostile and raw), closes, application decisions and
 //! commands, and time steps on a simulated clock — and checks after each one:
 //! - nothing is written to a connection after it closed;
@@ -130,6 +131,8 @@ struct Driver {
     socket_rooms: BTreeMap<SocketId, Rooms>,
     sent: Vec<Sent>,
     events: u64,
+    /// How often an output was taken while a broadcast's second part was still waiting.
+    outputs_between_parts: usize,
 }
 
 fn request(raw: &str, body: Vec<u8>) -> Option<Request> {
@@ -197,6 +200,7 @@ impl Driver {
             socket_rooms: BTreeMap::new(),
             sent: Vec::new(),
             events: 0,
+            outputs_between_parts: 0,
         }
     }
 
@@ -234,6 +238,9 @@ impl Driver {
     /// Drains the engines, as io would, checking that no closed connection is written to.
     fn pump(&mut self) {
         for _ in 0..1_000_000 {
+            if self.engines.iter().any(Engine::delivering_in_parts) {
+                self.outputs_between_parts += 1;
+            }
             let Some((lp, out)) = (0..self.engines.len())
                 .find_map(|lp| self.engines[lp].poll_output().map(|o| (lp, o)))
             else {
@@ -681,13 +688,27 @@ pub fn engine(data: &[u8]) {
     run(data);
 }
 
-/// Runs the target; returns how many broadcasts reached at least one connection (so tests can
-/// tell an input that exercises deliveries from one that does nothing).
-fn run(data: &[u8]) -> usize {
+/// What a run of the target did, so tests can tell an input that exercises something from one
+/// that does nothing.
+#[derive(Debug, PartialEq, Eq)]
+struct Ran {
+    /// Broadcasts that reached at least one connection.
+    delivered: usize,
+    /// Outputs taken while a broadcast's second part waited (it was delivered in two parts).
+    between_parts: usize,
+}
+
+fn run(data: &[u8]) -> Ran {
     let mut inp = Input { data };
-    // The first byte: recovery on (bit 0), two loops instead of one (bit 1).
+    // The first byte: recovery on (bit 0), two loops instead of one (bit 1), a broadcast to more
+    // than two connections handed over in two parts, the first of one recipient (bit 2).
     let first = inp.byte().unwrap_or(0);
     let mut d = Driver::new(first & 1 == 1, 1 + usize::from(first >> 1 & 1));
+    if first & 4 != 0 {
+        for e in &mut d.engines {
+            e.set_deliver_first(1);
+        }
+    }
     for _ in 0..512 {
         let Some(op) = inp.byte() else {
             break;
@@ -767,7 +788,10 @@ fn run(data: &[u8]) -> usize {
         (0, 0, 0, 0, 0),
         "index left behind: {s:?}"
     );
-    delivered
+    Ran {
+        delivered,
+        between_parts: d.outputs_between_parts,
+    }
 }
 
 /// A hand-written input: two Socket.IO clients and an SSE stream of three users, joins, and a
@@ -798,11 +822,11 @@ mod tests {
     #[test]
     fn the_sample_input_delivers_and_recovers() {
         // Four broadcasts, and the one of the gap, which only a recovery delivers.
-        assert_eq!(super::run(&super::sample_input()), 5);
+        assert_eq!(super::run(&super::sample_input()).delivered, 5);
         // Without recovery the gap's broadcast reaches nobody.
         let mut no_recovery = super::sample_input();
         no_recovery[0] = 0;
-        assert_eq!(super::run(&no_recovery), 4);
+        assert_eq!(super::run(&no_recovery).delivered, 4);
         let corpus = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/engine/sample");
         assert_eq!(std::fs::read(corpus).ok(), Some(super::sample_input()));
     }
@@ -813,12 +837,33 @@ mod tests {
         // back through the other; the gap's broadcast is replayed all the same.
         let mut two = super::sample_input();
         two[0] = 3;
-        assert_eq!(super::run(&two), 5);
+        assert_eq!(super::run(&two).delivered, 5);
         let corpus = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/fuzz/corpus/engine/sample_two_loops"
         );
         assert_eq!(std::fs::read(corpus).ok(), Some(two));
+    }
+
+    #[test]
+    fn the_sample_input_in_parts_of_one_delivers_the_same() {
+        // On one loop the broadcast to everyone (three sockets and a stream) goes in two parts,
+        // with outputs taken between them; the same broadcasts arrive. On two loops each has
+        // two of them, one part each.
+        let mut parts = super::sample_input();
+        parts[0] = 1 | 4;
+        let ran = super::run(&parts);
+        assert_eq!(ran.delivered, 5);
+        assert!(ran.between_parts > 0, "{ran:?}");
+        let corpus = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fuzz/corpus/engine/sample_in_parts"
+        );
+        assert_eq!(std::fs::read(corpus).ok(), Some(parts.clone()));
+        parts[0] = 3 | 4;
+        assert_eq!(super::run(&parts).delivered, 5);
+        // Without bit 2 no broadcast is large enough for two parts.
+        assert_eq!(super::run(&super::sample_input()).between_parts, 0);
     }
 
     proptest! {

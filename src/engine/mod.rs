@@ -670,6 +670,9 @@ pub(crate) struct Engine {
     /// A broadcast whose first recipients were given outputs; the rest come at the next
     /// `poll_output` (see [`DELIVER_FIRST`]).
     delivering: Option<Box<Delivering>>,
+    /// How many recipients a first part has: [`DELIVER_FIRST`], smaller in the fuzz target so
+    /// that its few connections go through two parts too.
+    deliver_first: usize,
     /// Application routes and their requests waiting for an answer.
     routes: route::Routes,
     /// Counters shared with io and the handle (deliveries).
@@ -707,6 +710,7 @@ impl Engine {
             next_recipient: 1,
             scratch_recipients: Vec::new(),
             encode_scratch: String::new(),
+            deliver_first: DELIVER_FIRST,
             delivering: None,
             routes: route::Routes::default(),
             counters: Arc::default(),
@@ -1166,34 +1170,31 @@ impl Engine {
     ) {
         let mut recipients = std::mem::take(&mut self.scratch_recipients);
         let kinds = prepared.transports.kinds();
+        let first = self.deliver_first;
         // To everyone, the commonest large audience: no need to walk all of it before the
         // first write (at most one more than fits in one part tells whether it is one part).
         let everyone = matches!(prepared.audience, Audience::All);
         if everyone {
             self.index
-                .resolve_all_first(kinds, &mut recipients, 2 * DELIVER_FIRST + 1);
+                .resolve_all_first(kinds, &mut recipients, 2 * first + 1);
         } else {
             self.index
                 .resolve(&prepared.audience, kinds, &mut recipients);
         }
         self.delivered_seq = self.delivered_seq.max(prepared.seq.unwrap_or(0));
         let mut reach = Reach::default();
-        if recipients.len() <= 2 * DELIVER_FIRST {
+        if recipients.len() <= 2 * first {
             self.deliver_to(now, &prepared, &recipients, &mut reach);
             return self.delivered(recipients, reach, reply);
         }
         self.deliver_to(
             now,
             &prepared,
-            recipients.get(..DELIVER_FIRST).unwrap_or(&[]),
+            recipients.get(..first).unwrap_or(&[]),
             &mut reach,
         );
         let resolve_rest = everyone.then(|| {
-            let mut done: Vec<u64> = recipients
-                .iter()
-                .take(DELIVER_FIRST)
-                .map(|(rid, _)| *rid)
-                .collect();
+            let mut done: Vec<u64> = recipients.iter().take(first).map(|(rid, _)| *rid).collect();
             done.sort_unstable();
             done
         });
@@ -1201,11 +1202,22 @@ impl Engine {
             now,
             prepared,
             recipients,
-            next: DELIVER_FIRST,
+            next: first,
             resolve_rest,
             reach,
             reply,
         }));
+    }
+
+    /// Hands a large audience over in parts of `first` recipients instead of [`DELIVER_FIRST`]
+    /// (at least 1): the fuzz target's few connections then go through two parts as well.
+    pub(crate) fn set_deliver_first(&mut self, first: usize) {
+        self.deliver_first = first.max(1);
+    }
+
+    /// Whether the second part of a delivery is waiting for the next `poll_output`.
+    pub(crate) fn delivering_in_parts(&self) -> bool {
+        self.delivering.is_some()
     }
 
     /// The second part of a delivery in two parts, if one is waiting.
