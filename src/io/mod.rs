@@ -113,7 +113,8 @@ impl Loops {
             .map_err(|_| io::Error::other("the loop has stopped"))
     }
 
-    /// Wakes loop `to` if it sleeps: `true` if it is not in a turn (see [`LoopWaker::wake`]).
+    /// Wakes loop `to` if it sleeps: `true` if it may be waiting for a core (see
+    /// [`LoopWaker::wake`]).
     pub(crate) fn wake(&self, to: usize) -> io::Result<bool> {
         match self.wakers.get(to) {
             Some(w) => w.wake(),

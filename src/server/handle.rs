@@ -37,20 +37,21 @@ struct Held {
 struct Woken {
     /// Every loop that slept could be woken.
     ok: bool,
-    /// At least one of them is not in a turn: it slept, or was woken and has not run yet.
-    idle: bool,
+    /// At least one of them may be waiting for a core: it slept, or was woken and has not run
+    /// yet, or is in a turn but not in a burst (see `LoopWaker::wake`).
+    may_wait: bool,
 }
 
 /// Wakes every loop in `touched` (one bit each) that sleeps.
 fn wake_loops(loops: &Loops, touched: u64) -> Woken {
     let mut woken = Woken {
         ok: true,
-        idle: false,
+        may_wait: false,
     };
     for to in 0..loops.len().min(64) {
         if touched & (1u64 << to) != 0 {
             match loops.wake(to) {
-                Ok(idle) => woken.idle |= idle,
+                Ok(may_wait) => woken.may_wait |= may_wait,
                 Err(_) => woken.ok = false,
             }
         }
@@ -200,18 +201,15 @@ impl Handle {
             }
             touched |= 1u64 << (to % 64);
         });
-        {
-            let woken = wake_loops(&self.loops, touched);
-            failed |= !woken.ok;
-            if woken.idle {
-                // A loop that is not in a turn has work now. Where it shares a core with this
-                // thread (one core, or every core busy) it would wait for this thread's time
-                // slice to end, and a burst of broadcasts could be queued whole before its first
-                // write: giving the core up once lets it start at once. A yield per wake-up, not
-                // per command (a loop in a turn needs none), and it returns at once where the
-                // loop has a core of its own.
-                std::thread::yield_now();
-            }
+        let woken = wake_loops(&self.loops, touched);
+        failed |= !woken.ok;
+        if woken.may_wait {
+            // A loop outside a burst has work now. Where it shares a core with this thread (one
+            // core, or every core busy) it would wait for this thread's time slice to end, and a
+            // burst of broadcasts could be queued whole before its first write: giving the core
+            // up lets it start at once. None while the loop is in a burst (it has all it can
+            // do), and the call returns at once where the loop has a core of its own.
+            std::thread::yield_now();
         }
         if failed {
             return Err(ServerClosed);
