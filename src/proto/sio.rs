@@ -287,20 +287,76 @@ pub fn encode_text(packet: &Packet) -> String {
 /// Append the text part to `out` (e.g. after an Engine.IO `4` prefix, saving a copy).
 pub fn encode_text_into(packet: &Packet, out: &mut String) {
     let kind = packet.wire_kind();
-    out.push(kind.as_char());
     // Writing to a String cannot fail, and serialising a `Value` cannot fail either.
-    if kind.is_binary() {
-        let _ = write!(out, "{}-", packet.attachments.len());
-    }
-    if !packet.nsp.is_empty() && packet.nsp != "/" {
-        out.push_str(&packet.nsp);
-        out.push(',');
-    }
-    if let Some(id) = packet.id {
-        let _ = write!(out, "{id}");
-    }
+    let _ = write!(
+        out,
+        "{}",
+        TextHead {
+            kind,
+            attachments: packet.attachments.len(),
+            nsp: &packet.nsp,
+            id: packet.id,
+        }
+    );
     if let Some(data) = &packet.data {
         let _ = write!(out, "{data}");
+    }
+}
+
+/// Append the text part to a byte buffer: the bytes [`encode_text_into`] writes, the payload
+/// serialised straight into the buffer (no formatter in between).
+pub fn encode_text_to(packet: &Packet, out: &mut Vec<u8>) {
+    let head = TextHead {
+        kind: packet.wire_kind(),
+        attachments: packet.attachments.len(),
+        nsp: &packet.nsp,
+        id: packet.id,
+    };
+    // Writing to a Vec cannot fail, and serialising a `Value` cannot fail either.
+    let _ = std::io::Write::write_fmt(out, format_args!("{head}"));
+    if let Some(data) = &packet.data {
+        let _ = serde_json::to_writer(out, data);
+    }
+}
+
+/// Append the text part of an ACK (`3[nsp,]id[args...]`) to `out`: the bytes
+/// [`encode_text_into`] writes for `Packet::ack(nsp, id, args)`, without building the packet, and
+/// its payload serialised straight into the bytes (no formatter in between).
+pub fn encode_ack_into(nsp: &str, id: u64, args: &[Value], out: &mut Vec<u8>) {
+    let head = TextHead {
+        kind: PacketKind::Ack,
+        attachments: 0,
+        nsp,
+        id: Some(id),
+    };
+    // Writing to a Vec cannot fail, and serialising a `Value` cannot fail either.
+    let _ = std::io::Write::write_fmt(out, format_args!("{head}"));
+    let _ = serde_json::to_writer(out, args);
+}
+
+/// `<kind>[<attachments>-][<nsp>,][<id>]`: what comes before the payload.
+struct TextHead<'a> {
+    kind: PacketKind,
+    attachments: usize,
+    nsp: &'a str,
+    id: Option<u64>,
+}
+
+impl std::fmt::Display for TextHead<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write as _;
+        f.write_char(self.kind.as_char())?;
+        if self.kind.is_binary() {
+            write!(f, "{}-", self.attachments)?;
+        }
+        if !self.nsp.is_empty() && self.nsp != "/" {
+            f.write_str(self.nsp)?;
+            f.write_char(',')?;
+        }
+        if let Some(id) = self.id {
+            write!(f, "{id}")?;
+        }
+        Ok(())
     }
 }
 
@@ -920,6 +976,47 @@ mod tests {
             Err(DecodeError::BadPlaceholder)
         );
         assert!(r.is_idle());
+    }
+
+    /// An ack encoded from its parts is byte for byte the packet's encoding.
+    #[test]
+    fn an_ack_from_its_parts_is_the_acks_encoding() {
+        let cases = [
+            ("/", 0, vec![]),
+            (
+                "/admin",
+                u64::MAX,
+                vec![json!("ok"), json!({"n": [1, 2.5, null]})],
+            ),
+            ("/", 7, vec![json!("é \"quoted\" \n"), json!(true)]),
+        ];
+        for (nsp, id, args) in cases {
+            let mut from_parts = Vec::new();
+            encode_ack_into(nsp, id, &args, &mut from_parts);
+            let packet = Packet::ack(nsp, id, args);
+            assert_eq!(String::from_utf8(from_parts).unwrap(), encode_text(&packet));
+        }
+    }
+
+    /// The byte encoder writes what the text encoder writes, for every kind.
+    #[test]
+    fn the_byte_encoding_is_the_text_encoding() {
+        let mut binary = Packet::event("/x", "up", [placeholder(0), json!("é")], Some(9));
+        binary.attachments.push(vec![7]);
+        let packets = [
+            Packet::connect("/", None),
+            Packet::connect("/admin", Some(json!({"sid": "abc"}))),
+            Packet::disconnect("/chat"),
+            Packet::event("/", "news", [json!({"a": [1, "\u{1e}"]})], None),
+            Packet::ack("/admin", 3, vec![json!(null)]),
+            binary,
+            Packet::connect_error("/", "not allowed"),
+        ];
+        for p in &packets {
+            let mut bytes = Vec::new();
+            encode_text_to(p, &mut bytes);
+            assert_eq!(String::from_utf8(bytes).unwrap(), encode_text(p), "{p:?}");
+        }
     }
 
     #[test]
