@@ -666,7 +666,7 @@ pub(crate) struct Engine {
     scratch_recipients: Vec<(u64, RecipientKind)>,
     /// Where a packet for one recipient is encoded before its frame is built (kept between
     /// packets, up to [`ENCODE_SCRATCH_KEPT`] bytes).
-    encode_scratch: String,
+    encode_scratch: Vec<u8>,
     /// A broadcast whose first recipients were given outputs; the rest come at the next
     /// `poll_output` (see [`DELIVER_FIRST`]).
     delivering: Option<Box<Delivering>>,
@@ -709,7 +709,7 @@ impl Engine {
             index: Index::default(),
             next_recipient: 1,
             scratch_recipients: Vec::new(),
-            encode_scratch: String::new(),
+            encode_scratch: Vec::new(),
             deliver_first: DELIVER_FIRST,
             delivering: None,
             routes: route::Routes::default(),

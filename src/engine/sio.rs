@@ -372,16 +372,22 @@ pub(crate) enum EmitKind {
 /// one allocation (one chunk to queue): the shared form ([`EncodedPacket`]) would cost a second
 /// allocation and a copy for nobody else's benefit. `scratch` is where the text is encoded; it is
 /// kept for the next packet unless it grew past `ENCODE_SCRATCH_KEPT`.
-fn frame_for_one(packet: &Packet, scratch: &mut String) -> Vec<u8> {
+fn frame_for_one(packet: &Packet, scratch: &mut Vec<u8>) -> Vec<u8> {
+    frame_text(scratch, |text| codec::encode_text_to(packet, text))
+}
+
+/// The WebSocket text frame of the Engine.IO message (`4…`) that `encode` writes (see
+/// [`frame_for_one`]).
+fn frame_text(scratch: &mut Vec<u8>, encode: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
     let mut text = std::mem::take(scratch);
     text.clear();
-    text.push('4');
-    codec::encode_text_into(packet, &mut text);
+    text.push(b'4');
+    encode(&mut text);
     let (header, n) = crate::proto::ws::frame_header(crate::proto::ws::OPCODE_TEXT, text.len());
     let header = header.get(..n).unwrap_or_default();
     let mut frame = Vec::with_capacity(header.len() + text.len());
     frame.extend_from_slice(header);
-    frame.extend_from_slice(text.as_bytes());
+    frame.extend_from_slice(&text);
     if text.capacity() <= super::ENCODE_SCRATCH_KEPT {
         *scratch = text;
     }
@@ -1089,6 +1095,19 @@ impl Engine {
         let Some(s) = self.sio.sockets.get(&socket) else {
             return;
         };
+        if attachments.is_empty() {
+            if let Some(conn) = self.eio_websocket_of(s.session) {
+                // The commonest answer: framed from its parts, no packet built.
+                let nsp = s.nsp.clone();
+                let frame = frame_text(&mut self.encode_scratch, |text| {
+                    codec::encode_ack_into(&nsp, ack_id, &args, text)
+                });
+                return self.push(super::Output::Write {
+                    conn,
+                    chunk: crate::buf::Chunk::Owned(frame),
+                });
+            }
+        }
         let mut p = Packet::ack(s.nsp.as_ref(), ack_id, args);
         p.attachments = attachments;
         let session = s.session;
@@ -1329,7 +1348,7 @@ mod tests {
             Packet::disconnect("/chat"),
             Packet::event("/chat", "news", vec![json!(huge), json!(null)], Some(3)),
         ];
-        let mut scratch = String::new();
+        let mut scratch = Vec::new();
         for p in &packets {
             let (first, second) = EncodedPacket::new(p).text.ws_chunks();
             let mut shared = first.as_slice().to_vec();
