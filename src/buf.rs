@@ -14,6 +14,14 @@ thread_local! {
     static SPARE_QUEUES: RefCell<Vec<VecDeque<Chunk>>> = const { RefCell::new(Vec::new()) };
 }
 
+/// An owned chunk this small is copied onto the end of the owned chunk queued before it when
+/// that one has room (it then starts one with [`COALESCED_CAPACITY`]): a connection answered many
+/// times in one turn (acks) holds one buffer instead of a small allocation per answer, and each
+/// answer's own allocation is freed at once, for the next one to reuse.
+const COALESCE_MAX: usize = 256;
+/// The room an owned chunk that small chunks are copied into starts with.
+const COALESCED_CAPACITY: usize = 512;
+
 /// Most spare queues a thread keeps (a few KiB).
 const SPARE_QUEUES_KEPT: usize = 256;
 /// A queue grown past this many chunks (a burst) is freed rather than kept.
@@ -104,6 +112,24 @@ impl OutQueue {
             return;
         }
         self.queued += chunk.len();
+        if let Chunk::Owned(small) = &chunk {
+            if small.len() <= COALESCE_MAX {
+                match self.chunks.back_mut() {
+                    Some(Chunk::Owned(back)) if back.capacity() - back.len() >= small.len() => {
+                        back.extend_from_slice(small);
+                        return;
+                    }
+                    Some(Chunk::Owned(back)) if back.len() <= COALESCE_MAX => {
+                        let mut grown = Vec::with_capacity(COALESCED_CAPACITY);
+                        grown.extend_from_slice(back);
+                        grown.extend_from_slice(small);
+                        *back = grown;
+                        return;
+                    }
+                    _ => {}
+                }
+            }
+        }
         if self.chunks.capacity() == 0 {
             if let Ok(Some(spare)) = SPARE_QUEUES.try_with(|q| q.borrow_mut().pop()) {
                 self.chunks = spare;
@@ -198,6 +224,30 @@ mod tests {
         b.advance(b.queued_bytes());
         assert_eq!(b.chunks.capacity(), 0);
         assert_eq!(spare_queues(), before);
+    }
+
+    /// Small owned chunks queued one after another end up in one buffer, in order, across a
+    /// partly written front, and a large one stays a chunk of its own.
+    #[test]
+    fn small_owned_chunks_are_copied_into_one_buffer() {
+        let mut q = OutQueue::new();
+        q.push(Chunk::Owned(b"ab".to_vec()));
+        q.push(Chunk::Owned(b"cd".to_vec()));
+        q.advance(1);
+        q.push(Chunk::Owned(b"ef".to_vec()));
+        assert_eq!(q.chunks.len(), 1);
+        q.push(Chunk::inline(b"gh"));
+        q.push(Chunk::Owned(vec![b'i'; 300]));
+        q.push(Chunk::Owned(b"jk".to_vec()));
+        assert_eq!(q.chunks.len(), 4);
+        let mut s = [IoSlice::new(&[]); 8];
+        let n = q.fill_slices(&mut s);
+        let joined: Vec<u8> = s[..n].iter().flat_map(|x| x.iter().copied()).collect();
+        let mut want = b"bcdefgh".to_vec();
+        want.extend([b'i'; 300]);
+        want.extend(b"jk");
+        assert_eq!(joined, want);
+        assert_eq!(q.queued_bytes(), want.len());
     }
 
     #[test]
