@@ -1268,6 +1268,9 @@ fn redis_killed_during_sends_delivers_every_accepted_send_once_in_order() {
     assert_eq!((ev.event.as_str(), ev.data.as_str()), ("after", "1"));
 }
 
+/// Most sends one pipeline to Redis carries at the kill, on a loaded machine (100 ms of sends).
+const PIPELINE_AT_KILL_MAX: u64 = 10;
+
 #[test]
 fn sends_queued_when_redis_died_are_given_up_after_retry_for_and_counted() {
     let mut redis = RedisServer::start();
@@ -1322,12 +1325,14 @@ fn sends_queued_when_redis_died_are_given_up_after_retry_for_and_counted() {
         );
     }
     assert!(dropped >= 1, "the send queued when Redis died is given up");
-    // Every accepted send is delivered or counted as given up. A send Redis ran just before it
-    // was killed, whose answer was lost, is given up and yet delivered from the log: at most
-    // one (the node has one send in flight at the kill).
+    // Every accepted send is delivered or counted as given up. The sends Redis ran just before
+    // it was killed, whose answers were lost, are given up and yet delivered from the log: the
+    // one pipeline in flight at the kill. That is one send when the link keeps up with the
+    // sender (a send per 10 ms), a few on a loaded machine where sends wait for the round trip
+    // before them; never most of them.
     let missing = ok.len() as u64 - got.len() as u64;
     assert!(
-        missing <= dropped && dropped <= missing + 1,
+        missing <= dropped && dropped <= missing + PIPELINE_AT_KILL_MAX,
         "{missing} accepted sends missing, {dropped} given up"
     );
     assert_eq!(b.handle().metrics().cluster_dropped, 0);
