@@ -403,9 +403,9 @@ pub(crate) struct EncodedPacket {
 
 impl EncodedPacket {
     pub(crate) fn new(packet: &Packet) -> EncodedPacket {
-        let mut text = String::with_capacity(64);
-        text.push('4');
-        codec::encode_text_into(packet, &mut text);
+        let mut text = Vec::with_capacity(64);
+        text.push(b'4');
+        codec::encode_text_to(packet, &mut text);
         let attachments = if packet.attachments.is_empty()
             || !matches!(
                 packet.kind,
@@ -423,7 +423,7 @@ impl EncodedPacket {
                 .collect()
         };
         EncodedPacket {
-            text: Queued::Text(Arc::from(text.into_bytes())),
+            text: Queued::Text(Arc::from(text)),
             attachments,
         }
     }

@@ -20,7 +20,7 @@
 //! one attachment many times. The reference encoder always emits each index once, so no real
 //! client is affected.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 use serde_json::Value;
 
@@ -284,27 +284,18 @@ pub fn encode_text(packet: &Packet) -> String {
     out
 }
 
-/// Append the text part to `out` (e.g. after an Engine.IO `4` prefix, saving a copy).
+/// Append the text part to `out` (e.g. after an Engine.IO `4` prefix, saving a copy): the bytes
+/// of [`encode_text_to`].
 pub fn encode_text_into(packet: &Packet, out: &mut String) {
-    let kind = packet.wire_kind();
-    // Writing to a String cannot fail, and serialising a `Value` cannot fail either.
-    let _ = write!(
-        out,
-        "{}",
-        TextHead {
-            kind,
-            attachments: packet.attachments.len(),
-            nsp: &packet.nsp,
-            id: packet.id,
-        }
-    );
-    if let Some(data) = &packet.data {
-        let _ = write!(out, "{data}");
-    }
+    let mut bytes = std::mem::take(out).into_bytes();
+    encode_text_to(packet, &mut bytes);
+    // UTF-8 in, UTF-8 out: a `str` namespace and serde_json's output.
+    *out = String::from_utf8(bytes)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
 }
 
-/// Append the text part to a byte buffer: the bytes [`encode_text_into`] writes, the payload
-/// serialised straight into the buffer (no formatter in between).
+/// Append the text part to a byte buffer, the payload serialised straight into it (no
+/// formatter in between). The one encoder of the text part: the others write its bytes.
 pub fn encode_text_to(packet: &Packet, out: &mut Vec<u8>) {
     let head = TextHead {
         kind: packet.wire_kind(),
@@ -319,9 +310,8 @@ pub fn encode_text_to(packet: &Packet, out: &mut Vec<u8>) {
     }
 }
 
-/// Append the text part of an ACK (`3[nsp,]id[args...]`) to `out`: the bytes
-/// [`encode_text_into`] writes for `Packet::ack(nsp, id, args)`, without building the packet, and
-/// its payload serialised straight into the bytes (no formatter in between).
+/// Append the text part of an ACK (`3[nsp,]id[args...]`) to `out`: the bytes [`encode_text_to`]
+/// writes for `Packet::ack(nsp, id, args)`, without building the packet.
 pub fn encode_ack_into(nsp: &str, id: u64, args: &[Value], out: &mut Vec<u8>) {
     let head = TextHead {
         kind: PacketKind::Ack,
@@ -998,9 +988,9 @@ mod tests {
         }
     }
 
-    /// The byte encoder writes what the text encoder writes, for every kind.
+    /// Every kind encodes to its exact bytes, as bytes and as text.
     #[test]
-    fn the_byte_encoding_is_the_text_encoding() {
+    fn every_kind_encodes_to_its_exact_bytes() {
         let mut binary = Packet::event("/x", "up", [placeholder(0), json!("é")], Some(9));
         binary.attachments.push(vec![7]);
         let packets = [
@@ -1012,10 +1002,20 @@ mod tests {
             binary,
             Packet::connect_error("/", "not allowed"),
         ];
-        for p in &packets {
+        let wire = [
+            "0",
+            r#"0/admin,{"sid":"abc"}"#,
+            "1/chat,",
+            r#"2["news",{"a":[1,"\u001e"]}]"#,
+            "3/admin,3[null]",
+            r#"51-/x,9["up",{"_placeholder":true,"num":0},"é"]"#,
+            r#"4{"message":"not allowed"}"#,
+        ];
+        for (p, wire) in packets.iter().zip(wire) {
             let mut bytes = Vec::new();
             encode_text_to(p, &mut bytes);
-            assert_eq!(String::from_utf8(bytes).unwrap(), encode_text(p), "{p:?}");
+            assert_eq!(String::from_utf8(bytes).unwrap(), wire, "{p:?}");
+            assert_eq!(encode_text(p), wire, "{p:?}");
         }
     }
 
