@@ -59,12 +59,12 @@ fn wake_loops(loops: &Loops, touched: u64) -> Woken {
     woken
 }
 
-/// Whether this thread holds the commands it queues for `loops`.
+/// Whether this thread holds the commands it queues for `loops` (not while it is releasing
+/// them: a command dropped there, by a loop that has stopped, may run code that sends).
 fn holds_commands_for(loops: &Arc<Loops>) -> bool {
     HELD.with(|held| {
-        held.borrow()
-            .as_ref()
-            .is_some_and(|h| Arc::ptr_eq(&h.loops, loops))
+        held.try_borrow()
+            .is_ok_and(|h| h.as_ref().is_some_and(|h| Arc::ptr_eq(&h.loops, loops)))
     })
 }
 
@@ -103,35 +103,31 @@ pub(super) fn start_holding_commands(loops: Arc<Loops>) {
 /// `join` has not reached), and before a command that does not go through the hold. Elsewhere:
 /// a no-op. A loop that has stopped drops what it is sent: the server is shutting down.
 pub(crate) fn release_held_commands() {
-    let taken = HELD.with(|held| {
-        held.borrow_mut().as_mut().and_then(|h| {
-            h.since = None;
-            let touched = std::mem::take(&mut h.touched);
-            (touched != 0).then(|| {
-                let batches: Vec<(usize, Vec<Command>)> = h
-                    .commands
-                    .iter_mut()
-                    .enumerate()
-                    .filter(|(_, q)| !q.is_empty())
-                    .map(|(to, q)| (to, std::mem::take(q)))
-                    .collect();
-                (h.loops.clone(), touched, batches)
-            })
-        })
-    });
-    if let Some((loops, touched, batches)) = taken {
-        for (to, mut batch) in batches {
-            let cmd = match batch.len() {
-                1 => batch.pop().map(LoopCommand::Engine),
-                _ => Some(LoopCommand::Engines(batch)),
+    HELD.with(|held| {
+        let Ok(mut held) = held.try_borrow_mut() else {
+            return; // already releasing, further up this thread's stack
+        };
+        let Some(h) = held.as_mut() else {
+            return;
+        };
+        h.since = None;
+        let touched = std::mem::take(&mut h.touched);
+        if touched == 0 {
+            return;
+        }
+        for (to, queue) in h.commands.iter_mut().enumerate() {
+            let cmd = match queue.len() {
+                0 => continue,
+                1 => queue.pop().map(LoopCommand::Engine),
+                _ => Some(LoopCommand::Engines(std::mem::take(queue))),
             };
             if let Some(cmd) = cmd {
-                let _ = loops.queue(to, cmd);
+                let _ = h.loops.queue(to, cmd);
             }
         }
         // The dispatcher blocks on its queue right after a batch: no yield needed here.
-        let _ = wake_loops(&loops, touched);
-    }
+        let _ = wake_loops(&h.loops, touched);
+    });
 }
 
 /// Like [`release_held_commands`], if the oldest held command is older than `max` (between two
