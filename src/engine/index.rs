@@ -356,12 +356,7 @@ impl Index {
                 }
             }
             // Everyone: straight from the map (no second lookup per recipient).
-            Audience::All => out.extend(
-                self.recipients
-                    .iter()
-                    .filter(|(_, r)| kinds.contains(&r.kind))
-                    .map(|(id, r)| (*id, r.kind)),
-            ),
+            Audience::All => out.extend(self.everyone(kinds)),
         }
     }
 
@@ -374,13 +369,18 @@ impl Index {
         limit: usize,
     ) {
         out.clear();
-        out.extend(
-            self.recipients
-                .iter()
-                .filter(|(_, r)| kinds.contains(&r.kind))
-                .map(|(id, r)| (*id, r.kind))
-                .take(limit),
-        );
+        out.extend(self.everyone(kinds).take(limit));
+    }
+
+    /// Every recipient of `kinds`, in the map's order.
+    fn everyone<'a>(
+        &'a self,
+        kinds: &'a [RecipientKind],
+    ) -> impl Iterator<Item = (u64, RecipientKind)> + 'a {
+        self.recipients
+            .iter()
+            .filter(|(_, r)| kinds.contains(&r.kind))
+            .map(|(id, r)| (*id, r.kind))
     }
 
     /// Counts, for tests and metrics: (recipients, users, tenants, rooms).
