@@ -119,14 +119,8 @@ impl Queued {
 
     /// A text packet with its WebSocket frame (header and payload in one shared buffer).
     pub(crate) fn framed(text: Arc<[u8]>) -> Queued {
-        let (h, n) = ws::frame_header(ws::OPCODE_TEXT, text.len());
-        let mut frame = Vec::with_capacity(n + text.len());
-        frame.extend_from_slice(h.get(..n).unwrap_or(&[]));
-        frame.extend_from_slice(&text);
-        Queued::Framed {
-            text,
-            frame: frame.into(),
-        }
+        let frame = ws::frame(ws::OPCODE_TEXT, &text).into();
+        Queued::Framed { text, frame }
     }
 
     /// The whole WebSocket frame of a packet as one chunk.
@@ -136,11 +130,7 @@ impl Queued {
             Queued::Text(b) => (ws::OPCODE_TEXT, b),
             Queued::Binary(b) => (ws::OPCODE_BINARY, b),
         };
-        let (h, n) = ws::frame_header(opcode, bytes.len());
-        let mut frame = Vec::with_capacity(n + bytes.len());
-        frame.extend_from_slice(h.get(..n).unwrap_or(&[]));
-        frame.extend_from_slice(bytes);
-        Chunk::Owned(frame)
+        Chunk::Owned(ws::frame(opcode, bytes))
     }
 
     /// The WebSocket frame: one shared chunk when pre-framed, else an inline header and the

@@ -383,11 +383,7 @@ fn frame_text(scratch: &mut Vec<u8>, encode: impl FnOnce(&mut Vec<u8>)) -> Vec<u
     text.clear();
     text.push(b'4');
     encode(&mut text);
-    let (header, n) = crate::proto::ws::frame_header(crate::proto::ws::OPCODE_TEXT, text.len());
-    let header = header.get(..n).unwrap_or_default();
-    let mut frame = Vec::with_capacity(header.len() + text.len());
-    frame.extend_from_slice(header);
-    frame.extend_from_slice(&text);
+    let frame = crate::proto::ws::frame(crate::proto::ws::OPCODE_TEXT, &text);
     if text.capacity() <= super::ENCODE_SCRATCH_KEPT {
         *scratch = text;
     }

@@ -32,6 +32,15 @@ pub fn frame_header(opcode: u8, len: usize) -> ([u8; 10], usize) {
     }
 }
 
+/// One final, unmasked frame: header and `payload` in one buffer.
+pub fn frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let (h, n) = frame_header(opcode, payload.len());
+    let mut frame = Vec::with_capacity(n + payload.len());
+    frame.extend_from_slice(h.get(..n).unwrap_or(&[]));
+    frame.extend_from_slice(payload);
+    frame
+}
+
 /// A complete close frame with status `code` and no reason.
 pub fn close_frame(code: u16) -> [u8; 4] {
     let c = code.to_be_bytes();
