@@ -467,6 +467,17 @@ struct Client {
     deadline: Instant,
     /// Connections whose read budget ran out with bytes possibly left (edge-triggered).
     again: Vec<usize>,
+    /// The last poll's events, kept for the next (no list allocated per poll).
+    ready: Vec<Ready>,
+}
+
+/// One connection's readiness from a poll.
+#[derive(Clone, Copy)]
+struct Ready {
+    conn: usize,
+    readable: bool,
+    ends: bool,
+    writable: bool,
 }
 
 fn masked_frame(opcode: u8, payload: &[u8], mask: [u8; 4], out: &mut Vec<u8>) {
@@ -523,6 +534,7 @@ impl Client {
             mask_state: 0x9e37_79b9,
             deadline,
             again: Vec::new(),
+            ready: Vec::new(),
         })
     }
 
@@ -688,23 +700,28 @@ impl Client {
                 std::process::exit(2);
             }
         }
-        let ready: Vec<(usize, bool, bool)> = self
-            .events
-            .iter()
-            .map(|e| {
-                (
-                    e.token().0,
-                    e.is_readable() || e.is_read_closed() || e.is_error(),
-                    e.is_writable(),
-                )
-            })
-            .collect();
+        let mut ready = std::mem::take(&mut self.ready);
+        ready.clear();
+        ready.extend(self.events.iter().map(|e| Ready {
+            conn: e.token().0,
+            readable: e.is_readable() || e.is_read_closed() || e.is_error(),
+            // The peer's FIN (or an error) came with this event: read on to the end, since
+            // nothing more will be raised for it.
+            ends: e.is_read_closed() || e.is_error(),
+            writable: e.is_writable(),
+        }));
         for i in std::mem::take(&mut self.again) {
             if i < self.conns.len() && self.conns[i].alive() {
-                self.on_readable(i);
+                self.on_readable(i, true);
             }
         }
-        for (i, readable, writable) in ready {
+        for &Ready {
+            conn: i,
+            readable,
+            ends,
+            writable,
+        } in &ready
+        {
             if i >= self.conns.len() || !self.conns[i].alive() {
                 continue;
             }
@@ -725,12 +742,18 @@ impl Client {
                 self.flush(i);
             }
             if readable {
-                self.on_readable(i);
+                self.on_readable(i, ends);
             }
         }
+        self.ready = ready;
     }
 
-    fn on_readable(&mut self, i: usize) {
+    /// Reads connection `i`. A read that does not fill the scratch buffer took all the socket
+    /// had, and bytes arriving later raise a new (edge-triggered) event, so it ends the pass
+    /// without a second read to hear "would block" (halving the client's reads per tick, which
+    /// matters where it shares a core with the server); `to_end` (a FIN or error was reported, or
+    /// a budget ran out before) reads on until the socket says so.
+    fn on_readable(&mut self, i: usize, to_end: bool) {
         // Bounded per turn so one busy connection cannot starve the rest.
         for _ in 0..64 {
             let Some(s) = self.conns[i].stream.as_mut() else {
@@ -750,6 +773,9 @@ impl Client {
                     }
                     // What the frames just read asked to send (ack refills), in one write.
                     self.flush(i);
+                    if !to_end && n < self.scratch.len() {
+                        return;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
