@@ -26,7 +26,7 @@ use serde_json::Value;
 use crate::engine::fanout::Routed;
 use crate::engine::{AckReply, AckResult, Command, Identity, Reach, Target, Transports};
 use crate::error::BroadcastError;
-use crate::server::Handle;
+use crate::server::{answer_channel, Answer, Handle};
 use crate::validate::{validate_event, validate_room, validate_tenant, validate_user};
 
 /// Which transport(s) a provider reaches.
@@ -102,7 +102,7 @@ impl AckOutcomes {
 /// The reach of a send queued with `send_counted_deferred`, to be read once the loop has sent it.
 #[derive(Debug)]
 pub struct PendingReach {
-    rx: mpsc::Receiver<Reach>,
+    rx: Answer<Reach>,
     /// One answer per event loop.
     parts: usize,
 }
@@ -112,7 +112,6 @@ impl PendingReach {
     pub fn wait(self) -> Result<Reach, BroadcastError> {
         let mut total = Reach::default();
         for _ in 0..self.parts {
-            crate::server::release_held_commands();
             let r = self.rx.recv().map_err(|_| BroadcastError::ServerClosed)?;
             total.sse += r.sse;
             total.socketio += r.socketio;
@@ -272,7 +271,7 @@ impl TransportProvider {
         event: &str,
         data: &Value,
     ) -> Result<PendingReach, BroadcastError> {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = answer_channel();
         let parts = self.send(target.clone(), event, data, Some(tx))?;
         Ok(PendingReach { rx, parts })
     }
@@ -332,11 +331,10 @@ impl SocketIoFeatures for TransportProvider {
         data: &Value,
         timeout: Duration,
     ) -> Result<AckOutcomes, BroadcastError> {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = answer_channel();
         self.ack_command(user, event, data, timeout, AckReply::Channel(tx))?;
         // The engine always answers: at the latest when the timeout fires (or when it shuts
         // down and drops the sender).
-        crate::server::release_held_commands();
         let results = rx.recv().map_err(|_| BroadcastError::ServerClosed)?;
         Ok(AckOutcomes::from_results(results))
     }
@@ -373,13 +371,12 @@ fn join_room(handle: &Handle, user: &Identity, room: &str) -> Result<(), Broadca
     if let Some(cluster) = handle.cluster() {
         return cluster.room(user, room, true);
     }
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = answer_channel();
     handle.command(Command::JoinRoomReply {
         user: user.clone(),
         room: room.to_string(),
         reply: tx,
     })?;
-    crate::server::release_held_commands();
     rx.recv()
         .map_err(|_| BroadcastError::ServerClosed)?
         .map_err(BroadcastError::TooManyRooms)
@@ -405,13 +402,12 @@ fn user_rooms(handle: &Handle, user: &Identity) -> Result<Vec<String>, Broadcast
     if let Some(cluster) = handle.cluster() {
         return cluster.user_rooms(user);
     }
-    let (tx, rx) = mpsc::channel();
+    let (tx, rx) = answer_channel();
     // The hub holds every join that returned before this call.
     handle.command(Command::UserRooms {
         user: user.clone(),
         reply: tx,
     })?;
-    crate::server::release_held_commands();
     rx.recv().map_err(|_| BroadcastError::ServerClosed)
 }
 

@@ -31,7 +31,7 @@ use super::adapter_wire::{
 use crate::engine::adapter::{AdapterAction, AdapterSocket, QueryAnswer, Selection};
 use crate::engine::{AckMerge, AckOutcome, AckReply, Command, Target, Transports};
 use crate::proto::sio::{Packet, PacketKind};
-use crate::server::Handle;
+use crate::server::{answer_channel, Answer, Handle};
 
 /// How a server joins a Node.js socket.io cluster ([`crate::ServerBuilder::socketio_adapter`]).
 #[derive(Clone, Debug)]
@@ -351,8 +351,8 @@ impl Shared {
         nsp: &str,
         select: Selection,
         action: AdapterAction,
-    ) -> (Receiver<QueryAnswer>, usize) {
-        let (tx, rx) = mpsc::channel();
+    ) -> (Answer<QueryAnswer>, usize) {
+        let (tx, rx) = answer_channel();
         let nsp: Arc<str> = Arc::from(nsp);
         let select = Arc::new(select);
         let loops = self.to_loops(|| Command::AdapterQuery {
@@ -371,8 +371,8 @@ impl Shared {
     }
 
     /// Where the responses to this node's request `request_id` will come.
-    fn expect_responses(&self, request_id: &str) -> Receiver<Response> {
-        let (tx, rx) = mpsc::channel();
+    fn expect_responses(&self, request_id: &str) -> Answer<Response> {
+        let (tx, rx) = answer_channel();
         self.waiting
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -418,7 +418,7 @@ enum Job {
     /// Collects every loop's answer, then publishes what `then` says.
     Answer {
         nsp: String,
-        answers: Receiver<QueryAnswer>,
+        answers: Answer<QueryAnswer>,
         loops: usize,
         then: Then,
     },
@@ -635,9 +635,8 @@ fn worker(shared: Arc<Shared>, requests: Receiver<Job>) {
 }
 
 /// The loops' answers to a request, as many as came within the I/O timeout.
-fn collect(shared: &Shared, answers: &Receiver<QueryAnswer>, loops: usize) -> Vec<QueryAnswer> {
-    // Called from a handler too (a local query): the loops it asked must be awake.
-    crate::server::release_held_commands();
+fn collect(shared: &Shared, answers: &Answer<QueryAnswer>, loops: usize) -> Vec<QueryAnswer> {
+    // Called from a handler too (a local query): waiting on an `Answer` wakes the loops it asked.
     let deadline = Instant::now() + shared.cfg.io_timeout;
     let mut out = Vec::with_capacity(loops);
     while out.len() < loops {
@@ -1237,7 +1236,7 @@ impl SocketIoCluster {
         let packet = Packet::event(sel.nsp.as_str(), event, args, None);
         // This server's part.
         let loops = shared.handle.loop_count();
-        let (local_tx, local_rx) = mpsc::channel();
+        let (local_tx, local_rx) = answer_channel();
         let merge = AckMerge::new(loops, AckReply::Channel(local_tx));
         let ack = Some((timeout, merge));
         shared.broadcast_to_loops(&sel.nsp, sel.selection(), packet.clone(), false, ack, None);
@@ -1265,7 +1264,6 @@ impl SocketIoCluster {
                 return Err(e);
             }
         };
-        crate::server::release_held_commands();
         let (mut counted, mut expected, mut remote) = (0usize, 0usize, Vec::new());
         while counted < servers || remote.len() < expected {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -1421,7 +1419,6 @@ impl Shared {
                 return Err(e);
             }
         };
-        crate::server::release_held_commands();
         let expected = servers.saturating_sub(1);
         let deadline = Instant::now() + timeout;
         let mut out = Vec::with_capacity(expected);

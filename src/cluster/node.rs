@@ -807,7 +807,7 @@ impl Cluster {
         room: &str,
         joined: bool,
     ) -> Result<(), BroadcastError> {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = crate::server::answer_channel();
         let field = user_field(user);
         let op = if joined {
             Op::Join {
@@ -826,19 +826,17 @@ impl Cluster {
             joined,
         };
         self.publish(op, &msg, Done::Room(tx))?;
-        crate::server::release_held_commands();
         rx.recv_timeout(self.shared.cfg.request_timeout)
             .map_err(|_| unavailable("Redis did not answer in time"))?
     }
 
     /// `user_rooms`, read from Redis.
     pub(crate) fn user_rooms(&self, user: &Identity) -> Result<Vec<String>, BroadcastError> {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = crate::server::answer_channel();
         self.queue(Job::Rooms {
             field: user_field(user),
             reply: tx,
         })?;
-        crate::server::release_held_commands();
         rx.recv_timeout(self.shared.cfg.request_timeout)
             .map_err(|_| unavailable("Redis did not answer in time"))?
     }

@@ -98,11 +98,10 @@ pub(super) fn start_holding_commands(loops: Arc<Loops>) {
 }
 
 /// Sends the commands this thread held, one batch per loop, and wakes those loops (it goes on
-/// holding). Called at the end of each dispatcher batch, before anything in this crate blocks
-/// waiting for a loop's answer (a handler asking for `user_rooms` must not wait for a loop its
-/// `join` has not reached), and before a command that does not go through the hold. Elsewhere:
-/// a no-op. A loop that has stopped drops what it is sent: the server is shutting down.
-pub(crate) fn release_held_commands() {
+/// holding). Called at the end of each dispatcher batch, by every wait on an [`Answer`] (a
+/// handler asking for `user_rooms` must not wait for a loop its `join` has not reached), and
+/// before a command that does not go through the hold. Elsewhere: a no-op. A loop that has stopped drops what it is sent: the server is shutting down.
+pub(super) fn release_held_commands() {
     HELD.with(|held| {
         let Ok(mut held) = held.try_borrow_mut() else {
             return; // already releasing, further up this thread's stack
@@ -141,6 +140,31 @@ pub(super) fn release_held_commands_older_than(max: Duration) {
     });
     if due {
         release_held_commands();
+    }
+}
+
+/// A channel for an answer that the sending thread will wait for (a loop's, or the cluster
+/// link's): see [`Answer`].
+pub(crate) fn answer_channel<T>() -> (mpsc::Sender<T>, Answer<T>) {
+    let (tx, rx) = mpsc::channel();
+    (tx, Answer(rx))
+}
+
+/// Where an answer comes. Every wait for it first sends what this thread holds
+/// ([`release_held_commands`]): the answer may need a command still held here (a handler that
+/// waited for `user_rooms` with its `join` held would wait for ever), so no wait can forget to.
+#[derive(Debug)]
+pub(crate) struct Answer<T>(mpsc::Receiver<T>);
+
+impl<T> Answer<T> {
+    pub(crate) fn recv(&self) -> Result<T, mpsc::RecvError> {
+        release_held_commands();
+        self.0.recv()
+    }
+
+    pub(crate) fn recv_timeout(&self, timeout: Duration) -> Result<T, mpsc::RecvTimeoutError> {
+        release_held_commands();
+        self.0.recv_timeout(timeout)
     }
 }
 
@@ -434,13 +458,12 @@ impl Handle {
     /// event loops (a user with connections on two loops counts on both; the history and the
     /// parked sockets, which the loops share, count once).
     pub fn stats(&self) -> Result<Stats, ServerClosed> {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = answer_channel();
         let parts = match self.command_routed(Command::Stats { reply: tx })? {
             Routed::Loops(n) => n,
             Routed::Answered => 0,
         };
         let mut total = Stats::default();
-        release_held_commands();
         for _ in 0..parts {
             let s = rx
                 .recv_timeout(Duration::from_secs(10))

@@ -21,8 +21,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use builder::{AuthRequest, ServerBuilder};
-pub(crate) use handle::release_held_commands;
 pub use handle::Handle;
+pub(crate) use handle::{answer_channel, Answer};
 pub use route::{HttpRequest, HttpResponse, Responder};
 pub use socket::{AckResponder, ConnectDecision, Event, Socket};
 

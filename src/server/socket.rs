@@ -2,7 +2,7 @@
 //! [`Event`] with its [`AckResponder`].
 
 use std::fmt;
-use std::sync::{mpsc, Arc};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -147,7 +147,7 @@ impl Socket {
         timeout: Duration,
     ) -> Result<AckOutcome, BroadcastError> {
         validate_event(event)?;
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = crate::server::answer_channel();
         self.handle.command(Command::SioEmit {
             socket: self.id,
             event: event.to_string(),
@@ -157,7 +157,6 @@ impl Socket {
             volatile: false,
             seq: None,
         })?;
-        crate::server::release_held_commands();
         let mut results = rx.recv().map_err(|_| BroadcastError::ServerClosed)?;
         Ok(results
             .pop()
