@@ -35,9 +35,11 @@ const APP_BACKLOG_HIGH: usize = 16 * 1024;
 /// Chunks queued by commands in one turn before the loop stops to write them, at first: a burst
 /// of broadcasts starts reaching clients after this many, not after the whole batch is queued.
 const WRITE_BUDGET_FIRST: usize = 8 * 1024;
-/// While a burst lasts, each turn that spends its budget doubles it up to this, so later turns
-/// coalesce more chunks per write (what makes bursts cheap), and memory stays bounded by what one
-/// turn may queue.
+/// A turn that spends its budget starts a burst: while it lasts, each turn may queue this many,
+/// so each write carries every chunk a turn queued for its connection (what makes bursts cheap:
+/// a loopback write costs about the same whatever it carries), and memory stays bounded by what
+/// one turn may queue. Straight to it, not doubling: 100 broadcasts to 10 000 connections on one
+/// loop took 90 000 writes when the budget doubled, 60 000 this way.
 const WRITE_BUDGET_MAX: usize = 256 * 1024;
 /// The first broadcast of a turn on a loop that is not in a burst writes to this many of its
 /// connections at once, as the engine hands over their outputs (it hands a large audience over
@@ -560,8 +562,8 @@ impl EventLoop {
         // neither starve the sockets nor delay the first write of a burst.
         for _ in 0..4096 {
             if self.writes_this_turn > self.write_budget {
-                // A burst: write what is queued now, take a larger share next turn.
-                self.write_budget = (self.write_budget * 2).min(WRITE_BUDGET_MAX);
+                // A burst: write what is queued now, take the largest share from the next turn.
+                self.write_budget = WRITE_BUDGET_MAX;
                 self.waker.bursting.store(true, Ordering::Relaxed);
                 break;
             }
