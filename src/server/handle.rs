@@ -100,7 +100,8 @@ pub(super) fn start_holding_commands(loops: Arc<Loops>) {
 /// Sends the commands this thread held, one batch per loop, and wakes those loops (it goes on
 /// holding). Called at the end of each dispatcher batch, by every wait on an [`Answer`] (a
 /// handler asking for `user_rooms` must not wait for a loop its `join` has not reached), and
-/// before a command that does not go through the hold. Elsewhere: a no-op. A loop that has stopped drops what it is sent: the server is shutting down.
+/// before a command that does not go through the hold. Elsewhere: a no-op. A loop that has
+/// stopped drops what it is sent: the server is shutting down.
 pub(super) fn release_held_commands() {
     HELD.with(|held| {
         let Ok(mut held) = held.try_borrow_mut() else {
