@@ -80,14 +80,19 @@ impl PacketKind {
 
     /// The wire digit for this kind.
     pub fn as_char(self) -> char {
+        char::from(self.digit())
+    }
+
+    /// The wire digit as a byte.
+    fn digit(self) -> u8 {
         match self {
-            Self::Connect => '0',
-            Self::Disconnect => '1',
-            Self::Event => '2',
-            Self::Ack => '3',
-            Self::ConnectError => '4',
-            Self::BinaryEvent => '5',
-            Self::BinaryAck => '6',
+            Self::Connect => b'0',
+            Self::Disconnect => b'1',
+            Self::Event => b'2',
+            Self::Ack => b'3',
+            Self::ConnectError => b'4',
+            Self::BinaryEvent => b'5',
+            Self::BinaryAck => b'6',
         }
     }
 
@@ -303,8 +308,8 @@ pub fn encode_text_to(packet: &Packet, out: &mut Vec<u8>) {
         nsp: &packet.nsp,
         id: packet.id,
     };
-    // Writing to a Vec cannot fail, and serialising a `Value` cannot fail either.
-    let _ = std::io::Write::write_fmt(out, format_args!("{head}"));
+    head.write_to(out);
+    // Serialising a `Value` into a Vec cannot fail.
     if let Some(data) = &packet.data {
         let _ = serde_json::to_writer(out, data);
     }
@@ -319,8 +324,8 @@ pub fn encode_ack_into(nsp: &str, id: u64, args: &[Value], out: &mut Vec<u8>) {
         nsp,
         id: Some(id),
     };
-    // Writing to a Vec cannot fail, and serialising a `Value` cannot fail either.
-    let _ = std::io::Write::write_fmt(out, format_args!("{head}"));
+    head.write_to(out);
+    // Serialising a `Value` into a Vec cannot fail.
     let _ = serde_json::to_writer(out, args);
 }
 
@@ -332,22 +337,39 @@ struct TextHead<'a> {
     id: Option<u64>,
 }
 
-impl std::fmt::Display for TextHead<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use std::fmt::Write as _;
-        f.write_char(self.kind.as_char())?;
+impl TextHead<'_> {
+    /// Appends the head's bytes. Pushed, not formatted: this runs for every packet sent, and the
+    /// formatter's machinery cost more than the rest of an ack's head.
+    fn write_to(&self, out: &mut Vec<u8>) {
+        out.push(self.kind.digit());
         if self.kind.is_binary() {
-            write!(f, "{}-", self.attachments)?;
+            push_decimal(out, self.attachments as u64);
+            out.push(b'-');
         }
         if !self.nsp.is_empty() && self.nsp != "/" {
-            f.write_str(self.nsp)?;
-            f.write_char(',')?;
+            out.extend_from_slice(self.nsp.as_bytes());
+            out.push(b',');
         }
         if let Some(id) = self.id {
-            write!(f, "{id}")?;
+            push_decimal(out, id);
         }
-        Ok(())
     }
+}
+
+/// Appends `n` in decimal ASCII, as `{n}` formats it.
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    // u64::MAX has 20 digits.
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    for slot in digits.iter_mut().rev() {
+        *slot = b'0' + (n % 10) as u8;
+        n /= 10;
+        start -= 1;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(digits.get(start..).unwrap_or_default());
 }
 
 /// Decode the text part of a packet; returns the packet and the number of attachments that must
@@ -985,6 +1007,29 @@ mod tests {
             encode_ack_into(nsp, id, &args, &mut from_parts);
             let packet = Packet::ack(nsp, id, args);
             assert_eq!(String::from_utf8(from_parts).unwrap(), encode_text(&packet));
+        }
+    }
+
+    #[test]
+    fn ids_and_counts_are_written_as_decimal_formats_them() {
+        for n in [
+            0,
+            1,
+            9,
+            10,
+            99,
+            100,
+            12_345,
+            u64::from(u32::MAX),
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
+            let mut out = b"x".to_vec();
+            push_decimal(&mut out, n);
+            assert_eq!(out, format!("x{n}").into_bytes());
+            let mut ack = Vec::new();
+            encode_ack_into("/", n, &[json!(1)], &mut ack);
+            assert_eq!(ack, format!("3{n}[1]").into_bytes());
         }
     }
 
