@@ -24,6 +24,8 @@ use std::fmt;
 
 use serde_json::Value;
 
+use super::push_decimal;
+
 /// Event names that an application may not receive from (or send to) a client, because the
 /// Socket.IO libraries give them a special meaning.
 pub const RESERVED_EVENTS: [&str; 6] = [
@@ -354,22 +356,6 @@ impl TextHead<'_> {
             push_decimal(out, id);
         }
     }
-}
-
-/// Appends `n` in decimal ASCII, as `{n}` formats it.
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    // u64::MAX has 20 digits.
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    for slot in digits.iter_mut().rev() {
-        *slot = b'0' + (n % 10) as u8;
-        n /= 10;
-        start -= 1;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(digits.get(start..).unwrap_or_default());
 }
 
 /// Decode the text part of a packet; returns the packet and the number of attachments that must

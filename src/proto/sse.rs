@@ -9,6 +9,8 @@
 
 use std::fmt;
 
+use super::push_decimal;
+
 /// Longest event name an application may use, in bytes.
 pub const MAX_EVENT_NAME_LEN: usize = 256;
 /// Longest id an application may use, in bytes.
@@ -157,23 +159,8 @@ pub fn encode_comment(out: &mut Vec<u8>, text: &str) {
 /// Append `retry: <ms>\n\n`, setting the client's reconnection time.
 pub fn encode_retry(out: &mut Vec<u8>, ms: u64) {
     out.extend_from_slice(b"retry: ");
-    push_u64(out, ms);
+    push_decimal(out, ms);
     out.extend_from_slice(b"\n\n");
-}
-
-/// Decimal digits of `n` without allocating.
-fn push_u64(out: &mut Vec<u8>, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut start = buf.len();
-    for slot in buf.iter_mut().rev() {
-        *slot = b'0' + (n % 10) as u8;
-        start -= 1;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(buf.get(start..).unwrap_or(&[]));
 }
 
 /// What a client's `data` is for `data` sent through [`encode_event`]: CRLF and lone CR become LF.
